@@ -1,0 +1,239 @@
+"""``dsspn hierarchy ...``: merge label sets into a concept tree, show it, check it, build tables.
+
+These commands never import torch.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dsspn_cli.errors import UserError
+
+app = typer.Typer(help="Concept trees: merge label sets, show, check, and build masking tables.",
+                  no_args_is_help=True, add_completion=False)
+
+TREE_ARG = typer.Argument(None, help="Tree file (YAML, or node-link JSON from 'show --format "
+                          "json'). Default: the shipped four-dataset tree.", show_default=False)
+
+
+class ShowFormat(str, enum.Enum):
+    tree = "tree"
+    yaml = "yaml"
+    json = "json"
+    png = "png"
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _dataset_in(tree, name: str) -> str:
+    """A dataset of the tree by its name or by a built-in alias ('ade20k' -> 'ade')."""
+    if name in tree.datasets:
+        return name
+    from dsspn_cli.hierarchy.labelset import builtin_labelsets
+
+    path = builtin_labelsets().get(name.lower())
+    if path is not None and path.stem in tree.datasets:
+        return path.stem
+    raise UserError(f"--dataset {name}: not in this tree (it has {', '.join(tree.datasets)})")
+
+
+@app.command()
+def merge(
+    datasets: List[str] = typer.Argument(..., help="Label sets in order, the first is the "
+                                         "skeleton: built-in names (coco, ade, cityscapes, "
+                                         "mapillary, mapillary-v2) or YAML/text files."),
+    output: Path = typer.Option(Path("concept-tree.yaml"), "-o", "--output",
+                                help="Where to write the tree (.yaml, or .json for node-link)."),
+    max_depth: int = typer.Option(5, "--max-depth", min=1, help="Deepest level a concept may "
+                                  "sit at (root = 0); the paper's tree reached 5."),
+    wordnet_dir: Optional[Path] = typer.Option(None, "--wordnet-dir", help="A WordNet 3.0 "
+                                               "database folder to use (default: found "
+                                               "automatically)."),
+):
+    """Merge dataset label sets into one WordNet-backed concept tree."""
+    from dsspn_cli.hierarchy.labelset import load_labelset
+    from dsspn_cli.hierarchy.merge import merge_labelsets
+    from dsspn_cli.hierarchy.wordnet import wordnet
+
+    labelsets = [load_labelset(ref) for ref in datasets]
+    wn = wordnet(wordnet_dir)
+    tree, report = merge_labelsets(labelsets, wn, max_depth=max_depth)
+    header = ("# dsspn concept tree, merged with: dsspn hierarchy merge "
+              + " ".join(ls.name for ls in labelsets) + f" --max-depth {max_depth}\n"
+              "# Each concept: name, WordNet 3.0 synset, labels (dataset: label ids mapped to it),"
+              " children.\n# kind: wordnet marks the intermediate concepts the merge added.\n")
+    tree.save(output, header=header)
+    _print_merge_summary(tree, report, output)
+
+
+def _print_merge_summary(tree, report, output: Path) -> None:
+    from rich.table import Table
+
+    console = _console()
+    fan_name, fanout = tree.largest_fanout()
+    console.print(f"[bold]{len(tree)}[/] concepts, [bold]{len(tree.neurons)}[/] semantic "
+                  f"neurons, depth [bold]{tree.height}[/] (limit {tree.max_depth}), largest "
+                  f"fan-out [bold]{fanout}[/] ({fan_name})")
+    table = Table("dataset", "labels", "placed", "new concepts", "joined others",
+                  "explicit parent", title="labels placed per dataset", title_justify="left")
+    for rep in report.datasets:
+        placed = sum(len(tree.labels(n).get(rep.name, [])) for n in tree.names)
+        table.add_row(rep.name, str(rep.labels), str(placed), str(rep.new_concepts),
+                      str(rep.joined), str(rep.explicit))
+    console.print(table)
+    if report.intermediates:
+        console.print(f"{len(report.intermediates)} WordNet concepts added as groups: "
+                      + ", ".join(report.intermediates))
+    if report.spliced:
+        console.print(f"{len(report.spliced)} label-less single-child concepts removed: "
+                      + ", ".join(report.spliced))
+    for note in report.notes:
+        console.print(f"[yellow]note[/] {note}", soft_wrap=True)
+    console.print(f"wrote {output}")
+
+
+@app.command()
+def show(
+    tree_file: Optional[Path] = TREE_ARG,
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Only the concepts this "
+                                          "dataset labels, with their ancestors."),
+    depth: Optional[int] = typer.Option(None, "--depth", min=0, help="Cut at this depth."),
+    fmt: ShowFormat = typer.Option(ShowFormat.tree, "--format", help="tree (terminal), yaml, "
+                                   "json (networkx node-link) or png (needs -o)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file."),
+):
+    """Show a concept tree: in the terminal, as YAML or node-link JSON, or drawn as PNG."""
+    from dsspn_cli.hierarchy import render
+    from dsspn_cli.hierarchy.tree import load_tree
+    from dsspn_cli.io import atomic_write_text
+
+    tree = load_tree(tree_file)
+    if dataset is not None:
+        dataset = _dataset_in(tree, dataset)
+    if fmt is ShowFormat.png:
+        if output is None:
+            raise UserError("--format png needs -o FILE.png")
+        render.draw_png(tree, output, dataset, depth)
+        _console().print(f"wrote {output}")
+        return
+    if fmt is ShowFormat.tree:
+        if output is not None:
+            from rich.console import Console
+
+            with open(output, "w", encoding="utf-8") as handle:
+                Console(file=handle, width=160).print(render.rich_tree(tree, dataset, depth))
+            return
+        _console().print(render.rich_tree(tree, dataset, depth))
+        return
+    if dataset is not None or depth is not None:
+        tree = render.subtree(tree, render.visible_concepts(tree, dataset, depth))
+    text = (json.dumps(tree.to_node_link(), indent=1) + "\n" if fmt is ShowFormat.json
+            else tree.to_yaml_text())
+    if output is not None:
+        atomic_write_text(output, text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def check(
+    tree_file: Optional[Path] = TREE_ARG,
+    max_depth: Optional[int] = typer.Option(None, "--max-depth", min=0, help="Depth limit "
+                                            "(default: the tree's own, 5 for merged trees)."),
+    max_fanout: Optional[int] = typer.Option(None, "--max-fanout", min=1,
+                                             help="Most children a concept may have "
+                                                  "(default: no limit)."),
+):
+    """Check a tree: one root, no cycle, one parent each, every label mapped once, no
+    single-child chains, depth and fan-out limits. Exit 0 when clean, 1 with a table."""
+    from rich.table import Table
+
+    from dsspn_cli.hierarchy.check import check_graph
+    from dsspn_cli.hierarchy.tree import read_graph
+    from dsspn_cli.resources import default_tree_path
+
+    path = tree_file or default_tree_path()
+    graph, datasets, tree_depth = read_graph(path)
+    limit = max_depth if max_depth is not None else tree_depth
+    violations = check_graph(graph, datasets, limit, max_fanout)
+    console = _console()
+    if not violations:
+        fanout = max((graph.out_degree(n) for n in graph), default=0)
+        console.print(f"[green]clean[/]: {path}: {graph.number_of_nodes()} concepts, "
+                      f"{sum(1 for n in graph if graph.out_degree(n) >= 2)} neurons, "
+                      f"depth within {limit}, largest fan-out {fanout}, "
+                      f"labels of {len(datasets)} datasets each mapped once")
+        return
+    table = Table("rule", "concept", "problem", title=f"{len(violations)} violations in {path}",
+                  title_justify="left")
+    for violation in violations:
+        table.add_row(violation.rule, violation.concept, violation.message)
+    console.print(table)
+    raise typer.Exit(1)
+
+
+@app.command()
+def tables(
+    tree_file: Optional[Path] = TREE_ARG,
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for tables.json and "
+                                "summary.txt."),
+):
+    """Build the masking tables training uses: neurons and their children, label -> concept
+    per dataset, concept masks, and each concept's path of (neuron, child) pairs."""
+    from dsspn_cli.hierarchy.labelset import load_labelset
+    from dsspn_cli.hierarchy.tables import MaskingTable
+    from dsspn_cli.hierarchy.tree import load_tree
+
+    tree = load_tree(tree_file)
+    labelsets = {}
+    for name, info in tree.datasets.items():
+        try:
+            labelsets[name] = load_labelset((info or {}).get("labelset", name))
+        except UserError:
+            pass     # label names are only for reading; the tree holds the mapping
+    table = MaskingTable.from_tree(tree, labelsets)
+    written = table.save(output)
+    console = _console()
+    console.print(table.summary().split("\n\nneuron")[0])
+    console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+@app.command("labelsets")
+def list_labelsets():
+    """List the built-in label sets and their aliases."""
+    from rich.table import Table
+
+    from dsspn_cli.hierarchy.labelset import builtin_labelsets, load_labelset
+
+    by_file: dict = {}
+    for alias, path in builtin_labelsets().items():
+        by_file.setdefault(path, []).append(alias)
+    table = Table("name", "title", "labels", "mapped", "ignore", "aliases")
+    for path, aliases in by_file.items():
+        ls = load_labelset(path.stem)
+        table.add_row(ls.name, ls.title, str(len(ls.labels)), str(len(ls.mapped_labels)),
+                      str(ls.ignore_index), ", ".join(a for a in aliases if a != ls.name))
+    _console().print(table)
+
+
+@app.command("wordnet")
+def wordnet_status(
+    source: Optional[Path] = typer.Option(None, "--from", help="Build the corpus from this "
+                                          "WordNet 3.0 database folder."),
+):
+    """Find WordNet 3.0 (building dsspn's offline copy once if needed) and say where it is."""
+    from dsspn_cli.hierarchy.wordnet import wordnet
+
+    wn = wordnet(source)
+    root = getattr(wn, "root", "?")
+    _console().print(f"WordNet {wn.get_version()} at {root}")

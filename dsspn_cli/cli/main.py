@@ -1,0 +1,47 @@
+"""The ``dsspn`` command. Sub-commands live in their own modules and import heavy libraries
+(networkx, NLTK, torch) only inside the commands, so ``dsspn --help`` answers at once."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dsspn_cli import __version__
+from dsspn_cli.cli.hierarchy import app as hierarchy_app
+from dsspn_cli.errors import UserError
+
+app = typer.Typer(
+    name="dsspn",
+    help="Hierarchical semantic segmentation (DSSPN): one concept tree, merged from the label "
+         "sets of many datasets, drives the model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(hierarchy_app, name="hierarchy")
+
+
+def _version(value: bool):
+    if value:
+        print(f"dsspn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """dsspn: merge label sets into a concept tree, then train, evaluate and predict with it."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="dsspn")
+    except UserError as exc:
+        # One line, no traceback: the message names the thing, the problem and the fix.
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)

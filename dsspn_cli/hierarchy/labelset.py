@@ -1,0 +1,311 @@
+"""Label sets: the classes one dataset annotates, with their ids and their WordNet meaning.
+
+A label set is a YAML file (the built-in ones live in ``hierarchies/labelsets/``)::
+
+    name: cityscapes
+    title: Cityscapes (fine)
+    aliases: [city]
+    ignore_index: 255            # the label-map value that means 'unlabelled'
+    groups:                      # optional: the dataset's own hierarchy above its labels
+    - {name: vehicle-things, parent: outdoor-super-things, synset: vehicle.n.01}
+    labels:
+    - {id: 26, name: car, synset: car.n.01}
+    - {id: 9, name: parking, ignore: true}
+    - {id: 3, name: lane marking, parent: road.n.01}
+
+Per label: ``synset`` is the WordNet 3.0 sense the label means (its identity across datasets),
+``parent`` places it explicitly (a group or label of the same set, or the synset of a concept
+in the tree), ``ignore: true`` treats its pixels as unlabelled and ``used: false`` marks an id
+that is never annotated. Other keys (colours, train ids...) are kept in ``Label.extra``.
+
+A plain text file with one class name per line is a label set too: line ``i`` (comments and
+blank lines skipped) is label id ``i``, and synsets are looked up in WordNet by name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from dsspn_cli.errors import UserError
+from dsspn_cli.io import read_yaml
+from dsspn_cli.resources import labelsets_dir
+
+SYNSET_NAME = re.compile(r"^[^\s.][^\s]*\.[nvasr]\.\d{2}$")
+_LABEL_KEYS = {"id", "name", "synset", "parent", "ignore", "used"}
+_GROUP_KEYS = {"name", "synset", "parent"}
+
+
+def is_synset_name(text: str) -> bool:
+    return bool(SYNSET_NAME.match(text))
+
+
+@dataclass(frozen=True)
+class Label:
+    id: int
+    name: str
+    synset: str | None = None
+    parent: str | None = None
+    ignore: bool = False
+    used: bool = True
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the label must be mapped to a concept (not void, and really annotated)."""
+        return self.used and not self.ignore
+
+    @property
+    def concept_name(self) -> str:
+        """The name a concept created for this label gets ('Bike Lane' -> 'bike lane')."""
+        readable = self.extra.get("readable")
+        return str(readable).lower() if readable else self.name
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    parent: str | None = None
+    synset: str | None = None
+
+
+@dataclass
+class LabelSet:
+    name: str
+    labels: list[Label]
+    title: str = ""
+    ignore_index: int = 255
+    groups: list[Group] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    source: str = ""          # the built-in name or the path it was read from
+    extra: dict = field(default_factory=dict)
+
+    def label(self, label_id: int) -> Label:
+        for item in self.labels:
+            if item.id == label_id:
+                return item
+        raise KeyError(label_id)
+
+    @property
+    def mapped_labels(self) -> list[Label]:
+        return [item for item in self.labels if item.mapped]
+
+    @property
+    def max_id(self) -> int:
+        return max([item.id for item in self.labels] + [self.ignore_index])
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def _fail(path, where: str, problem: str, fix: str):
+    raise UserError(f"{path}: {where}: {problem}; {fix}")
+
+
+def _parse_label(path, index: int, raw) -> Label:
+    where = f"labels[{index}]"
+    if not isinstance(raw, dict):
+        _fail(path, where, "must be a mapping like {id: 0, name: car, synset: car.n.01}",
+              "fix the entry")
+    if "id" in raw:
+        where = f"labels[{index}] (id {raw['id']})"
+    label_id = raw.get("id")
+    if isinstance(label_id, bool) or not isinstance(label_id, int):
+        _fail(path, where, "field 'id' must be an integer", "give the label-map value")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        _fail(path, where, "field 'name' must be a non-empty string", "name the class")
+    synset = raw.get("synset")
+    if synset is not None and (not isinstance(synset, str) or not is_synset_name(synset)):
+        _fail(path, where, f"field 'synset' is {synset!r}, not a WordNet synset name",
+              "write it like car.n.01, or remove it")
+    parent = raw.get("parent")
+    if parent is not None and (not isinstance(parent, str) or not parent.strip()):
+        _fail(path, where, "field 'parent' must be a string", "name a group, label or synset")
+    flags = {}
+    for key, default in (("ignore", False), ("used", True)):
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            _fail(path, where, f"field '{key}' must be true or false", f"fix '{key}'")
+        flags[key] = value
+    extra = {k: v for k, v in raw.items() if k not in _LABEL_KEYS}
+    return Label(label_id, name.strip(), synset, parent.strip() if parent else None,
+                 flags["ignore"], flags["used"], extra)
+
+
+def _parse_group(path, index: int, raw) -> Group:
+    where = f"groups[{index}]"
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        _fail(path, where, "must be a mapping with a string 'name'", "fix the group entry")
+    synset = raw.get("synset")
+    if synset is not None and (not isinstance(synset, str) or not is_synset_name(synset)):
+        _fail(path, f"{where} ({raw['name']})", f"field 'synset' is {synset!r}, not a synset name",
+              "write it like vehicle.n.01, or remove it")
+    parent = raw.get("parent")
+    if parent is not None and not isinstance(parent, str):
+        _fail(path, f"{where} ({raw['name']})", "field 'parent' must be a string",
+              "name another group")
+    return Group(raw["name"], parent, synset)
+
+
+def _validate(labelset: LabelSet, path) -> LabelSet:
+    seen_ids: dict[int, str] = {}
+    seen_names: dict[str, int] = {}
+    for item in labelset.labels:
+        if item.id in seen_ids:
+            _fail(path, f"label id {item.id}", f"used twice ('{seen_ids[item.id]}' and "
+                  f"'{item.name}')", "give every label its own id")
+        if item.name in seen_names:
+            _fail(path, f"label '{item.name}'", f"duplicate name (ids {seen_names[item.name]} "
+                  f"and {item.id})", "give every label its own name")
+        seen_ids[item.id] = item.name
+        seen_names[item.name] = item.id
+    group_names = [group.name for group in labelset.groups]
+    for name in group_names:
+        if group_names.count(name) > 1:
+            _fail(path, f"group '{name}'", "duplicate name", "give every group its own name")
+        if name in seen_names:
+            _fail(path, f"group '{name}'", "has the name of a label",
+                  "rename the group or the label")
+    groups = {group.name: group for group in labelset.groups}
+    for group in labelset.groups:
+        # Walk up the group chain to catch unknown parents and cycles among groups.
+        chain, current = [group.name], group
+        while current.parent is not None and current.parent in groups:
+            if current.parent in chain:
+                _fail(path, f"group '{group.name}'", "its parents form a cycle ("
+                      + " -> ".join(chain + [current.parent]) + ")", "fix the 'parent' fields")
+            chain.append(current.parent)
+            current = groups[current.parent]
+        if current.parent is not None and not is_synset_name(current.parent):
+            _fail(path, f"group '{current.name}'", f"unknown parent '{current.parent}'",
+                  "name another group of this file or a synset like vehicle.n.01")
+    for item in labelset.labels:
+        if item.parent is not None and item.parent not in groups and not is_synset_name(
+                item.parent) and item.parent not in seen_names:
+            _fail(path, f"label '{item.name}' (id {item.id})", f"unknown parent '{item.parent}'",
+                  "name a group or label of this file, or a synset like road.n.01")
+        if item.parent == item.name:
+            _fail(path, f"label '{item.name}' (id {item.id})", "is its own parent",
+                  "fix the 'parent' field")
+    if not labelset.mapped_labels:
+        _fail(path, "labels", "no label to map (all ignored or unused)", "add labels")
+    return labelset
+
+
+def parse_labelset(data, path, source: str | None = None) -> LabelSet:
+    """Build a LabelSet from the YAML document ``data`` read from ``path``."""
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a label set must be a YAML mapping with 'name' and 'labels'; "
+                        "see hierarchies/labelsets/cityscapes.yaml for an example")
+    name = data.get("name", Path(path).stem)
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][\w.-]*$", name):
+        _fail(path, "field 'name'", f"{name!r} is not a valid dataset name",
+              "use letters, digits, '-', '_' or '.'")
+    labels = data.get("labels")
+    if not isinstance(labels, list) or not labels:
+        _fail(path, "field 'labels'", "missing or empty", "list the classes under 'labels:'")
+    groups = data.get("groups") or []
+    if not isinstance(groups, list):
+        _fail(path, "field 'groups'", "must be a list", "list groups under 'groups:'")
+    ignore_index = data.get("ignore_index", 255)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        _fail(path, "field 'ignore_index'", "must be an integer",
+              "give the label-map value of unlabelled pixels (often 255 or 0)")
+    aliases = data.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        _fail(path, "field 'aliases'", "must be a list of names", "fix 'aliases'")
+    labelset = LabelSet(
+        name=name,
+        title=str(data.get("title") or name),
+        labels=[_parse_label(path, i, raw) for i, raw in enumerate(labels)],
+        groups=[_parse_group(path, i, raw) for i, raw in enumerate(groups)],
+        ignore_index=ignore_index,
+        aliases=list(aliases),
+        source=source or str(path),
+        extra={k: v for k, v in data.items()
+               if k not in {"name", "title", "labels", "groups", "ignore_index", "aliases"}},
+    )
+    return _validate(labelset, path)
+
+
+def read_text_labelset(path: Path) -> LabelSet:
+    """One class name per line; line i (skipping blank lines and '#' comments) is label id i."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the label set ({exc.__class__.__name__}); "
+                        "give a UTF-8 text file with one class name per line") from None
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise UserError(f"{path}: no class names; write one class name per line")
+    labels = [Label(i, name) for i, name in enumerate(names)]
+    return _validate(LabelSet(name=path.stem, title=path.stem, labels=labels,
+                              source=str(path)), path)
+
+
+@lru_cache(maxsize=None)
+def builtin_labelsets() -> dict[str, Path]:
+    """Built-in label sets by name and alias (lower case) -> file."""
+    table: dict[str, Path] = {}
+    for path in sorted(labelsets_dir().glob("*.yaml")):
+        data = read_yaml(path, "label set")
+        for key in [data.get("name", path.stem), *(data.get("aliases") or [])]:
+            table[str(key).lower()] = path
+    return table
+
+
+def builtin_names() -> list[str]:
+    """Canonical names of the built-in label sets, in file order."""
+    return sorted({path.stem for path in builtin_labelsets().values()})
+
+
+def load_labelset(ref: str | Path) -> LabelSet:
+    """A built-in label set by name or alias (``coco``, ``ade20k``...), or a file by path."""
+    text = str(ref)
+    builtin = builtin_labelsets().get(text.lower())
+    if builtin is not None and not Path(text).exists():
+        return parse_labelset(read_yaml(builtin, "label set"), builtin, source=builtin.stem)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix.lower() in (".yaml", ".yml"):
+            return parse_labelset(read_yaml(path, "label set"), path)
+        return read_text_labelset(path)
+    if path.suffix or "/" in text or "\\" in text:
+        raise UserError(f"{text}: no such label-set file; check the path")
+    raise UserError(f"unknown dataset '{text}'; built-in label sets: "
+                    f"{', '.join(builtin_names())}, or give the path of a YAML/text label set")
+
+
+def resolve_synsets(labelset: LabelSet, wn) -> tuple[LabelSet, list[str]]:
+    """Look up, by name, the synsets of labels that have neither a synset nor a parent.
+
+    Returns the completed label set and one note per label whose name has several noun senses
+    (the first, most frequent one is taken: the note says which, and how to choose another).
+    """
+    notes: list[str] = []
+    labels = []
+    for item in labelset.labels:
+        if item.synset or item.parent or not item.mapped:
+            labels.append(item)
+            continue
+        senses = []
+        for candidate in [item.name, *(item.extra.get("synonyms") or [])]:
+            senses = wn.synsets(str(candidate).strip().replace(" ", "_").replace("-", "_"),
+                                pos="n")
+            if senses:
+                break
+        if not senses:
+            raise UserError(
+                f"{labelset.source}: label '{item.name}' (id {item.id}): WordNet has no noun "
+                "by that name; give it a 'synset:' or a 'parent:' in a YAML label set")
+        if len(senses) > 1:
+            others = ", ".join(s.name() for s in senses[1:4])
+            notes.append(f"{labelset.name} '{item.name}': took {senses[0].name()} "
+                         f"({senses[0].definition()}); other senses: {others}")
+        labels.append(Label(item.id, item.name, senses[0].name(), item.parent, item.ignore,
+                            item.used, item.extra))
+    return LabelSet(labelset.name, labels, labelset.title, labelset.ignore_index,
+                    labelset.groups, labelset.aliases, labelset.source, labelset.extra), notes

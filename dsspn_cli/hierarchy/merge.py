@@ -1,0 +1,360 @@
+"""Merging label sets into one concept tree, WordTree-style (YOLO9000), as DSSPN section 4.5 does.
+
+The first label set is the skeleton: its groups (COCO-Stuff: things/stuff > indoor/outdoor >
+27 super-categories) and labels are placed as the dataset defines them, under a root
+``entity`` (entity.n.01). Every other label is then placed by its WordNet synset:
+
+1. the same synset already in the tree -> the same concept (``car`` in all four datasets);
+2. an explicit ``parent`` -> under that concept;
+3. otherwise under the deepest concept whose synset is a WordNet hypernym of the label's
+   (ADE20K ``armchair`` under COCO ``chair``), and if the label is more general than concepts
+   already in the tree it becomes their parent (a coarse label of one dataset above the finer
+   labels of another).
+
+Then, between a concept that has a synset and its children, WordNet concepts that group two
+or more (but not all) of the children are added (``mammal`` under ``animal``), only where the
+depth limit allows and only below WordNet's abstract top levels. Concepts without labels that
+are left with a single child are spliced out, so each remaining inner concept has a semantic
+neuron to choose between its children.
+
+Every step is deterministic: the same label sets in the same order give the same tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from dsspn_cli.errors import UserError
+from dsspn_cli.hierarchy.labelset import Label, LabelSet, is_synset_name, resolve_synsets
+from dsspn_cli.hierarchy.tree import ConceptTree
+
+ROOT_NAME = "entity"
+ROOT_SYNSET = "entity.n.01"
+# WordNet's top levels (entity, physical entity, object, whole, abstraction...) group
+# everything and tell nothing: intermediates must lie at least this deep in WordNet.
+MIN_INTERMEDIATE_WORDNET_DEPTH = 4
+
+
+@dataclass
+class DatasetReport:
+    name: str
+    title: str
+    labels: int = 0          # labels to map (not void, really annotated)
+    new_concepts: int = 0    # concepts this dataset introduced
+    joined: int = 0          # labels that joined a concept another dataset defined
+    explicit: int = 0        # placed by an explicit parent
+
+
+@dataclass
+class MergeReport:
+    datasets: list[DatasetReport] = field(default_factory=list)
+    intermediates: list[str] = field(default_factory=list)
+    spliced: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class _Builder:
+    def __init__(self, wn, max_depth: int):
+        self.wn = wn
+        self.max_depth = max_depth
+        self.graph = nx.DiGraph()
+        self.graph.add_node(ROOT_NAME, synset=ROOT_SYNSET, labels={}, kind="concept")
+        self.by_synset: dict[str, str] = {ROOT_SYNSET: ROOT_NAME}
+        self._closure_cache: dict[str, frozenset[str]] = {}
+
+    # -------------------------------------------------------------------------- WordNet
+
+    def synset(self, name: str, where: str):
+        from nltk.corpus.reader.wordnet import WordNetError
+
+        try:
+            return self.wn.synset(name)
+        except (WordNetError, ValueError):
+            raise UserError(f"{where}: unknown WordNet 3.0 synset '{name}'; use an existing "
+                            "name like car.n.01 (python -c \"from nltk.corpus import wordnet; "
+                            "print(wordnet.synsets('car'))\")") from None
+
+    def hypernyms(self, name: str) -> frozenset[str]:
+        """Every proper hypernym of a synset, over all of its paths (instance ones included)."""
+        if name not in self._closure_cache:
+            found = set()
+            for path in self.wn.synset(name).hypernym_paths():
+                found.update(s.name() for s in path)
+            found.discard(name)
+            self._closure_cache[name] = frozenset(found)
+        return self._closure_cache[name]
+
+    # -------------------------------------------------------------------------- tree edits
+
+    def depth(self, node: str) -> int:
+        return len(nx.ancestors(self.graph, node))
+
+    def parent(self, node: str) -> str | None:
+        preds = list(self.graph.predecessors(node))
+        return preds[0] if preds else None
+
+    def height(self, node: str) -> int:
+        """Levels below a node (0 for a leaf)."""
+        lengths = nx.single_source_shortest_path_length(self.graph, node)
+        return max(lengths.values())
+
+    def order(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(nx.dfs_preorder_nodes(self.graph, ROOT_NAME))}
+
+    def set_children(self, parent: str, children: list[str]) -> None:
+        for child in list(self.graph.successors(parent)):
+            self.graph.remove_edge(parent, child)
+        for child in children:
+            for old in list(self.graph.predecessors(child)):
+                self.graph.remove_edge(old, child)
+            self.graph.add_edge(parent, child)
+
+    def unique_name(self, wanted: str, synset: str | None, dataset: str) -> str:
+        if wanted not in self.graph:
+            return wanted
+        for candidate in ([f"{wanted} ({synset})"] if synset else []) + [f"{wanted} ({dataset})"]:
+            if candidate not in self.graph:
+                return candidate
+        i = 2
+        while f"{wanted} ({dataset} {i})" in self.graph:
+            i += 1
+        return f"{wanted} ({dataset} {i})"
+
+    def add(self, name: str, synset: str | None, parent: str, adopt=(), kind="concept") -> str:
+        self.graph.add_node(name, synset=synset, labels={}, kind=kind)
+        if synset:
+            self.by_synset[synset] = name
+        siblings = list(self.graph.successors(parent))
+        adopt = [child for child in siblings if child in set(adopt)]
+        if adopt:
+            # The new concept takes the place of the first child it adopts.
+            position = siblings.index(adopt[0])
+            kept = [c for c in siblings if c not in adopt]
+            kept.insert(position, name)
+            self.set_children(parent, kept)
+            self.set_children(name, adopt)
+        else:
+            self.graph.add_edge(parent, name)
+        return name
+
+    # -------------------------------------------------------------------------- placement
+
+    def placement(self, synset: str) -> tuple[str, list[str]]:
+        """Where a concept with this synset goes: (parent, existing concepts it adopts)."""
+        above = self.hypernyms(synset)
+        order = self.order()
+        up = max((n for s, n in self.by_synset.items() if s in above),
+                 key=lambda n: (self.depth(n), -order[n]))
+        # Concepts more specific than the new one, reachable below 'up': the new concept goes
+        # beside them and adopts them, under the parent holding most of them.
+        below_up = nx.descendants(self.graph, up) | {up}
+        finer = [n for s, n in self.by_synset.items()
+                 if n in below_up and n != up and synset in self.hypernyms(s)]
+        counts: dict[str, list[str]] = {}
+        for node in finer:
+            counts.setdefault(self.parent(node), []).append(node)
+        if counts:
+            parent = max(counts, key=lambda p: (len(counts[p]), self.depth(p), -order[p]))
+            adopt = sorted(counts[parent], key=order.__getitem__)
+            if self.depth(parent) + 1 + max(self.height(a) + 1 for a in adopt) <= self.max_depth:
+                return parent, adopt
+        return up, []
+
+    def within_depth(self, parent: str, node_height: int = 0) -> str:
+        """The parent itself, or its ancestor deep enough that the new concept fits."""
+        while self.depth(parent) + 1 + node_height > self.max_depth and self.parent(parent):
+            parent = self.parent(parent)
+        return parent
+
+    # -------------------------------------------------------------------------- label sets
+
+    def add_labelset(self, labelset: LabelSet, base: bool, report: MergeReport) -> None:
+        rep = DatasetReport(labelset.name, labelset.title, labels=len(labelset.mapped_labels))
+        local: dict[str, str] = {}       # group/label name in this set -> concept
+
+        def resolve_parent(ref: str, where: str) -> str:
+            if ref in local:
+                return local[ref]
+            if is_synset_name(ref):
+                self.synset(ref, where)
+                if ref in self.by_synset:
+                    return self.by_synset[ref]
+                return self.placement(ref)[0]
+            raise UserError(f"{where}: unknown parent '{ref}'; name a group or label of "
+                            f"{labelset.source}, or a synset like road.n.01")
+
+        for group in _groups_in_order(labelset):
+            where = f"{labelset.source}: group '{group.name}'"
+            if group.synset:
+                self.synset(group.synset, where)
+                if group.synset in self.by_synset:
+                    local[group.name] = self.by_synset[group.synset]
+                    continue
+            parent = resolve_parent(group.parent, where) if group.parent else (
+                self.placement(group.synset)[0] if group.synset else ROOT_NAME)
+            name = self.unique_name(group.name, group.synset, labelset.name)
+            local[group.name] = self.add(name, group.synset, self.within_depth(parent))
+
+        labels = sorted(labelset.mapped_labels, key=lambda item: item.id)
+        # Labels naming another label of the same set as parent come after that label.
+        labels.sort(key=lambda item: item.parent is not None and item.parent in {
+            other.name for other in labelset.labels})
+        for label in labels:
+            where = f"{labelset.source}: label '{label.name}' (id {label.id})"
+            concept = self.place_label(label, labelset, resolve_parent, where, rep)
+            local[label.name] = concept
+            ids = self.graph.nodes[concept]["labels"].setdefault(labelset.name, [])
+            ids.append(label.id)
+        report.datasets.append(rep)
+
+    def place_label(self, label: Label, labelset: LabelSet, resolve_parent, where: str,
+                    rep: DatasetReport) -> str:
+        if label.synset:
+            self.synset(label.synset, where)
+            if label.synset in self.by_synset:
+                existing = self.by_synset[label.synset]
+                if self.graph.nodes[existing]["labels"] and labelset.name not in \
+                        self.graph.nodes[existing]["labels"]:
+                    rep.joined += 1
+                return existing
+        adopt: list[str] = []
+        if label.parent:
+            parent = resolve_parent(label.parent, where)
+            rep.explicit += 1
+        elif label.synset:
+            parent, adopt = self.placement(label.synset)
+        else:
+            raise UserError(f"{where}: no synset and no parent; give it a 'synset:' "
+                            "(like car.n.01) or a 'parent:'")
+        fitted = self.within_depth(parent)
+        if fitted != parent:
+            self.notes.append(f"{labelset.name} '{label.name}' placed under '{fitted}' instead "
+                              f"of '{parent}' to keep the depth within {self.max_depth}")
+            parent, adopt = fitted, []
+        rep.new_concepts += 1
+        name = self.unique_name(label.concept_name, label.synset, labelset.name)
+        return self.add(name, label.synset, parent, adopt)
+
+    # -------------------------------------------------------------------------- WordTree
+
+    def add_intermediates(self, report: MergeReport) -> None:
+        queue = [ROOT_NAME]
+        while queue:
+            node = queue.pop(0)
+            while self.group_once(node, report):
+                pass
+            queue.extend(self.graph.successors(node))
+
+    def group_once(self, node: str, report: MergeReport) -> bool:
+        ceiling = self.graph.nodes[node].get("synset")
+        children = list(self.graph.successors(node))
+        if not ceiling or len(children) < 3:
+            return False
+        budget = self.max_depth - self.depth(node) - 1   # depth left below a new intermediate
+        members: dict[str, list[str]] = {}
+        for child in children:
+            synset = self.graph.nodes[child].get("synset")
+            if not synset or self.height(child) + 1 > budget:
+                continue
+            for candidate in self.between(ceiling, synset):
+                members.setdefault(candidate, []).append(child)
+        options = []
+        for candidate, grouped in members.items():
+            if candidate in self.by_synset or not 2 <= len(grouped) < len(children):
+                continue
+            depth = self.wn.synset(candidate).min_depth()
+            if depth >= MIN_INTERMEDIATE_WORDNET_DEPTH:
+                # Most children grouped first; among equal groups the most general name
+                # ('mammal' rather than 'placental'), then alphabetical for determinism.
+                options.append(((-len(grouped), depth, candidate), candidate, grouped))
+        if not options:
+            return False
+        _, candidate, grouped = min(options)
+        name = self.unique_name(self.wn.synset(candidate).lemma_names()[0].replace("_", " "),
+                                candidate, "wordnet")
+        self.add(name, candidate, node, adopt=grouped, kind="wordnet")
+        report.intermediates.append(name)
+        return True
+
+    def between(self, ceiling: str, synset: str) -> set[str]:
+        """Synsets strictly between ``ceiling`` and ``synset`` on the paths that pass it."""
+        found = set()
+        for path in self.wn.synset(synset).hypernym_paths():
+            names = [s.name() for s in path]
+            if ceiling in names:
+                found.update(names[names.index(ceiling) + 1:-1])
+        return found
+
+    # -------------------------------------------------------------------------- cleanup
+
+    def splice_single_children(self, report: MergeReport) -> None:
+        """Remove label-less concepts that ended with one child (or none)."""
+        changed = True
+        while changed:
+            changed = False
+            for node in list(nx.dfs_postorder_nodes(self.graph, ROOT_NAME)):
+                data = self.graph.nodes[node]
+                if node == ROOT_NAME or data["labels"]:
+                    continue
+                children = list(self.graph.successors(node))
+                if len(children) > 1:
+                    continue
+                parent = self.parent(node)
+                siblings = list(self.graph.successors(parent))
+                position = siblings.index(node)
+                siblings[position:position + 1] = children
+                self.graph.remove_node(node)
+                if data.get("synset"):
+                    self.by_synset.pop(data["synset"], None)
+                self.set_children(parent, siblings)
+                report.spliced.append(node)
+                changed = True
+
+    notes: list[str]
+
+
+def _groups_in_order(labelset: LabelSet):
+    """Groups with their parents first."""
+    groups = {group.name: group for group in labelset.groups}
+    done: set[str] = set()
+    ordered = []
+
+    def visit(group):
+        if group.name in done:
+            return
+        if group.parent in groups:
+            visit(groups[group.parent])
+        done.add(group.name)
+        ordered.append(group)
+
+    for group in labelset.groups:
+        visit(group)
+    return ordered
+
+
+def merge_labelsets(labelsets: list[LabelSet], wn, max_depth: int = 5,
+                    ) -> tuple[ConceptTree, MergeReport]:
+    """Merge label sets (the first one is the skeleton) into a concept tree."""
+    if max_depth < 1:
+        raise UserError(f"--max-depth {max_depth}: must be 1 or more")
+    names = [ls.name for ls in labelsets]
+    for name in names:
+        if names.count(name) > 1:
+            raise UserError(f"dataset '{name}' is given twice; name each label set once")
+    report = MergeReport()
+    builder = _Builder(wn, max_depth)
+    builder.notes = report.notes
+    for i, labelset in enumerate(labelsets):
+        labelset, ambiguous = resolve_synsets(labelset, wn)
+        report.notes.extend(ambiguous)
+        builder.add_labelset(labelset, base=(i == 0), report=report)
+    builder.add_intermediates(report)
+    builder.splice_single_children(report)
+    for node, data in builder.graph.nodes(data=True):
+        data["labels"] = {k: sorted(v) for k, v in data["labels"].items()}
+    datasets = {ls.name: {"labelset": ls.source, "title": ls.title,
+                          "ignore_index": ls.ignore_index} for ls in labelsets}
+    tree = ConceptTree(builder.graph, datasets, max_depth)
+    return tree, report

@@ -1,0 +1,337 @@
+"""The concept tree: one node per concept, edges parent -> child, in a networkx DiGraph.
+
+The tree is the single source of truth for concept ids: concept ``i`` is the ``i``-th node of a
+depth-first walk from the root that visits children in their stored order. Nodes are keyed by
+their (unique) name and carry:
+
+- ``synset``: the WordNet 3.0 synset name, or None;
+- ``labels``: ``{dataset: [label ids]}``, the dataset labels mapped to this concept;
+- ``kind``: ``concept`` (from a label set) or ``wordnet`` (an intermediate added by the merge).
+
+On disk a tree is YAML, nested the way a person reads a tree (``dsspn hierarchy merge``
+writes it; people may edit it), or networkx node-link JSON (``dsspn hierarchy show --format
+json``). Both carry ``datasets``: per dataset, the label set it came from and its ignore value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import networkx as nx
+
+from dsspn_cli.errors import UserError
+from dsspn_cli.io import atomic_write_text, read_yaml
+
+FORMAT = "dsspn-concept-tree"
+VERSION = 1
+
+
+class ConceptTree:
+    def __init__(self, graph: nx.DiGraph, datasets: dict | None = None, max_depth: int = 5,
+                 source: str = ""):
+        self.graph = graph
+        self.datasets = dict(datasets or {})
+        self.max_depth = max_depth
+        self.source = source
+        problems = structural_problems(graph)
+        if problems:
+            where = f"{source}: " if source else ""
+            raise UserError(f"{where}{problems[0]}; run 'dsspn hierarchy check' for every "
+                            "problem and fix the tree")
+        self.root = next(n for n in graph if graph.in_degree(n) == 0)
+        self.names: list[str] = list(nx.dfs_preorder_nodes(graph, self.root))
+        self.index = {name: i for i, name in enumerate(self.names)}
+
+    # ------------------------------------------------------------------------------ queries
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name) -> bool:
+        return name in self.index
+
+    def id(self, name: str) -> int:
+        return self.index[name]
+
+    def node(self, name: str) -> dict:
+        return self.graph.nodes[name]
+
+    def parent(self, name: str) -> str | None:
+        preds = list(self.graph.predecessors(name))
+        return preds[0] if preds else None
+
+    def children(self, name: str) -> list[str]:
+        return list(self.graph.successors(name))
+
+    def depth(self, name: str) -> int:
+        return len(self.ancestors(name))
+
+    def ancestors(self, name: str) -> list[str]:
+        """Root first, the parent last; not the concept itself."""
+        path = []
+        current = self.parent(name)
+        while current is not None:
+            path.append(current)
+            current = self.parent(current)
+        return path[::-1]
+
+    def descendants(self, name: str) -> list[str]:
+        return [n for n in nx.dfs_preorder_nodes(self.graph, name) if n != name]
+
+    @property
+    def neurons(self) -> list[str]:
+        """Concepts with two or more children: one semantic neuron each, in concept order."""
+        return [n for n in self.names if self.graph.out_degree(n) >= 2]
+
+    @property
+    def height(self) -> int:
+        return max(self.depth(n) for n in self.names)
+
+    def largest_fanout(self) -> tuple[str, int]:
+        name = max(self.names, key=lambda n: (self.graph.out_degree(n), -self.index[n]))
+        return name, self.graph.out_degree(name)
+
+    def labels(self, name: str) -> dict[str, list[int]]:
+        return self.graph.nodes[name].get("labels") or {}
+
+    def label_map(self, dataset: str) -> dict[int, str]:
+        """Label id -> concept name for one dataset."""
+        table = {}
+        for name in self.names:
+            for label_id in self.labels(name).get(dataset, []):
+                table[label_id] = name
+        return table
+
+    def defines(self, dataset: str, name: str) -> bool:
+        """Whether the dataset labels this concept or something below it."""
+        return any(dataset in self.labels(n) for n in [name, *self.descendants(name)])
+
+    def concepts_of(self, dataset: str) -> list[str]:
+        return [n for n in self.names if dataset in self.labels(n)]
+
+    def by_synset(self) -> dict[str, str]:
+        return {d["synset"]: n for n, d in self.graph.nodes(data=True) if d.get("synset")}
+
+    # ------------------------------------------------------------------------------ writing
+
+    def to_yaml_text(self, header: str = "") -> str:
+        import yaml
+
+        def flow(value) -> str:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6,
+                                  sort_keys=False, allow_unicode=True)
+            # A lone scalar is dumped as a document ('car\n...\n'): keep the scalar only.
+            return text.removesuffix("\n...\n").strip()
+
+        def node_fields(name) -> dict:
+            data = self.graph.nodes[name]
+            fields = {"name": name}
+            if data.get("synset"):
+                fields["synset"] = data["synset"]
+            if data.get("kind", "concept") != "concept":
+                fields["kind"] = data["kind"]
+            if data.get("labels"):
+                fields["labels"] = {k: list(v) for k, v in data["labels"].items()}
+            return fields
+
+        lines: list[str] = []
+
+        def emit(name, indent: str, bullet: str):
+            fields = node_fields(name)
+            children = self.children(name)
+            if not children and bullet:
+                lines.append(f"{indent}{bullet}{flow(fields)}")
+                return
+            inner = indent + " " * len(bullet)
+            for i, (key, value) in enumerate(fields.items()):
+                prefix = indent + bullet if i == 0 else inner
+                lines.append(f"{prefix}{key}: {flow(value)}")
+            if children:
+                lines.append(f"{inner}children:")
+                for child in children:
+                    emit(child, inner, "- ")
+
+        meta = {"format": FORMAT, "version": VERSION, "max_depth": self.max_depth}
+        text = header + yaml.safe_dump(meta, sort_keys=False) + "datasets:\n"
+        for dataset, info in self.datasets.items():
+            text += f"  {dataset}: {flow(info)}\n"
+        emit(self.root, "  ", "")
+        return text + "tree:\n" + "\n".join(lines) + "\n"
+
+    def to_node_link(self) -> dict:
+        """networkx node-link data; node ids are concept ids."""
+        relabelled = nx.DiGraph()
+        relabelled.graph.update({"format": FORMAT, "version": VERSION,
+                                 "max_depth": self.max_depth, "datasets": self.datasets})
+        for name in self.names:
+            data = self.graph.nodes[name]
+            relabelled.add_node(self.index[name], name=name, synset=data.get("synset"),
+                                kind=data.get("kind", "concept"),
+                                labels={k: list(v) for k, v in (data.get("labels") or {}).items()})
+        for name in self.names:
+            for child in self.children(name):
+                relabelled.add_edge(self.index[name], self.index[child])
+        return nx.node_link_data(relabelled, edges="edges")
+
+    def save(self, path: str | Path, header: str = "") -> Path:
+        path = Path(path)
+        if path.suffix.lower() == ".json":
+            return atomic_write_text(path, json.dumps(self.to_node_link(), indent=1) + "\n")
+        return atomic_write_text(path, self.to_yaml_text(header))
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def structural_problems(graph: nx.DiGraph) -> list[str]:
+    """Problems that make a graph not a tree: the reasons a tree cannot be loaded."""
+    problems = []
+    if graph.number_of_nodes() == 0:
+        return ["the tree is empty"]
+    roots = [n for n in graph if graph.in_degree(n) == 0]
+    if len(roots) != 1:
+        shown = ", ".join(map(str, roots[:4])) or "none"
+        problems.append(f"the tree must have one root, found {len(roots)} ({shown})")
+    for node in graph:
+        if graph.in_degree(node) > 1:
+            parents = ", ".join(map(str, graph.predecessors(node)))
+            problems.append(f"concept '{node}' has several parents ({parents}): "
+                            "names must be unique")
+    try:
+        cycle = nx.find_cycle(graph)
+        problems.append("cycle: " + " -> ".join(str(u) for u, _ in cycle) + f" -> {cycle[0][0]}")
+    except nx.NetworkXNoCycle:
+        pass
+    return problems
+
+
+def _check_labels(value, where: str) -> dict[str, list[int]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in v)
+            for k, v in value.items()):
+        raise UserError(f"{where}: field 'labels' must map dataset names to lists of label ids, "
+                        "like {coco: [2], ade: [21]}")
+    return {k: list(v) for k, v in value.items()}
+
+
+def graph_from_yaml(doc, path) -> tuple[nx.DiGraph, dict, int]:
+    """Read the nested YAML tree into a graph without checking it is a tree.
+
+    A name that appears twice becomes one node with two parents (or a cycle), so that
+    ``check`` can report it; loading for use rejects such graphs.
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("tree"), dict):
+        raise UserError(f"{path}: not a dsspn concept tree (no 'tree:' mapping); "
+                        "make one with 'dsspn hierarchy merge'")
+    graph = nx.DiGraph()
+    stack = [(doc["tree"], None, "tree")]
+    while stack:
+        node, parent, where = stack.pop()
+        if not isinstance(node, dict) or not isinstance(node.get("name"), str):
+            raise UserError(f"{path}: {where}: every concept needs a string 'name'; fix the tree")
+        name = node["name"]
+        where = f"concept '{name}'"
+        synset = node.get("synset")
+        if synset is not None and not isinstance(synset, str):
+            raise UserError(f"{path}: {where}: field 'synset' must be a synset name like car.n.01")
+        labels = _check_labels(node.get("labels"), f"{path}: {where}")
+        if name in graph:
+            merged = graph.nodes[name].get("labels") or {}
+            for key, ids in labels.items():
+                merged.setdefault(key, []).extend(ids)
+            graph.nodes[name]["labels"] = merged
+        else:
+            graph.add_node(name, synset=synset, labels=labels, kind=node.get("kind", "concept"))
+        if parent is not None:
+            graph.add_edge(parent, name)
+        children = node.get("children") or []
+        if not isinstance(children, list):
+            raise UserError(f"{path}: {where}: field 'children' must be a list; fix the tree")
+        for i, child in reversed(list(enumerate(children))):
+            stack.append((child, name, f"{where} children[{i}]"))
+    # The stack pops in reverse, so re-add edges in the file's order of children.
+    ordered = nx.DiGraph()
+    ordered.add_nodes_from(graph.nodes(data=True))
+    _add_edges_in_file_order(doc["tree"], ordered)
+    datasets = doc.get("datasets") or {}
+    if not isinstance(datasets, dict):
+        raise UserError(f"{path}: field 'datasets' must be a mapping; fix the tree")
+    max_depth = doc.get("max_depth", 5)
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int):
+        raise UserError(f"{path}: field 'max_depth' must be an integer; fix the tree")
+    return ordered, datasets, max_depth
+
+
+def _add_edges_in_file_order(root: dict, graph: nx.DiGraph) -> None:
+    stack = [root]
+    seen = set()
+    while stack:
+        node = stack.pop()
+        name = node["name"]
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for child in node.get("children") or []:
+            graph.add_edge(name, child["name"])
+        stack.extend(reversed(node.get("children") or []))
+
+
+def graph_from_node_link(doc, path) -> tuple[nx.DiGraph, dict, int]:
+    """Read node-link JSON (``show --format json``) into a graph keyed by concept name."""
+    if not isinstance(doc, dict) or "nodes" not in doc:
+        raise UserError(f"{path}: not node-link JSON (no 'nodes'); "
+                        "write it with 'dsspn hierarchy show --format json'")
+    edges_key = "edges" if "edges" in doc else "links"
+    try:
+        raw = nx.node_link_graph(doc, directed=True, multigraph=False, edges=edges_key)
+    except (KeyError, TypeError, nx.NetworkXError) as exc:
+        raise UserError(f"{path}: malformed node-link JSON ({exc}); "
+                        "write it with 'dsspn hierarchy show --format json'") from None
+    names = {}
+    for node, data in raw.nodes(data=True):
+        name = data.get("name", node)
+        if not isinstance(name, str):
+            name = str(name)
+        if name in names.values():
+            raise UserError(f"{path}: node {node}: duplicate name '{name}'; names must be unique")
+        names[node] = name
+    graph = nx.DiGraph()
+    for node, data in raw.nodes(data=True):
+        graph.add_node(names[node], synset=data.get("synset"), kind=data.get("kind", "concept"),
+                       labels=_check_labels(data.get("labels"), f"{path}: node {node}"))
+    for u, v in raw.edges():
+        graph.add_edge(names[u], names[v])
+    info = doc.get("graph") or {}
+    return graph, info.get("datasets") or {}, info.get("max_depth", 5)
+
+
+def read_graph(path: str | Path) -> tuple[nx.DiGraph, dict, int]:
+    """The raw graph of a YAML or node-link JSON tree file, not yet checked to be a tree."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        if not path.is_file():
+            raise UserError(f"{path}: no such tree file; check the path")
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: malformed JSON ({exc.__class__.__name__}: line "
+                            f"{getattr(exc, 'lineno', '?')}); fix the tree file") from None
+        return graph_from_node_link(doc, path)
+    return graph_from_yaml(read_yaml(path, "concept tree"), path)
+
+
+def load_tree(path: str | Path | None = None) -> ConceptTree:
+    """A tree file (YAML or node-link JSON); the shipped four-dataset tree when None."""
+    if path is None:
+        from dsspn_cli.resources import default_tree_path
+
+        path = default_tree_path()
+        if not path.exists():
+            raise UserError(f"{path}: the shipped tree is missing; run 'dsspn hierarchy merge "
+                            "coco ade cityscapes mapillary -o {path}'")
+    graph, datasets, max_depth = read_graph(path)
+    return ConceptTree(graph, datasets, max_depth, source=str(path))

@@ -1,0 +1,58 @@
+"""Small file helpers shared by every layer: atomic writes and safe YAML reading."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from dsspn_cli.errors import UserError
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A reader never sees a half-written file, and a failed write leaves the old file intact.
+    """
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_yaml(path: str | os.PathLike, what: str):
+    """``yaml.safe_load`` of a file, with one-line errors that name the file and the line."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such {what} file; check the path")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a {what} file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the {what} file ({exc.__class__.__name__}); "
+                        "give a UTF-8 YAML file") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UserError(f"{path}:{where} malformed YAML ({problem}); fix the {what} file") from None
