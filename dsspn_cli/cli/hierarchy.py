@@ -97,6 +97,9 @@ def _print_merge_summary(tree, report, output: Path) -> None:
     if report.spliced:
         console.print(f"{len(report.spliced)} label-less single-child concepts removed: "
                       + ", ".join(report.spliced))
+    if report.others:
+        console.print(f"{len(report.others)} '-other' concepts added beside a single child: "
+                      + ", ".join(report.others))
     for note in report.notes:
         console.print(f"[yellow]note[/] {note}", soft_wrap=True)
     console.print(f"wrote {output}")

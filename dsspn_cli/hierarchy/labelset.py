@@ -14,8 +14,9 @@ A label set is a YAML file (the built-in ones live in ``hierarchies/labelsets/``
     - {id: 3, name: lane marking, parent: road.n.01}
 
 Per label: ``synset`` is the WordNet 3.0 sense the label means (its identity across datasets),
-``parent`` places it explicitly (a group or label of the same set, or the synset of a concept
-in the tree), ``ignore: true`` treats its pixels as unlabelled and ``used: false`` marks an id
+``parent`` places it explicitly (a group or label of the same set, the synset of a concept in
+the tree, or the name of a concept of the datasets merged before it, like COCO's
+``outdoor-things``), ``ignore: true`` treats its pixels as unlabelled and ``used: false`` marks an id
 that is never annotated. Other keys (colours, train ids...) are kept in ``Label.extra``.
 
 A plain text file with one class name per line is a label set too: line ``i`` (comments and
@@ -183,10 +184,6 @@ def _validate(labelset: LabelSet, path) -> LabelSet:
             _fail(path, f"group '{current.name}'", f"unknown parent '{current.parent}'",
                   "name another group of this file or a synset like vehicle.n.01")
     for item in labelset.labels:
-        if item.parent is not None and item.parent not in groups and not is_synset_name(
-                item.parent) and item.parent not in seen_names:
-            _fail(path, f"label '{item.name}' (id {item.id})", f"unknown parent '{item.parent}'",
-                  "name a group or label of this file, or a synset like road.n.01")
         if item.parent == item.name:
             _fail(path, f"label '{item.name}' (id {item.id})", "is its own parent",
                   "fix the 'parent' field")

@@ -52,6 +52,7 @@ class MergeReport:
     datasets: list[DatasetReport] = field(default_factory=list)
     intermediates: list[str] = field(default_factory=list)
     spliced: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -112,9 +113,15 @@ class _Builder:
             self.graph.add_edge(parent, child)
 
     def unique_name(self, wanted: str, synset: str | None, dataset: str) -> str:
+        """``wanted``, or on a clash the synset's own word ('pedestrian' for Cityscapes'
+        'person'), or the name with the synset or dataset in brackets."""
         if wanted not in self.graph:
             return wanted
-        for candidate in ([f"{wanted} ({synset})"] if synset else []) + [f"{wanted} ({dataset})"]:
+        candidates = [f"{wanted} ({dataset})"]
+        if synset:
+            lemma = self.wn.synset(synset).lemma_names()[0].replace("_", " ")
+            candidates[:0] = [lemma, f"{wanted} ({synset})"]
+        for candidate in candidates:
             if candidate not in self.graph:
                 return candidate
         i = 2
@@ -150,8 +157,10 @@ class _Builder:
         # Concepts more specific than the new one, reachable below 'up': the new concept goes
         # beside them and adopts them, under the parent holding most of them.
         below_up = nx.descendants(self.graph, up) | {up}
-        finer = [n for s, n in self.by_synset.items()
-                 if n in below_up and n != up and synset in self.hypernyms(s)]
+        finer = {n for s, n in self.by_synset.items()
+                 if n in below_up and n != up and synset in self.hypernyms(s)}
+        # Only the topmost of them: one below another moves along with its ancestor.
+        finer = [n for n in finer if not (nx.ancestors(self.graph, n) & finer)]
         counts: dict[str, list[str]] = {}
         for node in finer:
             counts.setdefault(self.parent(node), []).append(node)
@@ -174,7 +183,9 @@ class _Builder:
         rep = DatasetReport(labelset.name, labelset.title, labels=len(labelset.mapped_labels))
         local: dict[str, str] = {}       # group/label name in this set -> concept
 
-        def resolve_parent(ref: str, where: str) -> str:
+        def resolve_parent(ref: str, where: str, synset: str | None = None) -> str:
+            """A parent named as a group/label of this set, a synset, or a concept merged
+            so far (e.g. COCO's 'outdoor-things'); WordNet decides if that concept is absent."""
             if ref in local:
                 return local[ref]
             if is_synset_name(ref):
@@ -182,8 +193,15 @@ class _Builder:
                 if ref in self.by_synset:
                     return self.by_synset[ref]
                 return self.placement(ref)[0]
+            if ref in self.graph:
+                return ref
+            if synset:
+                self.notes.append(f"{labelset.name} '{where.split(chr(39))[1]}': parent "
+                                  f"'{ref}' is not in this tree; placed by its synset {synset}")
+                return self.placement(synset)[0]
             raise UserError(f"{where}: unknown parent '{ref}'; name a group or label of "
-                            f"{labelset.source}, or a synset like road.n.01")
+                            f"{labelset.source}, a synset like road.n.01, or a concept of the "
+                            "datasets merged before it")
 
         for group in _groups_in_order(labelset):
             where = f"{labelset.source}: group '{group.name}'"
@@ -197,7 +215,10 @@ class _Builder:
             name = self.unique_name(group.name, group.synset, labelset.name)
             local[group.name] = self.add(name, group.synset, self.within_depth(parent))
 
-        labels = sorted(labelset.mapped_labels, key=lambda item: item.id)
+        # Labels never annotated (COCO's 'street sign') still name a concept of the dataset's
+        # hierarchy that other datasets may label; it is dropped at the end if none does.
+        labels = sorted((item for item in labelset.labels if not item.ignore),
+                        key=lambda item: item.id)
         # Labels naming another label of the same set as parent come after that label.
         labels.sort(key=lambda item: item.parent is not None and item.parent in {
             other.name for other in labelset.labels})
@@ -205,9 +226,11 @@ class _Builder:
             where = f"{labelset.source}: label '{label.name}' (id {label.id})"
             concept = self.place_label(label, labelset, resolve_parent, where, rep)
             local[label.name] = concept
-            ids = self.graph.nodes[concept]["labels"].setdefault(labelset.name, [])
-            ids.append(label.id)
+            if label.used:
+                ids = self.graph.nodes[concept]["labels"].setdefault(labelset.name, [])
+                ids.append(label.id)
         report.datasets.append(rep)
+        self.fix_single_children(report, final=False)
 
     def place_label(self, label: Label, labelset: LabelSet, resolve_parent, where: str,
                     rep: DatasetReport) -> str:
@@ -221,19 +244,26 @@ class _Builder:
                 return existing
         adopt: list[str] = []
         if label.parent:
-            parent = resolve_parent(label.parent, where)
+            parent = resolve_parent(label.parent, where, label.synset)
             rep.explicit += 1
         elif label.synset:
             parent, adopt = self.placement(label.synset)
         else:
             raise UserError(f"{where}: no synset and no parent; give it a 'synset:' "
                             "(like car.n.01) or a 'parent:'")
+        if not label.synset:
+            # Without a synset, the same name under the same parent is the same concept
+            # (Mapillary v1.2 and v2.0 'bike lane', both under road).
+            for child in self.graph.successors(parent):
+                if child == label.concept_name and not self.graph.nodes[child].get("synset"):
+                    rep.joined += 1
+                    return child
         fitted = self.within_depth(parent)
         if fitted != parent:
             self.notes.append(f"{labelset.name} '{label.name}' placed under '{fitted}' instead "
                               f"of '{parent}' to keep the depth within {self.max_depth}")
             parent, adopt = fitted, []
-        rep.new_concepts += 1
+        rep.new_concepts += label.used
         name = self.unique_name(label.concept_name, label.synset, labelset.name)
         return self.add(name, label.synset, parent, adopt)
 
@@ -254,15 +284,22 @@ class _Builder:
             return False
         budget = self.max_depth - self.depth(node) - 1   # depth left below a new intermediate
         members: dict[str, list[str]] = {}
+        placed = 0      # children WordNet can place below the ceiling at all
         for child in children:
             synset = self.graph.nodes[child].get("synset")
-            if not synset or self.height(child) + 1 > budget:
+            if not synset:
                 continue
-            for candidate in self.between(ceiling, synset):
+            between = self.between(ceiling, synset)
+            placed += bool(between) or ceiling in self.hypernyms(synset)
+            if self.height(child) + 1 > budget:
+                continue
+            for candidate in between:
                 members.setdefault(candidate, []).append(child)
         options = []
         for candidate, grouped in members.items():
-            if candidate in self.by_synset or not 2 <= len(grouped) < len(children):
+            # A group of all the children WordNet places says nothing new ('vertebrate' for
+            # bird + mammals): it must hold two or more, but not all of them.
+            if candidate in self.by_synset or not 2 <= len(grouped) < placed:
                 continue
             depth = self.wn.synset(candidate).min_depth()
             if depth >= MIN_INTERMEDIATE_WORDNET_DEPTH:
@@ -289,28 +326,53 @@ class _Builder:
 
     # -------------------------------------------------------------------------- cleanup
 
-    def splice_single_children(self, report: MergeReport) -> None:
-        """Remove label-less concepts that ended with one child (or none)."""
-        changed = True
-        while changed:
-            changed = False
-            for node in list(nx.dfs_postorder_nodes(self.graph, ROOT_NAME)):
-                data = self.graph.nodes[node]
-                if node == ROOT_NAME or data["labels"]:
-                    continue
+    def fix_single_children(self, report: MergeReport, final: bool = True) -> None:
+        """Leave no concept with a single child: no neuron could choose that child.
+
+        A concept without labels that has one child is spliced out (after every label set, so
+        that later labels find the depth it freed). At the end, concepts without labels and
+        without children are dropped, and a labelled concept with one child gets a remainder
+        sibling '<name>-other' (COCO-Stuff's own convention for 'the rest of this group'), so
+        its neuron chooses between the child and the rest.
+        """
+        while True:
+            for node in nx.dfs_postorder_nodes(self.graph, ROOT_NAME):
                 children = list(self.graph.successors(node))
-                if len(children) > 1:
+                if len(children) > 1 or (node == ROOT_NAME and not children):
                     continue
-                parent = self.parent(node)
-                siblings = list(self.graph.successors(parent))
-                position = siblings.index(node)
-                siblings[position:position + 1] = children
-                self.graph.remove_node(node)
-                if data.get("synset"):
-                    self.by_synset.pop(data["synset"], None)
-                self.set_children(parent, siblings)
-                report.spliced.append(node)
-                changed = True
+                data = self.graph.nodes[node]
+                if not children and not final:
+                    continue
+                if node != ROOT_NAME and not data["labels"] and data["kind"] != "other":
+                    self.splice(node)
+                    report.spliced.append(node)
+                elif not children:
+                    continue
+                elif not self.graph.nodes[children[0]]["labels"] and \
+                        self.graph.nodes[children[0]]["kind"] != "other":
+                    self.splice(children[0])
+                    report.spliced.append(children[0])
+                elif not final:
+                    continue
+                else:
+                    name = self.unique_name(f"{node}-other", None, "other")
+                    self.add(name, None, node, kind="other")
+                    report.others.append(name)
+                break          # the graph changed: walk it again
+            else:
+                return
+
+    def splice(self, node: str) -> None:
+        """Remove a concept, its children taking its place under its parent."""
+        parent = self.parent(node)
+        siblings = list(self.graph.successors(parent))
+        position = siblings.index(node)
+        siblings[position:position + 1] = list(self.graph.successors(node))
+        synset = self.graph.nodes[node].get("synset")
+        self.graph.remove_node(node)
+        if synset:
+            self.by_synset.pop(synset, None)
+        self.set_children(parent, siblings)
 
     notes: list[str]
 
@@ -351,7 +413,7 @@ def merge_labelsets(labelsets: list[LabelSet], wn, max_depth: int = 5,
         report.notes.extend(ambiguous)
         builder.add_labelset(labelset, base=(i == 0), report=report)
     builder.add_intermediates(report)
-    builder.splice_single_children(report)
+    builder.fix_single_children(report)
     for node, data in builder.graph.nodes(data=True):
         data["labels"] = {k: sorted(v) for k, v in data["labels"].items()}
     datasets = {ls.name: {"labelset": ls.source, "title": ls.title,
