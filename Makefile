@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 DEMO ?= runs/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test tree bench clean
 
 setup: $(VENV)/.dsspn-installed
 
@@ -28,6 +28,13 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Re-merge the shipped four-dataset tree after editing a built-in label set.
+tree: setup
+	$(BIN)/dsspn hierarchy merge coco ade cityscapes mapillary -o hierarchies/dsspn-four-datasets.yaml
+
+bench: setup
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) runs build dist

@@ -95,8 +95,8 @@ def _print_merge_summary(tree, report, output: Path) -> None:
         console.print(f"{len(report.intermediates)} WordNet concepts added as groups: "
                       + ", ".join(report.intermediates))
     if report.spliced:
-        console.print(f"{len(report.spliced)} label-less single-child concepts removed: "
-                      + ", ".join(report.spliced))
+        console.print(f"{len(report.spliced)} concepts without labels removed (one-child "
+                      "groups, never-annotated labels): " + ", ".join(report.spliced))
     if report.others:
         console.print(f"{len(report.others)} '-other' concepts added beside a single child: "
                       + ", ".join(report.others))

@@ -195,13 +195,14 @@ class _Builder:
                 return self.placement(ref)[0]
             if ref in self.graph:
                 return ref
-            if synset:
-                self.notes.append(f"{labelset.name} '{where.split(chr(39))[1]}': parent "
-                                  f"'{ref}' is not in this tree; placed by its synset {synset}")
-                return self.placement(synset)[0]
-            raise UserError(f"{where}: unknown parent '{ref}'; name a group or label of "
-                            f"{labelset.source}, a synset like road.n.01, or a concept of the "
-                            "datasets merged before it")
+            # A concept of a dataset not merged this time (COCO's 'outdoor-things' when
+            # merging Mapillary alone): WordNet places the label, or the root takes it.
+            label_name = where.split("'")[1]
+            fallback = self.placement(synset)[0] if synset else ROOT_NAME
+            self.notes.append(f"{labelset.name} '{label_name}': parent '{ref}' is not in this "
+                              f"tree (not a group, label, synset or merged concept); placed "
+                              f"under '{fallback}'")
+            return fallback
 
         for group in _groups_in_order(labelset):
             where = f"{labelset.source}: group '{group.name}'"
@@ -224,7 +225,7 @@ class _Builder:
             other.name for other in labelset.labels})
         for label in labels:
             where = f"{labelset.source}: label '{label.name}' (id {label.id})"
-            concept = self.place_label(label, labelset, resolve_parent, where, rep)
+            concept = self.place_label(label, labelset, resolve_parent, where, rep, local)
             local[label.name] = concept
             if label.used:
                 ids = self.graph.nodes[concept]["labels"].setdefault(labelset.name, [])
@@ -233,7 +234,7 @@ class _Builder:
         self.fix_single_children(report, final=False)
 
     def place_label(self, label: Label, labelset: LabelSet, resolve_parent, where: str,
-                    rep: DatasetReport) -> str:
+                    rep: DatasetReport, local: dict[str, str]) -> str:
         if label.synset:
             self.synset(label.synset, where)
             if label.synset in self.by_synset:
@@ -245,7 +246,16 @@ class _Builder:
         adopt: list[str] = []
         if label.parent:
             parent = resolve_parent(label.parent, where, label.synset)
-            rep.explicit += 1
+            rep.explicit += label.used
+            if label.synset and label.parent not in local:
+                # A parent from outside this label set names a region of the tree; WordNet may
+                # place the label deeper in it. (The set's own groups are followed as given.)
+                above = self.hypernyms(label.synset)
+                inside = [n for n in nx.descendants(self.graph, parent)
+                          if self.graph.nodes[n].get("synset") in above]
+                if inside:
+                    order = self.order()
+                    parent = max(inside, key=lambda n: (self.depth(n), -order[n]))
         elif label.synset:
             parent, adopt = self.placement(label.synset)
         else:
