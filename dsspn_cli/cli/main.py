@@ -8,6 +8,7 @@ import sys
 import typer
 
 from dsspn_cli import __version__
+from dsspn_cli.cli.data import app as data_app
 from dsspn_cli.cli.hierarchy import app as hierarchy_app
 from dsspn_cli.errors import UserError
 
@@ -21,6 +22,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(hierarchy_app, name="hierarchy")
+app.add_typer(data_app, name="data")
 
 
 def _version(value: bool):

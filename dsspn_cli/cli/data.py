@@ -1,0 +1,141 @@
+"""``dsspn data ...``: built-in sample data, and checks and statistics of datasets on disk."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dsspn_cli.errors import UserError
+
+app = typer.Typer(help="Datasets: write the built-in sample data, check a dataset on disk, "
+                  "see what the concept tree sees in it.", no_args_is_help=True,
+                  add_completion=False)
+
+FORMAT_HELP = ("Layout: cityscapes, ade, coco (PNG maps, else JSON), coco-json, mapillary, "
+               "mapillary-v2, folder.")
+# The neurons an image activates on average in the paper (section 4.5), for comparison.
+PAPER_NEURONS = {"coco": 6, "ade": 5, "cityscapes": 10, "mapillary": 8}
+
+
+def _track():
+    """A rich progress bar on stderr for the data layer's ``track`` hook."""
+    from rich.console import Console
+    from rich.progress import track
+
+    console = Console(stderr=True)
+
+    def wrapped(items, total, what):
+        return track(items, total=total, description=what, console=console, transient=True)
+    return wrapped
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size {text}: write it as HEIGHTxWIDTH, like 128x256") from None
+    if height < 16 or width < 16:
+        raise UserError(f"--size {text}: at least 16x16")
+    return height, width
+
+
+@app.command()
+def sample(
+    out: Path = typer.Argument(..., help="Folder to write the datasets into."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+    images: int = typer.Option(16, "--images", min=1, help="Training images per dataset "
+                               "(validation gets a quarter, at least 2)."),
+    size: str = typer.Option("128x256", "--size", help="Image size, HEIGHTxWIDTH."),
+):
+    """Write small procedural datasets in the four real layouts (Cityscapes, ADE20K,
+    COCO-Stuff with its JSON, Mapillary Vistas), labelled at each dataset's own granularity."""
+    from dsspn_cli.data.sample import write_sample_data
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = write_sample_data(out, seed=seed, images=images, size=_size(size))
+    table = Table("dataset", "folder", *sorted({s for v in summary.values() for s in v}),
+                  title=f"sample data in {out}", title_justify="left")
+    splits = sorted({s for v in summary.values() for s in v})
+    for name, counts in summary.items():
+        table.add_row(name, str(out / _SAMPLE_FOLDERS.get(name, name)),
+                      *(str(counts.get(s, 0)) for s in splits))
+    Console().print(table)
+
+
+_SAMPLE_FOLDERS = {"coco": "coco-stuff", "ade": "ade20k"}
+
+
+@app.command()
+def check(
+    root: Path = typer.Argument(..., help="The dataset's root folder."),
+    fmt: str = typer.Option(..., "--format", help=FORMAT_HELP),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="Only these splits."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Count images per split and find unreadable files, missing pairs, image/label size
+    mismatches and label values the label set does not define. Exit 1 when any."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dsspn_cli.data.inspect import check_dataset
+
+    report = check_dataset(root, fmt, split or None, track=_track())
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=1) + "\n")
+    else:
+        console = Console(highlight=False)
+        counts = ", ".join(f"{s}: {n}" for s, n in report.counts.items())
+        console.print(f"{report.root} ({report.format}): {counts}")
+        if report.ok:
+            console.print("[green]clean[/]: every image has a readable label map of its size "
+                          "with values from the label set")
+        else:
+            table = Table("file", "problem", title=f"{len(report.problems)} problems",
+                          title_justify="left")
+            for problem in report.problems:
+                table.add_row(problem.file, problem.problem)
+            console.print(table)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stats(
+    root: Path = typer.Argument(..., help="The dataset's root folder."),
+    fmt: str = typer.Option(..., "--format", help=FORMAT_HELP),
+    tree_file: Optional[Path] = typer.Option(None, "--tree", help="Concept tree (default: the "
+                                             "shipped four-dataset tree)."),
+    split: str = typer.Option("train", "--split"),
+    top: int = typer.Option(20, "--top", min=1, help="Concepts to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
+):
+    """Pixel share per concept, and the average number of semantic neurons an image
+    activates (the paper: 6 COCO-Stuff, 5 ADE20K, 10 Cityscapes, 8 Mapillary)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dsspn_cli.data.inspect import dataset_stats
+    from dsspn_cli.hierarchy.tables import MaskingTable
+    from dsspn_cli.hierarchy.tree import load_tree
+
+    table = MaskingTable.from_tree(load_tree(tree_file))
+    report = dataset_stats(root, fmt, table, split=split, track=_track())
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=1) + "\n")
+        return
+    console = Console(highlight=False)
+    paper = PAPER_NEURONS.get(report.dataset)
+    console.print(f"{report.root} ({report.dataset}, {split}): {report.images} images, "
+                  f"{report.neurons_per_image:.1f} semantic neurons activated per image"
+                  + (f" (paper: {paper})" if paper else "")
+                  + f", {100 * report.ignored_share:.1f}% of pixels ignored")
+    shown = Table("concept", "pixel share", title=f"top {top} concepts of labelled pixels",
+                  title_justify="left")
+    for name, share in list(report.pixel_share.items())[:top]:
+        shown.add_row(name, f"{100 * share:.2f}%")
+    console.print(shown)

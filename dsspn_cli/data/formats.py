@@ -1,0 +1,51 @@
+"""The dataset formats by name, and the label set each one reads with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dsspn_cli.data.ade20k import ADE20K
+from dsspn_cli.data.cityscapes import Cityscapes
+from dsspn_cli.data.coco_stuff import CocoStuff, CocoStuffJson
+from dsspn_cli.data.common import DatasetFormat
+from dsspn_cli.data.folder import Folder
+from dsspn_cli.data.mapillary import MapillaryVistas, MapillaryVistasV2
+from dsspn_cli.errors import UserError
+
+FORMATS: dict[str, type[DatasetFormat]] = {
+    "cityscapes": Cityscapes,
+    "ade": ADE20K,
+    "coco": CocoStuff,
+    "coco-json": CocoStuffJson,
+    "mapillary": MapillaryVistas,
+    "mapillary-v2": MapillaryVistasV2,
+    "folder": Folder,
+}
+ALIASES = {"ade20k": "ade", "coco-stuff": "coco", "cocostuff": "coco", "vistas": "mapillary",
+           "mapillary-vistas": "mapillary", "vistas-v2": "mapillary-v2", "city": "cityscapes"}
+
+
+def get_format(name: str) -> DatasetFormat:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in FORMATS:
+        raise UserError(f"--format {name}: unknown dataset format; use one of "
+                        f"{', '.join(FORMATS)}")
+    return FORMATS[key]()
+
+
+def labelset_for(fmt: DatasetFormat, root: Path):
+    """The label set of a dataset on disk: the built-in one, or the folder's own file."""
+    from dsspn_cli.hierarchy.labelset import load_labelset
+
+    if isinstance(fmt, Folder):
+        return load_labelset(str(Folder.labelset_path(root)))
+    return load_labelset(fmt.labelset)
+
+
+def check_root(root: Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise UserError(f"{root}: no such folder; give the dataset's root folder")
+    if not root.is_dir():
+        raise UserError(f"{root}: is a file; give the dataset's root folder")
+    return root

@@ -1,0 +1,70 @@
+"""Batches for joint training: every batch comes from one dataset (its images share a label
+set, so one concept mask serves the batch), datasets drawn with per-dataset weights, and the
+batches of an epoch split across DistributedDataParallel ranks.
+
+Each index is yielded with its own augmentation seed, so what a sample looks like depends on
+(seed, epoch, position) only, not on loader workers. Pure Python and numpy: no torch needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dsspn_cli.errors import UserError
+
+
+class DatasetBatchSampler:
+    """Yields batches as lists of (global index, seed); global index = offset of the dataset +
+    index within it, in the order of ``sizes``."""
+
+    def __init__(self, sizes: list[int], batch_size: int, weights: list[float] | None = None,
+                 seed: int = 0, rank: int = 0, world_size: int = 1,
+                 batches_per_epoch: int | None = None, names: list[str] | None = None):
+        names = names or [f"dataset {i}" for i in range(len(sizes))]
+        if batch_size < 1:
+            raise UserError(f"--batch-size {batch_size}: must be 1 or more")
+        for name, size in zip(names, sizes):
+            if size < batch_size:
+                raise UserError(f"{name} has {size} training images, fewer than the batch size "
+                                f"{batch_size}; lower --batch-size")
+        weights = list(weights) if weights is not None else [float(s) for s in sizes]
+        if len(weights) != len(sizes) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise UserError("dataset weights must be one non-negative number per dataset, "
+                            "not all zero")
+        if not 0 <= rank < world_size:
+            raise UserError(f"rank {rank} is outside the world size {world_size}")
+        self.sizes, self.batch_size, self.seed = list(sizes), batch_size, seed
+        self.probabilities = np.asarray(weights, dtype=float) / sum(weights)
+        self.rank, self.world_size = rank, world_size
+        self.offsets = np.cumsum([0] + self.sizes[:-1]).tolist()
+        total = batches_per_epoch or sum(size // batch_size for size in sizes)
+        self.per_rank = max(1, total // world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def global_batches(self, epoch: int) -> list[tuple[int, np.ndarray]]:
+        """All ranks' batches of an epoch, the same on every rank: (dataset, local indices)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        queues: list[list[np.ndarray]] = [[] for _ in self.sizes]
+        batches = []
+        for _ in range(self.per_rank * self.world_size):
+            d = int(rng.choice(len(self.sizes), p=self.probabilities))
+            if not queues[d]:
+                order = rng.permutation(self.sizes[d])
+                queues[d] = [order[i:i + self.batch_size] for i in
+                             range(0, self.sizes[d] - self.batch_size + 1, self.batch_size)]
+            batches.append((d, queues[d].pop(0)))
+        return batches
+
+    def __iter__(self):
+        batches = self.global_batches(self.epoch)
+        rng = np.random.default_rng([self.seed, self.epoch, 1])
+        seeds = rng.integers(0, 2**31 - 1, size=(len(batches), self.batch_size))
+        for position in range(self.rank, len(batches), self.world_size):
+            d, local = batches[position]
+            yield [(self.offsets[d] + int(i), int(s)) for i, s in zip(local, seeds[position])]
