@@ -63,6 +63,8 @@ def read_yaml(path: str | os.PathLike, what: str):
                         "give a UTF-8 YAML file") from None
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to read; fix the {what} file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -141,7 +141,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, run, monkeypatch, args, message)
 
 @pytest.mark.parametrize("doc,message", [
     ({"name": "u", "labels": [{"id": 0, "name": "car", "synset": "carr.n.01"}]},
-     "unknown WordNet 3.0 synset 'carr.n.01'"),
+     "unknown WordNet 3.0 noun synset 'carr.n.01'"),
     ({"name": "u", "labels": [{"id": 0, "name": "a"}, {"id": 1, "name": "a"}]},
      "duplicate name"),
 ])

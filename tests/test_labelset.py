@@ -127,8 +127,20 @@ def test_text_label_wordnet_lacks_is_an_error(tmp_path, wn):
      "label 'a': duplicate name"),
     ({"name": "x", "labels": [{"id": "zero", "name": "a"}]}, "field 'id' must be an integer"),
     ({"name": "x", "labels": [{"id": 0, "name": "a", "synset": "car"}]},
-     "not a WordNet synset name"),
-    ({"name": "x", "labels": [{"id": 0, "name": "a", "parent": "a"}]}, "is its own parent"),
+     "not a WordNet noun synset name"),
+    ({"name": "x", "labels": [{"id": 0, "name": "a", "synset": "run.v.01"}]},
+     "not a WordNet noun synset name"),
+    ({"name": "x", "labels": [{"id": 0, "name": "a", "synset": "car.n.00"}]},
+     "not a WordNet noun synset name"),
+    ({"name": "x", "labels": [{"id": 0, "name": "a", "synonyms": "b"}]},
+     "field 'synonyms' must be a list"),
+    ({"name": "x", "ignore_index": 0, "labels": [{"id": 0, "name": "a"}]},
+     "has the id of ignore_index"),
+    ({"name": "x", "labels": [{"id": 70000, "name": "a"}]}, "must be between -1 and 65535"),
+    ({"name": "x", "labels": {"a": 1}}, "field 'labels': must be a list"),
+    ({"name": "x", "labels": [{"id": 0, "name": "a", "parent": "a"}]}, "cycle"),
+    ({"name": "x", "labels": [{"id": 0, "name": "a", "parent": "b"},
+                              {"id": 1, "name": "b", "parent": "a"}]}, "cycle (a -> b -> a)"),
     ({"name": "x", "labels": []}, "field 'labels': missing or empty"),
     ({"name": "x", "groups": [{"name": "g", "parent": "h"}, {"name": "h", "parent": "g"}],
       "labels": [{"id": 0, "name": "a", "parent": "g"}]}, "cycle"),
@@ -154,3 +166,15 @@ def test_malformed_yaml_names_the_line(tmp_path):
     path.write_text("name: x\nlabels:\n  - {id: 0, name: [unclosed\n")
     with pytest.raises(UserError, match=r"broken.yaml: line \d+ malformed YAML"):
         load_labelset(str(path))
+
+
+def test_folder_named_like_a_builtin_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "coco").mkdir()                    # the user's COCO images, say
+    assert load_labelset("coco").name == "coco"
+
+
+def test_text_labelset_with_byte_order_mark(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_bytes("car\nroad\n".encode("utf-8-sig"))
+    assert [l.name for l in load_labelset(str(path)).labels] == ["car", "road"]

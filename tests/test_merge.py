@@ -105,7 +105,7 @@ def test_output_is_byte_identical_for_same_inputs(wn, base_set, fine_set, tmp_pa
 def test_unknown_synset_in_labelset_is_a_clear_error(wn, tmp_path):
     path = write_yaml(tmp_path / "u.yaml", {"name": "u", "labels": [
         {"id": 0, "name": "car", "synset": "carr.n.01"}]})
-    with pytest.raises(UserError, match=r"u.yaml: label 'car' \(id 0\): unknown WordNet 3.0 "
+    with pytest.raises(UserError, match=r"u.yaml: label 'car' \(id 0\): unknown WordNet 3.0 noun "
                                         r"synset 'carr.n.01'"):
         merged(wn, path)
 
@@ -117,17 +117,38 @@ def test_same_dataset_twice_is_an_error(wn, base_set):
 
 def test_parent_by_concept_name_of_an_earlier_dataset(wn, base_set, tmp_path):
     path = write_yaml(tmp_path / "n.yaml", {"name": "n", "labels": [
-        {"id": 0, "name": "quilt", "parent": "textile-stuff", "synset": "quilt.n.01"},
-        {"id": 1, "name": "gadget", "parent": "nowhere"}]})
-    tree, report = merged(wn, base_set, path)
-    assert tree.parent("gadget") == "entity"
-    assert any("'gadget': parent 'nowhere' is not in this tree" in n for n in report.notes)
-    path = write_yaml(tmp_path / "n.yaml", {"name": "n", "labels": [
         {"id": 0, "name": "quilt", "parent": "textile-stuff", "synset": "quilt.n.01"}]})
     tree, _ = merged(wn, base_set, path)
     assert tree.parent("quilt") == "textile-stuff"
-    alone, report = merged(wn, path)      # without the base set: WordNet places it
-    assert "quilt" in alone and any("'quilt': parent 'textile-stuff'" in n for n in report.notes)
+    typo = write_yaml(tmp_path / "t.yaml", {"name": "t", "labels": [
+        {"id": 1, "name": "gadget", "parent": "nowhere"}]})
+    with pytest.raises(UserError, match="label 'gadget' .*unknown parent 'nowhere'"):
+        merged(wn, base_set, typo)
+
+
+def test_parent_naming_a_concept_of_an_unmerged_builtin_falls_back(wn, tmp_path):
+    # 'outdoor-things' is COCO's: merging without COCO, WordNet places the label instead.
+    path = write_yaml(tmp_path / "m.yaml", {"name": "m", "labels": [
+        {"id": 0, "name": "kiosk", "synset": "kiosk.n.01", "parent": "outdoor-things"},
+        {"id": 1, "name": "car", "synset": "car.n.01"}]})
+    tree, report = merged(wn, path)
+    assert "kiosk" in tree
+    assert any("parent 'outdoor-things' is not in this tree" in n for n in report.notes)
+
+
+def test_synonymous_synset_names_are_one_concept(wn, base_set, tmp_path):
+    path = write_yaml(tmp_path / "a.yaml", {"name": "a", "labels": [
+        {"id": 0, "name": "pussycat", "synset": "true_cat.n.01"}]})      # = cat.n.01
+    tree, _ = merged(wn, base_set, path)
+    assert tree.labels("cat") == {"base": [0], "a": [0]}
+
+
+def test_label_parent_chains_are_followed(wn, base_set, tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", {"name": "c", "labels": [
+        {"id": 0, "name": "c", "parent": "b"}, {"id": 1, "name": "b", "parent": "a"},
+        {"id": 2, "name": "a", "synset": "seat.n.03"}, {"id": 3, "name": "d", "parent": "b"}]})
+    tree, _ = merged(wn, base_set, path)
+    assert tree.parent("c") == "b" and tree.parent("b") == "a"
 
 
 def test_labelled_concept_left_with_one_child_gets_an_other_sibling(wn, base_set, tmp_path):

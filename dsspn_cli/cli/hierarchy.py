@@ -67,7 +67,8 @@ def merge(
 
     labelsets = [load_labelset(ref) for ref in datasets]
     wn = wordnet(wordnet_dir)
-    tree, report = merge_labelsets(labelsets, wn, max_depth=max_depth)
+    tree, report = merge_labelsets(labelsets, wn, max_depth=max_depth,
+                                   output_dir=output.parent)
     header = ("# dsspn concept tree, merged with: dsspn hierarchy merge "
               + " ".join(ls.name for ls in labelsets) + f" --max-depth {max_depth}\n"
               "# Each concept: name, WordNet 3.0 synset, labels (dataset: label ids mapped to it),"
@@ -123,6 +124,9 @@ def show(
     tree = load_tree(tree_file)
     if dataset is not None:
         dataset = _dataset_in(tree, dataset)
+        if not tree.concepts_of(dataset):
+            raise UserError(f"--dataset {dataset}: labels no concept of this tree; merge it in "
+                            "or choose another dataset")
     if fmt is ShowFormat.png:
         if output is None:
             raise UserError("--format png needs -o FILE.png")
@@ -131,10 +135,13 @@ def show(
         return
     if fmt is ShowFormat.tree:
         if output is not None:
+            import io
+
             from rich.console import Console
 
-            with open(output, "w", encoding="utf-8") as handle:
-                Console(file=handle, width=160).print(render.rich_tree(tree, dataset, depth))
+            buffer = io.StringIO()
+            Console(file=buffer, width=160).print(render.rich_tree(tree, dataset, depth))
+            atomic_write_text(output, buffer.getvalue())
             return
         _console().print(render.rich_tree(tree, dataset, depth))
         return
@@ -168,7 +175,7 @@ def check(
     path = tree_file or default_tree_path()
     graph, datasets, tree_depth = read_graph(path)
     limit = max_depth if max_depth is not None else tree_depth
-    violations = check_graph(graph, datasets, limit, max_fanout)
+    violations = check_graph(graph, datasets, limit, max_fanout, tree_path=path)
     console = _console()
     if not violations:
         fanout = max((graph.out_degree(n) for n in graph), default=0)
@@ -193,15 +200,14 @@ def tables(
 ):
     """Build the masking tables training uses: neurons and their children, label -> concept
     per dataset, concept masks, and each concept's path of (neuron, child) pairs."""
-    from dsspn_cli.hierarchy.labelset import load_labelset
     from dsspn_cli.hierarchy.tables import MaskingTable
-    from dsspn_cli.hierarchy.tree import load_tree
+    from dsspn_cli.hierarchy.tree import labelset_of, load_tree
 
     tree = load_tree(tree_file)
     labelsets = {}
     for name, info in tree.datasets.items():
         try:
-            labelsets[name] = load_labelset((info or {}).get("labelset", name))
+            labelsets[name] = labelset_of(tree.source, info, name)
         except UserError:
             pass     # label names are only for reading; the tree holds the mapping
     table = MaskingTable.from_tree(tree, labelsets)

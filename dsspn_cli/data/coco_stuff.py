@@ -105,7 +105,8 @@ def rasterise(annotation_files, image_id: int, image_path: Path) -> np.ndarray:
             raise BadFile(image_path, f"is {width}x{height} but {path} says "
                           f"{info.get('width')}x{info.get('height')}")
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))
-        for ann in sorted(anns, key=lambda a: a.get("area", 0), reverse=True):
+        # File order, as COCO-Stuff's own conversion to PNG paints them (later on top).
+        for ann in anns:
             category = int(ann["category_id"])
             if category == OTHER_CATEGORY:
                 continue

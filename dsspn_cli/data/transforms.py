@@ -21,8 +21,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def to_tensors(image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """HxWx3 uint8 + HxW int -> 3xHxW float in [0, 1] + HxW int64."""
-    image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
-    return image_t, torch.from_numpy(np.ascontiguousarray(target)).long()
+    image, target = (np.array(a) if not a.flags.writeable else np.ascontiguousarray(a)
+                     for a in (image, target))
+    image_t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
+    return image_t, torch.from_numpy(target).long()
 
 
 def normalise(image: torch.Tensor) -> torch.Tensor:
@@ -38,6 +40,17 @@ def subsample(target: torch.Tensor, stride: int) -> torch.Tensor:
     return target[..., stride // 2::stride, stride // 2::stride]
 
 
+def resize(image: np.ndarray, target: np.ndarray, size: tuple[int, int]):
+    """Image bilinear, concept map nearest, to (height, width)."""
+    from PIL import Image
+
+    height, width = size
+    image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    target = np.asarray(Image.fromarray(target.astype(np.int32), mode="I").resize(
+        (width, height), Image.NEAREST)).astype(np.int64)
+    return image, target
+
+
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * torch.rand((), generator=generator).item()
 
@@ -50,15 +63,14 @@ class TrainTransform:
     label_stride: int = 1
 
     def __call__(self, image: np.ndarray, target: np.ndarray, generator: torch.Generator):
-        image_t, target_t = to_tensors(image, target)
-        height, width = target_t.shape
+        height, width = target.shape
         factor = _uniform(generator, *self.scale)
         size = (max(1, round(height * factor)), max(1, round(width * factor)))
         if size != (height, width):
-            image_t = F.interpolate(image_t[None], size=size, mode="bilinear",
-                                    align_corners=False)[0]
-            target_t = F.interpolate(target_t[None, None].float(), size=size,
-                                     mode="nearest")[0, 0].long()
+            # Pillow resizes the same way whatever the thread count (torch's interpolate can
+            # differ in the last bit between a worker and the main process).
+            image, target = resize(image, target, size)
+        image_t, target_t = to_tensors(image, target)
         image_t = normalise(image_t)
         # Pad to the crop size: the image with zeros (the mean colour after normalisation),
         # the target with ignore, so padding never counts in the loss.

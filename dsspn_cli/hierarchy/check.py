@@ -6,12 +6,12 @@ instead of stopping at the first, so ``dsspn hierarchy check`` can show a full t
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import networkx as nx
 
 from dsspn_cli.errors import UserError
-from dsspn_cli.hierarchy.tree import structural_problems
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def _depths(graph: nx.DiGraph, root) -> dict:
 
 def check_graph(graph: nx.DiGraph, datasets: dict, max_depth: int | None = 5,
                 max_fanout: int | None = None, labelsets: dict | None = None,
-                ) -> list[Violation]:
+                tree_path=None) -> list[Violation]:
     """All violations of the tree rules.
 
     ``labelsets`` maps dataset name -> LabelSet; every label of each that is not void or unused
@@ -45,7 +45,7 @@ def check_graph(graph: nx.DiGraph, datasets: dict, max_depth: int | None = 5,
             parents = ", ".join(map(str, graph.predecessors(node)))
             found.append(Violation("one parent", str(node), f"has {graph.in_degree(node)} "
                                    f"parents ({parents})"))
-    for cycle in list(nx.simple_cycles(graph))[:20]:
+    for cycle in itertools.islice(nx.simple_cycles(graph), 20):
         found.append(Violation("no cycle", str(cycle[0]),
                                " -> ".join(map(str, cycle + cycle[:1]))))
     for node in graph:
@@ -62,12 +62,12 @@ def check_graph(graph: nx.DiGraph, datasets: dict, max_depth: int | None = 5,
             if depth > max_depth:
                 found.append(Violation("depth", str(node), f"depth {depth} (limit {max_depth})"))
 
-    found.extend(_label_violations(graph, datasets, labelsets or {}))
+    found.extend(_label_violations(graph, datasets, labelsets or {}, tree_path))
     return found
 
 
-def _label_violations(graph, datasets: dict, labelsets: dict) -> list[Violation]:
-    from dsspn_cli.hierarchy.labelset import load_labelset
+def _label_violations(graph, datasets: dict, labelsets: dict, tree_path) -> list[Violation]:
+    from dsspn_cli.hierarchy.tree import labelset_of
 
     found = []
     mapped: dict[str, dict[int, list[str]]] = {}
@@ -81,9 +81,8 @@ def _label_violations(graph, datasets: dict, labelsets: dict) -> list[Violation]
     for dataset, info in datasets.items():
         labelset = labelsets.get(dataset)
         if labelset is None:
-            reference = (info or {}).get("labelset", dataset) if isinstance(info, dict) else dataset
             try:
-                labelset = load_labelset(reference)
+                labelset = labelset_of(tree_path, info, dataset)
             except UserError as exc:
                 found.append(Violation("label mapping", "-", f"dataset '{dataset}': {exc}"))
                 continue
@@ -106,6 +105,3 @@ def _label_violations(graph, datasets: dict, labelsets: dict) -> list[Violation]
                                    f"{dataset} has no label id {label_id}"))
     return found
 
-
-def structural_errors(graph: nx.DiGraph) -> list[str]:
-    return structural_problems(graph)

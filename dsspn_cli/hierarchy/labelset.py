@@ -34,7 +34,9 @@ from dsspn_cli.errors import UserError
 from dsspn_cli.io import read_yaml
 from dsspn_cli.resources import labelsets_dir
 
-SYNSET_NAME = re.compile(r"^[^\s.][^\s]*\.[nvasr]\.\d{2}$")
+# Concepts are nouns: 'car.n.01'. Sense numbers start at 01 (NLTK reads '.00' as sense 1).
+SYNSET_NAME = re.compile(r"^[^\s.][^\s]*\.n\.(0[1-9]|[1-9]\d)$")
+MAX_LABEL_ID = 65535          # 16-bit label maps at most; the lookup tables are this long
 _LABEL_KEYS = {"id", "name", "synset", "parent", "ignore", "used"}
 _GROUP_KEYS = {"name", "synset", "parent"}
 
@@ -118,10 +120,16 @@ def _parse_label(path, index: int, raw) -> Label:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         _fail(path, where, "field 'name' must be a non-empty string", "name the class")
+    if not -1 <= label_id <= MAX_LABEL_ID:
+        _fail(path, where, f"field 'id' must be between -1 and {MAX_LABEL_ID}",
+              "give the label-map value")
     synset = raw.get("synset")
     if synset is not None and (not isinstance(synset, str) or not is_synset_name(synset)):
-        _fail(path, where, f"field 'synset' is {synset!r}, not a WordNet synset name",
-              "write it like car.n.01, or remove it")
+        _fail(path, where, f"field 'synset' is {synset!r}, not a WordNet noun synset name",
+              "write it like car.n.01 (a noun, sense 01 or above), or remove it")
+    synonyms = raw.get("synonyms", [])
+    if not isinstance(synonyms, list) or not all(isinstance(x, str) for x in synonyms):
+        _fail(path, where, "field 'synonyms' must be a list of names", "write [a, b]")
     parent = raw.get("parent")
     if parent is not None and (not isinstance(parent, str) or not parent.strip()):
         _fail(path, where, "field 'parent' must be a string", "name a group, label or synset")
@@ -142,8 +150,8 @@ def _parse_group(path, index: int, raw) -> Group:
         _fail(path, where, "must be a mapping with a string 'name'", "fix the group entry")
     synset = raw.get("synset")
     if synset is not None and (not isinstance(synset, str) or not is_synset_name(synset)):
-        _fail(path, f"{where} ({raw['name']})", f"field 'synset' is {synset!r}, not a synset name",
-              "write it like vehicle.n.01, or remove it")
+        _fail(path, f"{where} ({raw['name']})", f"field 'synset' is {synset!r}, not a WordNet "
+              "noun synset name", "write it like vehicle.n.01, or remove it")
     parent = raw.get("parent")
     if parent is not None and not isinstance(parent, str):
         _fail(path, f"{where} ({raw['name']})", "field 'parent' must be a string",
@@ -183,10 +191,18 @@ def _validate(labelset: LabelSet, path) -> LabelSet:
         if current.parent is not None and not is_synset_name(current.parent):
             _fail(path, f"group '{current.name}'", f"unknown parent '{current.parent}'",
                   "name another group of this file or a synset like vehicle.n.01")
+    by_name = {item.name: item for item in labelset.labels}
     for item in labelset.labels:
-        if item.parent == item.name:
-            _fail(path, f"label '{item.name}' (id {item.id})", "is its own parent",
-                  "fix the 'parent' field")
+        chain, current = [item.name], item
+        while current.parent is not None and current.parent in by_name:
+            if current.parent in chain:
+                _fail(path, f"label '{item.name}' (id {item.id})", "its parents form a cycle ("
+                      + " -> ".join(chain + [current.parent]) + ")", "fix the 'parent' fields")
+            chain.append(current.parent)
+            current = by_name[current.parent]
+        if item.mapped and item.id == labelset.ignore_index:
+            _fail(path, f"label '{item.name}' (id {item.id})", "has the id of ignore_index "
+                  f"({labelset.ignore_index})", "mark it 'ignore: true' or change ignore_index")
     if not labelset.mapped_labels:
         _fail(path, "labels", "no label to map (all ignored or unused)", "add labels")
     return labelset
@@ -203,13 +219,16 @@ def parse_labelset(data, path, source: str | None = None) -> LabelSet:
               "use letters, digits, '-', '_' or '.'")
     labels = data.get("labels")
     if not isinstance(labels, list) or not labels:
-        _fail(path, "field 'labels'", "missing or empty", "list the classes under 'labels:'")
+        problem = "must be a list" if isinstance(labels, dict) else "missing or empty"
+        _fail(path, "field 'labels'", problem, "list the classes under 'labels:' as '- {id: 0, "
+              "name: car}' entries")
     groups = data.get("groups") or []
     if not isinstance(groups, list):
         _fail(path, "field 'groups'", "must be a list", "list groups under 'groups:'")
     ignore_index = data.get("ignore_index", 255)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        _fail(path, "field 'ignore_index'", "must be an integer",
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or not (
+            0 <= ignore_index <= MAX_LABEL_ID):
+        _fail(path, "field 'ignore_index'", f"must be an integer from 0 to {MAX_LABEL_ID}",
               "give the label-map value of unlabelled pixels (often 255 or 0)")
     aliases = data.get("aliases") or []
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
@@ -231,7 +250,7 @@ def parse_labelset(data, path, source: str | None = None) -> LabelSet:
 def read_text_labelset(path: Path) -> LabelSet:
     """One class name per line; line i (skipping blank lines and '#' comments) is label id i."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the label set ({exc.__class__.__name__}); "
                         "give a UTF-8 text file with one class name per line") from None
@@ -263,13 +282,16 @@ def load_labelset(ref: str | Path) -> LabelSet:
     """A built-in label set by name or alias (``coco``, ``ade20k``...), or a file by path."""
     text = str(ref)
     builtin = builtin_labelsets().get(text.lower())
-    if builtin is not None and not Path(text).exists():
+    if builtin is not None and not Path(text).is_file():
         return parse_labelset(read_yaml(builtin, "label set"), builtin, source=builtin.stem)
     path = Path(text).expanduser()
     if path.is_file():
         if path.suffix.lower() in (".yaml", ".yml"):
             return parse_labelset(read_yaml(path, "label set"), path)
-        return read_text_labelset(path)
+        if path.suffix.lower() in (".txt", ""):
+            return read_text_labelset(path)
+        raise UserError(f"{path}: label sets are YAML (.yaml) or text files (.txt, one class "
+                        "name per line); convert it")
     if path.suffix or "/" in text or "\\" in text:
         raise UserError(f"{text}: no such label-set file; check the path")
     raise UserError(f"unknown dataset '{text}'; built-in label sets: "

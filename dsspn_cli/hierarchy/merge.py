@@ -22,7 +22,10 @@ Every step is deterministic: the same label sets in the same order give the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
 
 import networkx as nx
 
@@ -71,11 +74,32 @@ class _Builder:
         from nltk.corpus.reader.wordnet import WordNetError
 
         try:
-            return self.wn.synset(name)
+            found = self.wn.synset(name)
         except (WordNetError, ValueError):
-            raise UserError(f"{where}: unknown WordNet 3.0 synset '{name}'; use an existing "
-                            "name like car.n.01 (python -c \"from nltk.corpus import wordnet; "
-                            "print(wordnet.synsets('car'))\")") from None
+            found = None
+        if found is not None and found.pos() == "n":
+            return found
+        raise UserError(f"{where}: unknown WordNet 3.0 noun synset '{name}'; use an existing "
+                        "name like car.n.01 (python -c \"from nltk.corpus import wordnet; "
+                        "print(wordnet.synsets('car'))\")")
+
+    def canonical(self, labelset: LabelSet) -> LabelSet:
+        """Every synset under its own name ('auto.n.01' is car.n.01), checked to exist."""
+        def canon(name, where):
+            return self.synset(name, where).name() if name else name
+
+        def canon_parent(ref, where):
+            return canon(ref, where) if ref and is_synset_name(ref) else ref
+
+        groups = [replace(g, synset=canon(g.synset, f"{labelset.source}: group '{g.name}'"),
+                          parent=canon_parent(g.parent, f"{labelset.source}: group '{g.name}'"))
+                  for g in labelset.groups]
+        labels = []
+        for item in labelset.labels:
+            where = f"{labelset.source}: label '{item.name}' (id {item.id})"
+            labels.append(replace(item, synset=canon(item.synset, where),
+                                  parent=canon_parent(item.parent, where)))
+        return replace(labelset, groups=groups, labels=labels)
 
     def hypernyms(self, name: str) -> frozenset[str]:
         """Every proper hypernym of a synset, over all of its paths (instance ones included)."""
@@ -148,7 +172,7 @@ class _Builder:
 
     # -------------------------------------------------------------------------- placement
 
-    def placement(self, synset: str) -> tuple[str, list[str]]:
+    def placement(self, synset: str, where: str = "") -> tuple[str, list[str]]:
         """Where a concept with this synset goes: (parent, existing concepts it adopts)."""
         above = self.hypernyms(synset)
         order = self.order()
@@ -168,6 +192,10 @@ class _Builder:
             parent = max(counts, key=lambda p: (len(counts[p]), self.depth(p), -order[p]))
             adopt = sorted(counts[parent], key=order.__getitem__)
             if self.depth(parent) + 1 + max(self.height(a) + 1 for a in adopt) <= self.max_depth:
+                left = sorted(n for p, nodes in counts.items() if p != parent for n in nodes)
+                if left and where:
+                    self.notes.append(f"{where}: WordNet puts {', '.join(left[:5])} below it too, "
+                                      f"but they stay where their dataset put them")
                 return parent, adopt
         return up, []
 
@@ -180,6 +208,7 @@ class _Builder:
     # -------------------------------------------------------------------------- label sets
 
     def add_labelset(self, labelset: LabelSet, base: bool, report: MergeReport) -> None:
+        labelset = self.canonical(labelset)
         rep = DatasetReport(labelset.name, labelset.title, labels=len(labelset.mapped_labels))
         local: dict[str, str] = {}       # group/label name in this set -> concept
 
@@ -195,13 +224,15 @@ class _Builder:
                 return self.placement(ref)[0]
             if ref in self.graph:
                 return ref
-            # A concept of a dataset not merged this time (COCO's 'outdoor-things' when
-            # merging Mapillary alone): WordNet places the label, or the root takes it.
-            label_name = where.split("'")[1]
+            if ref not in _shipped_concepts():
+                raise UserError(f"{where}: unknown parent '{ref}'; name a group or label of "
+                                f"{labelset.source}, a synset like road.n.01, or a concept of "
+                                "the datasets merged before it")
+            # A concept of a built-in dataset not merged this time (COCO's 'outdoor-things'
+            # when merging Mapillary alone): WordNet places the label, or the root takes it.
             fallback = self.placement(synset)[0] if synset else ROOT_NAME
-            self.notes.append(f"{labelset.name} '{label_name}': parent '{ref}' is not in this "
-                              f"tree (not a group, label, synset or merged concept); placed "
-                              f"under '{fallback}'")
+            self.notes.append(f"{where}: parent '{ref}' is not in this tree (its dataset is not "
+                              f"merged); placed under '{fallback}'")
             return fallback
 
         for group in _groups_in_order(labelset):
@@ -218,12 +249,7 @@ class _Builder:
 
         # Labels never annotated (COCO's 'street sign') still name a concept of the dataset's
         # hierarchy that other datasets may label; it is dropped at the end if none does.
-        labels = sorted((item for item in labelset.labels if not item.ignore),
-                        key=lambda item: item.id)
-        # Labels naming another label of the same set as parent come after that label.
-        labels.sort(key=lambda item: item.parent is not None and item.parent in {
-            other.name for other in labelset.labels})
-        for label in labels:
+        for label in _labels_in_order(labelset):
             where = f"{labelset.source}: label '{label.name}' (id {label.id})"
             concept = self.place_label(label, labelset, resolve_parent, where, rep, local)
             local[label.name] = concept
@@ -235,14 +261,9 @@ class _Builder:
 
     def place_label(self, label: Label, labelset: LabelSet, resolve_parent, where: str,
                     rep: DatasetReport, local: dict[str, str]) -> str:
-        if label.synset:
-            self.synset(label.synset, where)
-            if label.synset in self.by_synset:
-                existing = self.by_synset[label.synset]
-                if self.graph.nodes[existing]["labels"] and labelset.name not in \
-                        self.graph.nodes[existing]["labels"]:
-                    rep.joined += 1
-                return existing
+        if label.synset and label.synset in self.by_synset:
+            rep.joined += label.used
+            return self.by_synset[label.synset]
         adopt: list[str] = []
         if label.parent:
             parent = resolve_parent(label.parent, where, label.synset)
@@ -257,7 +278,7 @@ class _Builder:
                     order = self.order()
                     parent = max(inside, key=lambda n: (self.depth(n), -order[n]))
         elif label.synset:
-            parent, adopt = self.placement(label.synset)
+            parent, adopt = self.placement(label.synset, where)
         else:
             raise UserError(f"{where}: no synset and no parent; give it a 'synset:' "
                             "(like car.n.01) or a 'parent:'")
@@ -266,7 +287,7 @@ class _Builder:
             # (Mapillary v1.2 and v2.0 'bike lane', both under road).
             for child in self.graph.successors(parent):
                 if child == label.concept_name and not self.graph.nodes[child].get("synset"):
-                    rep.joined += 1
+                    rep.joined += label.used
                     return child
         fitted = self.within_depth(parent)
         if fitted != parent:
@@ -356,14 +377,12 @@ class _Builder:
                 if node != ROOT_NAME and not data["labels"] and data["kind"] != "other":
                     self.splice(node)
                     report.spliced.append(node)
-                elif not children:
+                elif not children or not final:
                     continue
                 elif not self.graph.nodes[children[0]]["labels"] and \
                         self.graph.nodes[children[0]]["kind"] != "other":
                     self.splice(children[0])
                     report.spliced.append(children[0])
-                elif not final:
-                    continue
                 else:
                     name = self.unique_name(f"{node}-other", None, "other")
                     self.add(name, None, node, kind="other")
@@ -387,6 +406,45 @@ class _Builder:
     notes: list[str]
 
 
+def _reference(labelset: LabelSet, output_dir: Path | None) -> str:
+    path = Path(labelset.source)
+    if not path.is_file():
+        return labelset.source                 # a built-in, by name
+    if output_dir is None:
+        return str(path.resolve())
+    return os.path.relpath(path.resolve(), Path(output_dir).resolve())
+
+
+@lru_cache(maxsize=1)
+def _shipped_concepts() -> frozenset[str]:
+    """Concept names of the shipped tree: parents a built-in label set may name by name."""
+    from dsspn_cli.hierarchy.tree import read_graph
+    from dsspn_cli.resources import default_tree_path
+
+    path = default_tree_path()
+    return frozenset(read_graph(path)[0]) if path.exists() else frozenset()
+
+
+def _labels_in_order(labelset: LabelSet) -> list[Label]:
+    """Labels by id, except that a label naming another label as parent comes after it."""
+    by_name = {item.name: item for item in labelset.labels}
+    done: set[str] = set()
+    ordered: list[Label] = []
+
+    def visit(item: Label):
+        if item.name in done:
+            return
+        done.add(item.name)
+        if item.parent in by_name:
+            visit(by_name[item.parent])
+        if not item.ignore:
+            ordered.append(item)
+
+    for item in sorted(labelset.labels, key=lambda item: item.id):
+        visit(item)
+    return ordered
+
+
 def _groups_in_order(labelset: LabelSet):
     """Groups with their parents first."""
     groups = {group.name: group for group in labelset.groups}
@@ -407,8 +465,12 @@ def _groups_in_order(labelset: LabelSet):
 
 
 def merge_labelsets(labelsets: list[LabelSet], wn, max_depth: int = 5,
-                    ) -> tuple[ConceptTree, MergeReport]:
-    """Merge label sets (the first one is the skeleton) into a concept tree."""
+                    output_dir: Path | None = None) -> tuple[ConceptTree, MergeReport]:
+    """Merge label sets (the first one is the skeleton) into a concept tree.
+
+    The tree names each dataset's label set: built-ins by name, files by a path relative to
+    ``output_dir`` (where the tree will be written), so tree and label sets can move together.
+    """
     if max_depth < 1:
         raise UserError(f"--max-depth {max_depth}: must be 1 or more")
     names = [ls.name for ls in labelsets]
@@ -426,7 +488,7 @@ def merge_labelsets(labelsets: list[LabelSet], wn, max_depth: int = 5,
     builder.fix_single_children(report)
     for node, data in builder.graph.nodes(data=True):
         data["labels"] = {k: sorted(v) for k, v in data["labels"].items()}
-    datasets = {ls.name: {"labelset": ls.source, "title": ls.title,
+    datasets = {ls.name: {"labelset": _reference(ls, output_dir), "title": ls.title,
                           "ignore_index": ls.ignore_index} for ls in labelsets}
     tree = ConceptTree(builder.graph, datasets, max_depth)
     return tree, report

@@ -26,7 +26,6 @@ def visible_concepts(tree: ConceptTree, dataset: str | None, depth: int | None) 
 
 
 def rich_tree(tree: ConceptTree, dataset: str | None = None, depth: int | None = None):
-    from rich.markup import escape
     from rich.text import Text
     from rich.tree import Tree
 
@@ -39,7 +38,7 @@ def rich_tree(tree: ConceptTree, dataset: str | None = None, depth: int | None =
         neuron = tree.graph.out_degree(name) >= 2
         text = Text()
         text.append(f"{tree.id(name)} ", style="dim")
-        text.append(escape(name), style="bold" if neuron else "")
+        text.append(name, style="bold" if neuron else "")
         if data.get("synset"):
             text.append(f"  {data['synset']}", style="dim cyan")
         if data.get("kind") == "wordnet":

@@ -229,8 +229,13 @@ def graph_from_yaml(doc, path) -> tuple[nx.DiGraph, dict, int]:
                         "make one with 'dsspn hierarchy merge'")
     graph = nx.DiGraph()
     stack = [(doc["tree"], None, "tree")]
+    visited: set[int] = set()
     while stack:
         node, parent, where = stack.pop()
+        if id(node) in visited:         # a YAML alias pointing back at its own ancestor
+            raise UserError(f"{path}: {where}: a concept contains itself (YAML anchor/alias); "
+                            "write the tree out without aliases")
+        visited.add(id(node))
         if not isinstance(node, dict) or not isinstance(node.get("name"), str):
             raise UserError(f"{path}: {where}: every concept needs a string 'name'; fix the tree")
         name = node["name"]
@@ -257,13 +262,34 @@ def graph_from_yaml(doc, path) -> tuple[nx.DiGraph, dict, int]:
     ordered = nx.DiGraph()
     ordered.add_nodes_from(graph.nodes(data=True))
     _add_edges_in_file_order(doc["tree"], ordered)
-    datasets = doc.get("datasets") or {}
+    return ordered, _check_datasets(doc.get("datasets"), path), _check_depth(
+        doc.get("max_depth", 5), path)
+
+
+def _check_datasets(datasets, path) -> dict:
+    """The tree's 'datasets': name -> {labelset, title, ignore_index}."""
+    if datasets is None:
+        return {}
     if not isinstance(datasets, dict):
-        raise UserError(f"{path}: field 'datasets' must be a mapping; fix the tree")
-    max_depth = doc.get("max_depth", 5)
-    if isinstance(max_depth, bool) or not isinstance(max_depth, int):
-        raise UserError(f"{path}: field 'max_depth' must be an integer; fix the tree")
-    return ordered, datasets, max_depth
+        raise UserError(f"{path}: field 'datasets' must map dataset names to "
+                        "{labelset: ..., ignore_index: ...}; fix the tree")
+    for name, info in datasets.items():
+        if not isinstance(info, dict):
+            raise UserError(f"{path}: datasets.{name} must be a mapping like {{labelset: "
+                            f"{name}, ignore_index: 255}}; fix the tree")
+        ignore = info.get("ignore_index", 255)
+        if isinstance(ignore, bool) or not isinstance(ignore, int) or not 0 <= ignore <= 65535:
+            raise UserError(f"{path}: datasets.{name}.ignore_index must be an integer from 0 to "
+                            "65535; fix the tree")
+        if not isinstance(info.get("labelset", name), str):
+            raise UserError(f"{path}: datasets.{name}.labelset must be a label-set name or path")
+    return datasets
+
+
+def _check_depth(value, path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{path}: field 'max_depth' must be a non-negative integer; fix the tree")
+    return value
 
 
 def _add_edges_in_file_order(root: dict, graph: nx.DiGraph) -> None:
@@ -282,13 +308,19 @@ def _add_edges_in_file_order(root: dict, graph: nx.DiGraph) -> None:
 
 def graph_from_node_link(doc, path) -> tuple[nx.DiGraph, dict, int]:
     """Read node-link JSON (``show --format json``) into a graph keyed by concept name."""
-    if not isinstance(doc, dict) or "nodes" not in doc:
-        raise UserError(f"{path}: not node-link JSON (no 'nodes'); "
+    if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or not all(
+            isinstance(node, dict) for node in doc["nodes"]):
+        raise UserError(f"{path}: not node-link JSON (no 'nodes' list of objects); "
                         "write it with 'dsspn hierarchy show --format json'")
     edges_key = "edges" if "edges" in doc else "links"
+    if not isinstance(doc.get(edges_key, []), list) or not isinstance(doc.get("graph", {}),
+                                                                      dict):
+        raise UserError(f"{path}: malformed node-link JSON ('{edges_key}' must be a list and "
+                        "'graph' an object); write it with 'dsspn hierarchy show --format json'")
+    doc = {**doc, edges_key: doc.get(edges_key, [])}
     try:
         raw = nx.node_link_graph(doc, directed=True, multigraph=False, edges=edges_key)
-    except (KeyError, TypeError, nx.NetworkXError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, nx.NetworkXError) as exc:
         raise UserError(f"{path}: malformed node-link JSON ({exc}); "
                         "write it with 'dsspn hierarchy show --format json'") from None
     names = {}
@@ -306,7 +338,8 @@ def graph_from_node_link(doc, path) -> tuple[nx.DiGraph, dict, int]:
     for u, v in raw.edges():
         graph.add_edge(names[u], names[v])
     info = doc.get("graph") or {}
-    return graph, info.get("datasets") or {}, info.get("max_depth", 5)
+    return graph, _check_datasets(info.get("datasets"), path), _check_depth(
+        info.get("max_depth", 5), path)
 
 
 def read_graph(path: str | Path) -> tuple[nx.DiGraph, dict, int]:
@@ -317,11 +350,23 @@ def read_graph(path: str | Path) -> tuple[nx.DiGraph, dict, int]:
             raise UserError(f"{path}: no such tree file; check the path")
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise UserError(f"{path}: malformed JSON ({exc.__class__.__name__}: line "
                             f"{getattr(exc, 'lineno', '?')}); fix the tree file") from None
         return graph_from_node_link(doc, path)
     return graph_from_yaml(read_yaml(path, "concept tree"), path)
+
+
+def labelset_of(tree_path, info: dict, dataset: str):
+    """The label set a tree's dataset came from: a built-in name, or a file path written
+    relative to the tree file (or the current folder)."""
+    from dsspn_cli.hierarchy.labelset import builtin_labelsets, load_labelset
+
+    ref = str((info or {}).get("labelset", dataset))
+    if ref.lower() in builtin_labelsets() or tree_path is None:
+        return load_labelset(ref)
+    beside = Path(tree_path).parent / ref
+    return load_labelset(str(beside) if beside.is_file() else ref)
 
 
 def load_tree(path: str | Path | None = None) -> ConceptTree:
@@ -332,6 +377,6 @@ def load_tree(path: str | Path | None = None) -> ConceptTree:
         path = default_tree_path()
         if not path.exists():
             raise UserError(f"{path}: the shipped tree is missing; run 'dsspn hierarchy merge "
-                            "coco ade cityscapes mapillary -o {path}'")
+                            f"coco ade cityscapes mapillary -o {path}'")
     graph, datasets, max_depth = read_graph(path)
     return ConceptTree(graph, datasets, max_depth, source=str(path))

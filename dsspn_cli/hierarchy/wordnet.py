@@ -51,6 +51,8 @@ LEXNAMES = (
 )
 _CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
+STAMP = "dsspn-source.txt"
+
 HOW_TO_GET = (
     "WordNet 3.0 not found: install Debian's packages (apt-get install wordnet-base "
     "wordnet-sense-index), or run python -c \"import nltk; nltk.download('wordnet')\" with "
@@ -87,22 +89,43 @@ def build_corpus(source: Path, nltk_root: Path) -> Path:
             "point to the folder holding data.noun and index.noun (Debian: /usr/share/wordnet)"
         )
     target = nltk_root / "corpora" / "wordnet"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
+    stamp = _stamp(source)
+    if (target / STAMP).is_file() and (target / STAMP).read_text() == stamp:
+        return target                   # built from this very folder before
+    staging = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
         for name in DATABASE_FILES:
             shutil.copyfile(source / name, staging / name)
         if (source / "lexnames").is_file():
             shutil.copyfile(source / "lexnames", staging / "lexnames")
         else:
             (staging / "lexnames").write_text(lexnames_text())
+        (staging / STAMP).write_text(stamp)
+        # Swap in the new corpus: move the old one aside first, so a reader never finds a
+        # folder with files missing (a concurrent build's rename simply wins).
+        old = None
         if target.exists():
-            shutil.rmtree(target)
+            old = target.parent / f".old-{os.getpid()}-{target.name}"
+            os.replace(target, old)
         os.replace(staging, target)
+        staging = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise UserError(f"{target}: cannot build the WordNet cache ({exc.strerror or exc}); "
+                        "set DSSPN_CACHE to a writable folder") from None
     finally:
-        if staging.exists():
+        if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _stamp(source: Path) -> str:
+    """Where a corpus was built from, and that folder's data.noun size and time."""
+    info = (source / "data.noun").stat()
+    return f"{source.resolve()} {info.st_size} {int(info.st_mtime)}\n"
 
 
 def _reader_at(nltk_root: Path | None):
