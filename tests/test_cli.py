@@ -154,14 +154,13 @@ def test_bad_labelset_in_merge_writes_nothing(tmp_path, run, doc, message):
 
 
 def test_cycle_in_tree_file_is_exit_2_for_use(tmp_path, run):
-    doc = {"directed": True, "multigraph": False, "graph": {},
-           "nodes": [{"id": 0, "name": "r"}, {"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
-           "edges": [{"source": 0, "target": 1}, {"source": 1, "target": 2},
-                     {"source": 2, "target": 1}]}
-    path = tmp_path / "cycle.json"
-    path.write_text(json.dumps(doc))
+    from test_tree import write_cycle_json
+
+    path = write_cycle_json(tmp_path / "cycle.json")
     result = run("hierarchy", "tables", path, "-o", tmp_path / "t")
-    assert result.exit_code == 2 and "cycle" in result.stderr or "several parents" in result.stderr
+    assert result.exit_code == 2
+    assert "cycle" in result.stderr or "several parents" in result.stderr
+    assert not (tmp_path / "t").exists()
     assert run("hierarchy", "check", path).exit_code == 1
 
 

@@ -59,13 +59,18 @@ def test_duplicate_name_in_yaml_is_rejected_on_load(tmp_path):
         load_tree(path)
 
 
-def test_cycle_in_node_link_is_rejected(tmp_path):
+def write_cycle_json(path):
+    """Node-link JSON with a cycle a -> b -> a below the root r."""
     doc = {"directed": True, "multigraph": False, "graph": {},
            "nodes": [{"id": 0, "name": "r"}, {"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
            "edges": [{"source": 0, "target": 1}, {"source": 1, "target": 2},
                      {"source": 2, "target": 1}]}
-    path = tmp_path / "cycle.json"
     path.write_text(json.dumps(doc))
+    return path
+
+
+def test_cycle_in_node_link_is_rejected(tmp_path):
+    path = write_cycle_json(tmp_path / "cycle.json")
     with pytest.raises(UserError, match="cycle.json: .*several parents|cycle"):
         load_tree(path)
 

@@ -159,6 +159,19 @@ def _parse_group(path, index: int, raw) -> Group:
     return Group(raw["name"], parent, synset)
 
 
+def _top_of_chain(by_name: dict, item, path, where: str):
+    """Follow 'parent' within one kind of entry (groups, or labels) up to the first entry whose
+    parent lies outside it; a cycle is an error."""
+    chain, current = [item.name], item
+    while current.parent is not None and current.parent in by_name:
+        if current.parent in chain:
+            _fail(path, where, "its parents form a cycle (" + " -> ".join(
+                chain + [current.parent]) + ")", "fix the 'parent' fields")
+        chain.append(current.parent)
+        current = by_name[current.parent]
+    return current
+
+
 def _validate(labelset: LabelSet, path) -> LabelSet:
     seen_ids: dict[int, str] = {}
     seen_names: dict[str, int] = {}
@@ -180,26 +193,13 @@ def _validate(labelset: LabelSet, path) -> LabelSet:
                   "rename the group or the label")
     groups = {group.name: group for group in labelset.groups}
     for group in labelset.groups:
-        # Walk up the group chain to catch unknown parents and cycles among groups.
-        chain, current = [group.name], group
-        while current.parent is not None and current.parent in groups:
-            if current.parent in chain:
-                _fail(path, f"group '{group.name}'", "its parents form a cycle ("
-                      + " -> ".join(chain + [current.parent]) + ")", "fix the 'parent' fields")
-            chain.append(current.parent)
-            current = groups[current.parent]
+        current = _top_of_chain(groups, group, path, f"group '{group.name}'")
         if current.parent is not None and not is_synset_name(current.parent):
             _fail(path, f"group '{current.name}'", f"unknown parent '{current.parent}'",
                   "name another group of this file or a synset like vehicle.n.01")
     by_name = {item.name: item for item in labelset.labels}
     for item in labelset.labels:
-        chain, current = [item.name], item
-        while current.parent is not None and current.parent in by_name:
-            if current.parent in chain:
-                _fail(path, f"label '{item.name}' (id {item.id})", "its parents form a cycle ("
-                      + " -> ".join(chain + [current.parent]) + ")", "fix the 'parent' fields")
-            chain.append(current.parent)
-            current = by_name[current.parent]
+        _top_of_chain(by_name, item, path, f"label '{item.name}' (id {item.id})")
         if item.mapped and item.id == labelset.ignore_index:
             _fail(path, f"label '{item.name}' (id {item.id})", "has the id of ignore_index "
                   f"({labelset.ignore_index})", "mark it 'ignore: true' or change ignore_index")
