@@ -1,0 +1,1 @@
+"""The DSSPN network: a dilated ResNet backbone and the semantic-neuron head."""

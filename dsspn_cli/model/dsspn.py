@@ -1,0 +1,93 @@
+"""DSSPN = a dilated ResNet backbone + the DSSPN head built from a concept tree's tables.
+
+``grow_from`` loads a model trained on one tree into a model built from a larger tree,
+keeping every neuron whose concept, children and ancestors are unchanged (paper 3.4,
+'updating and extending'); new neurons keep their fresh initialisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dsspn_cli.model.head import MODES, DSSPNHead, subsample_target
+from dsspn_cli.model.neuron import HeadConfig
+
+
+class DSSPN(nn.Module):
+    def __init__(self, backbone: nn.Module, table, config: HeadConfig = HeadConfig()):
+        super().__init__()
+        self.backbone = backbone
+        self.head = DSSPNHead(table, backbone.out_channels, config)
+
+    def forward(self, images: torch.Tensor, target: torch.Tensor, dataset: str,
+                mode: str = "dynamic") -> torch.Tensor:
+        """Training loss; ``target`` is a concept map at image or feature resolution."""
+        features = self.backbone(images)
+        return self.head(features, subsample_target(target, features.shape[-2:]), dataset,
+                         mode)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, dataset: str | None = None,
+                level: int | None = None):
+        """Concept map and confidence at the image size."""
+        return self.head.predict(self.backbone(images), tuple(images.shape[-2:]), dataset,
+                                 level)
+
+
+def build_dsspn(table, backbone: str = "resnet101", output_stride: int = 8,
+                backbone_weights=None, config: HeadConfig = HeadConfig()) -> DSSPN:
+    from dsspn_cli.model.backbone import build_backbone
+
+    return DSSPN(build_backbone(backbone, output_stride, backbone_weights), table, config)
+
+
+@dataclass
+class GrowReport:
+    kept: list[str]
+    new: list[str]
+
+
+def neuron_signature(table, k: int) -> tuple:
+    """What must be unchanged for a neuron's weights to mean the same: its concept, its
+    ordered children and its ancestors (whose features it reads, in order)."""
+    concept = table.neuron_concept[k]
+    ancestors, parent = [], table.parent[concept]
+    while parent >= 0:
+        ancestors.append(table.concepts[parent])
+        parent = table.parent[parent]
+    return (table.concepts[concept], tuple(table.concepts[c] for c in table.neuron_children[k]),
+            tuple(ancestors[::-1]))
+
+
+def grow_from(model: DSSPN, state_dict: dict, old_table) -> GrowReport:
+    """Load ``state_dict`` (of a DSSPN on ``old_table``) into ``model`` (on a new table)."""
+    new_table = model.head.tree.table
+    old = {neuron_signature(old_table, k): k for k in range(len(old_table.neuron_concept))}
+    own = model.state_dict()
+    mapped, kept, fresh = {}, [], []
+    for k in range(len(new_table.neuron_concept)):
+        signature = neuron_signature(new_table, k)
+        if signature in old:
+            prefix_old, prefix_new = f"head.neurons.{old[signature]}.", f"head.neurons.{k}."
+            for key, value in state_dict.items():
+                if key.startswith(prefix_old):
+                    mapped[prefix_new + key[len(prefix_old):]] = value
+            kept.append(signature[0])
+        else:
+            fresh.append(signature[0])
+    for key, value in state_dict.items():
+        if not key.startswith("head.neurons.") and key in own:
+            mapped[key] = value
+    for key, value in mapped.items():
+        if own[key].shape != value.shape:
+            raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit "
+                             f"{tuple(own[key].shape)}")
+    own.update(mapped)
+    model.load_state_dict(own)
+    return GrowReport(kept, fresh)
+
+
+__all__ = ["DSSPN", "build_dsspn", "grow_from", "GrowReport", "MODES", "HeadConfig"]

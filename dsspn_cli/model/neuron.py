@@ -1,0 +1,82 @@
+"""The building blocks of the DSSPN head (paper section 3.1-3.2).
+
+- ``Transition``: the layer T from backbone features to the root's hidden features, an ASPP of
+  three 3x3 atrous convolutions (rates 6, 12, 18) whose outputs are summed (DeepLabv2), then
+  ReLU. (The paper lost T's width; default c, as NOTES.md reconstructs.)
+- ``SemanticNeuron``: one per concept with two or more children. Its dense semantic-enhanced
+  block reads the concatenated hidden features of all its ancestors, root first
+  [h_root, ..., h_parent], through ReLU-Conv1x1 (bottleneck, default 4c) - ReLU-Conv3x3 (c),
+  followed by a ReLU; a prediction convolution (default 1x1) gives one map per child.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Every value the paper text lost is an option here, with NOTES.md's default."""
+
+    hidden: int = 48                          # c, the hidden channels of every neuron
+    bottleneck: int | None = None             # Conv1x1 width; None = 4c (DenseNet)
+    transition_rates: tuple[int, ...] = (6, 12, 18)
+    transition_width: int | None = None       # None = c
+    predict_kernel: int = 1
+    norm: str = "none"                        # none (the paper's block) | batch | group
+    loss: str = "bce"                         # bce (the paper's) | softmax (its ablation)
+    storage: str = "shared"                   # shared (memory-efficient) | concat
+    exclusive_negatives: bool = True          # see losses.neuron_targets
+
+    @property
+    def bottleneck_width(self) -> int:
+        return self.bottleneck or 4 * self.hidden
+
+    @property
+    def root_width(self) -> int:
+        return self.transition_width or self.hidden
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(16, channels), channels)
+    raise ValueError(f"unknown norm '{kind}' (none, batch, group)")
+
+
+class Transition(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, rates=(6, 12, 18)):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, out_channels, 3, padding=rate, dilation=rate)
+            for rate in rates)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.relu(sum(branch(features) for branch in self.branches))
+
+
+class SemanticNeuron(nn.Module):
+    def __init__(self, in_channels: int, num_children: int, config: HeadConfig):
+        super().__init__()
+        self.in_channels = in_channels
+        self.reduce = nn.Conv2d(in_channels, config.bottleneck_width, 1, bias=False)
+        self.norm1 = _norm(config.norm, config.bottleneck_width)
+        self.conv = nn.Conv2d(config.bottleneck_width, config.hidden, 3, padding=1,
+                              bias=config.norm == "none")
+        self.norm2 = _norm(config.norm, config.hidden)
+        self.predict = nn.Conv2d(config.hidden, num_children, config.predict_kernel,
+                                 padding=config.predict_kernel // 2)
+
+    def bottleneck(self, ancestors: torch.Tensor) -> torch.Tensor:
+        # The ancestors' features are outputs of ReLUs already, so the block's leading ReLU
+        # is the identity on them and is left out.
+        return torch.relu(self.norm1(self.reduce(ancestors)))
+
+    def hidden(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.norm2(self.conv(bottleneck)))

@@ -1,0 +1,201 @@
+"""The DSSPN head on the shipped tree and on small trees, with a tiny stand-in backbone."""
+import networkx as nx
+import pytest
+import torch
+from torch import nn
+
+from dsspn_cli.hierarchy.tables import MaskingTable
+from dsspn_cli.hierarchy.tree import ConceptTree, load_tree
+from dsspn_cli.model.dsspn import DSSPN, grow_from
+from dsspn_cli.model.flat import FlatSegmenter
+from dsspn_cli.model.head import DSSPNHead
+from dsspn_cli.model.neuron import HeadConfig
+
+
+class TinyBackbone(nn.Module):
+    """Stride-8 features, enough to run the head end to end."""
+    out_channels = 16
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 8, stride=8)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+@pytest.fixture(scope="module")
+def table():
+    return MaskingTable.from_tree(load_tree())
+
+
+def random_target(table, dataset, shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labelled = torch.tensor(sorted({c for c in table.dataset(dataset).label_to_concept
+                                    if c >= 0}))
+    target = labelled[torch.randint(len(labelled), shape, generator=g)]
+    target[:, 0, :] = -1                                   # some ignored pixels
+    return target
+
+
+def loss_and_grads(head, features, target, dataset, mode):
+    head.zero_grad()
+    loss = head(features, target, dataset, mode=mode)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                           for p in head.parameters()]
+
+
+@pytest.mark.parametrize("storage", ["shared", "concat"])
+@pytest.mark.parametrize("dataset", ["ade", "cityscapes"])
+def test_dynamic_per_image_and_fixed_agree(table, storage, dataset):
+    torch.manual_seed(0)
+    head = DSSPNHead(table, 16, HeadConfig(hidden=8, storage=storage))
+    features = torch.randn(3, 16, 10, 10)
+    target = random_target(table, dataset, (3, 10, 10))
+    reference = loss_and_grads(head, features, target, dataset, "dynamic")
+    for mode in ("per_image", "fixed"):
+        loss, grads = loss_and_grads(head, features, target, dataset, mode)
+        assert torch.allclose(loss, reference[0], rtol=1e-5)
+        for a, b in zip(grads, reference[1]):
+            assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_active_neurons_are_the_paths_to_present_concepts(table):
+    tree = load_tree()
+    head = DSSPNHead(table, 16, HeadConfig(hidden=8))
+    car = tree.id("car")
+    target = torch.full((1, 4, 4), car)
+    d = head.tree.dataset_index("cityscapes")
+    active = head.tree.active_neurons(target, d)[0].nonzero().flatten().tolist()
+    names = [table.concepts[table.neuron_concept[k]] for k in active]
+    assert names == tree.ancestors("car")
+    fixed = head.tree.active_neurons(target, d, fixed=True)[0]
+    assert fixed.sum() > len(active)
+
+
+def test_undefined_children_get_no_gradient(table):
+    """Concept masking: on Cityscapes, road's Mapillary-only children are never trained."""
+    torch.manual_seed(0)
+    head = DSSPNHead(table, 16, HeadConfig(hidden=8))
+    tree = load_tree()
+    vehicle = tree.by_synset()["vehicle.n.01"]
+    k = table.neuron_concept.index(tree.id(vehicle))
+    children = [table.concepts[c] for c in table.neuron_children[k]]
+    target = torch.full((2, 6, 6), tree.id("car"))
+    target[1] = tree.id("bus")
+    head(torch.randn(2, 16, 6, 6), target, "cityscapes").backward()
+    grad = head.neurons[k].predict.weight.grad.abs().flatten(1).sum(1)
+    d = table.dataset("cityscapes")
+    for j, name in enumerate(children):
+        assert (grad[j] > 0) == bool(d.child_mask[k][j]), name
+
+
+def test_exclusive_label_trains_its_neuron_with_negatives(table):
+    """ADE20K labels 'chair' and 'armchair': a 'chair' pixel says 'no armchair'."""
+    tree = load_tree()
+    head = DSSPNHead(table, 16, HeadConfig(hidden=8))
+    chair = tree.id("chair")
+    target = torch.full((1, 4, 4), chair)
+    d = head.tree.dataset_index("ade")
+    k = table.concept_neuron[chair]
+    assert head.tree.active_neurons(target, d)[0, k]
+    counts, child = head.tree.neuron_targets(target, k, d)
+    assert counts.all() and (child == -1).all()
+    assert not head.tree.neuron_targets(target, k, d, exclusive_negatives=False)[0].any()
+    assert not head.tree.active_neurons(target, d, exclusive_negatives=False)[0, k]
+
+
+def test_softmax_variant_trains(table):
+    head = DSSPNHead(table, 16, HeadConfig(hidden=8, loss="softmax"))
+    loss = head(torch.randn(2, 16, 6, 6), random_target(table, "ade", (2, 6, 6)), "ade")
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+
+
+def small_table():
+    graph = nx.DiGraph()
+    graph.add_node("entity", synset=None, labels={})
+    edges = [("entity", "animal", {"a": [1]}), ("entity", "vehicle", {"b": [9]}),
+             ("animal", "cat", {"a": [2], "b": [5]}), ("animal", "dog", {"a": [3]}),
+             ("vehicle", "car", {"a": [4], "b": [6]}), ("vehicle", "bus", {"b": [7]})]
+    for parent, child, labels in edges:
+        graph.add_node(child, synset=None, labels=labels)
+        graph.add_edge(parent, child)
+    return ConceptTree(graph, {"a": {"ignore_index": 255}, "b": {"ignore_index": 0}})
+
+
+def forced_head(tree, scores):
+    """A head whose neurons output fixed child logits: scores[concept] = [logit per child]."""
+    table = MaskingTable.from_tree(tree)
+    head = DSSPNHead(table, 4, HeadConfig(hidden=4))
+    for k, concept in enumerate(table.neuron_concept):
+        layer = head.neurons[k].predict
+        nn.init.zeros_(layer.weight)
+        with torch.no_grad():
+            layer.bias.copy_(torch.tensor(scores[table.concepts[concept]], dtype=torch.float))
+    return head, table
+
+
+def test_hierarchical_prediction_follows_best_children():
+    tree = small_table()
+    head, table = forced_head(tree, {"entity": [2.0, -1.0], "animal": [-3.0, 1.0],
+                                     "vehicle": [0.0, 3.0]})
+    features = torch.randn(1, 4, 3, 3)
+    concepts, confidence = head.predict(features, size=(6, 6))
+    assert (concepts == tree.id("dog")).all()
+    expected = torch.sigmoid(torch.tensor(2.0)) * torch.sigmoid(torch.tensor(1.0))
+    assert torch.allclose(confidence, expected.expand_as(confidence))
+    concepts, _ = head.predict(features, level=1)
+    assert (concepts == tree.id("animal")).all()
+    # Dataset 'b' does not define dog: the best defined child of animal is cat.
+    concepts, _ = head.predict(features, dataset="b")
+    assert (concepts == tree.id("cat")).all()
+    labels = head.concepts_to_labels(concepts, "b")
+    assert (labels == 5).all()
+
+
+def test_prediction_stops_at_a_labelled_concept_when_no_child_is_likely():
+    tree = small_table()
+    head, _ = forced_head(tree, {"entity": [2.0, -1.0], "animal": [-3.0, -2.0],
+                                 "vehicle": [0.0, 0.0]})
+    concepts, _ = head.predict(torch.randn(1, 4, 2, 2), dataset="a")
+    assert (concepts == tree.id("animal")).all()      # 'a' labels animal, cat and dog
+
+
+def test_grow_keeps_unchanged_neurons():
+    tree = small_table()
+    table = MaskingTable.from_tree(tree)
+    small = DSSPN(TinyBackbone(), table, HeadConfig(hidden=4))
+    bigger_graph = tree.graph.copy()
+    bigger_graph.add_node("truck", synset=None, labels={"b": [8]})
+    bigger_graph.add_edge("vehicle", "truck")
+    bigger = MaskingTable.from_tree(ConceptTree(bigger_graph, tree.datasets))
+    grown = DSSPN(TinyBackbone(), bigger, HeadConfig(hidden=4))
+    report = grow_from(grown, small.state_dict(), table)
+    # entity and animal keep their children; vehicle gained a truck.
+    assert sorted(report.kept) == ["animal", "entity"] and report.new == ["vehicle"]
+    k_old = table.neuron_concept.index(tree.id("animal"))
+    k_new = bigger.neuron_concept.index(bigger.concepts.index("animal"))
+    assert torch.equal(grown.head.neurons[k_new].reduce.weight,
+                       small.head.neurons[k_old].reduce.weight)
+    assert torch.equal(grown.backbone.conv.weight, small.backbone.conv.weight)
+
+
+def test_model_end_to_end_and_flat_baseline(table):
+    torch.manual_seed(0)
+    model = DSSPN(TinyBackbone(), table, HeadConfig(hidden=8))
+    images = torch.randn(2, 3, 64, 64)
+    target = random_target(table, "cityscapes", (2, 64, 64))
+    loss = model(images, target, "cityscapes")
+    loss.backward()
+    concepts, confidence = model.predict(images, dataset="cityscapes")
+    assert concepts.shape == (2, 64, 64) and confidence.shape == (2, 64, 64)
+    labels = model.head.concepts_to_labels(concepts, "cityscapes")
+    city = table.dataset("cityscapes")
+    assert set(labels.unique().tolist()) <= {i for i, c in enumerate(city.label_to_concept)
+                                             if c >= 0} | {255}
+    flat = FlatSegmenter(TinyBackbone(), table, "cityscapes")
+    assert len(flat.label_ids) == 19
+    flat(images, target).backward()
+    assert flat.predict(images).shape == (2, 64, 64)
