@@ -24,7 +24,10 @@ demo: setup
 	$(BIN)/dsspn hierarchy check $(DEMO)/concept-tree.yaml
 	$(BIN)/dsspn hierarchy tables $(DEMO)/concept-tree.yaml -o $(DEMO)/tables
 	$(BIN)/dsspn hierarchy show $(DEMO)/concept-tree.yaml --format png -o $(DEMO)/concept-tree.png
-	@echo "results: $(DEMO)/concept-tree.yaml, $(DEMO)/concept-tree.png, $(DEMO)/tables/"
+	$(BIN)/dsspn data sample $(DEMO)/data
+	$(BIN)/dsspn data check $(DEMO)/data/cityscapes --format cityscapes
+	$(BIN)/dsspn data stats $(DEMO)/data/ade20k --format ade --tree $(DEMO)/concept-tree.yaml --top 8
+	@echo "results: $(DEMO)/concept-tree.yaml, $(DEMO)/concept-tree.png, $(DEMO)/tables/, $(DEMO)/data/"
 
 test: setup
 	$(BIN)/python -m pytest -q

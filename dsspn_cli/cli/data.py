@@ -134,7 +134,7 @@ def stats(
                   f"{report.neurons_per_image:.1f} semantic neurons activated per image"
                   + (f" (paper: {paper})" if paper else "")
                   + f", {100 * report.ignored_share:.1f}% of pixels ignored")
-    shown = Table("concept", "pixel share", title=f"top {top} concepts of labelled pixels",
+    shown = Table("concept", "pixel share", title=f"top {top} concepts",
                   title_justify="left")
     for name, share in list(report.pixel_share.items())[:top]:
         shown.add_row(name, f"{100 * share:.2f}%")
