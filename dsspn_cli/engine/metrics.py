@@ -1,0 +1,80 @@
+"""Segmentation metrics from a confusion matrix, the way the benchmarks compute them.
+
+``ConfusionMatrix`` counts (ground truth, prediction) pairs over the evaluated classes plus
+one extra column for predictions that are no evaluated class (a concept the dataset does not
+label, or its ignore value). Pixels whose ground truth is not evaluated are skipped. As in
+cityscapesScripts, such a prediction is a false negative for the true class and a false
+positive for none: IoU_c = TP / (TP + FN + FP), FP counted only over evaluated ground truth.
+
+``concept_levels`` cuts concept maps at a tree depth, for IoU per level of the hierarchy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class ConfusionMatrix:
+    def __init__(self, num_classes: int, device="cpu"):
+        self.num_classes = num_classes
+        self.matrix = torch.zeros(num_classes, num_classes + 1, dtype=torch.int64,
+                                  device=device)
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """``prediction``, ``target``: class indices of the same shape; a target outside
+        [0, n) is not evaluated, a prediction outside it is 'no evaluated class'."""
+        n = self.num_classes
+        valid = (target >= 0) & (target < n)
+        truth = target[valid]
+        guess = prediction[valid]
+        guess = torch.where((guess >= 0) & (guess < n), guess, torch.full_like(guess, n))
+        self.matrix += torch.bincount(truth * (n + 1) + guess,
+                                      minlength=n * (n + 1)).view(n, n + 1)
+
+    def all_reduce(self) -> None:
+        """Sum the counts of every DistributedDataParallel rank (no-op when not distributed)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(self.matrix)
+
+    def scores(self, names: list[str] | None = None) -> dict:
+        """Percentages: mIoU, pixel accuracy, mean class accuracy and per class IoU/accuracy.
+
+        Classes without any ground-truth pixel and without any false positive are left out
+        of the means (their IoU is undefined), as the benchmarks do.
+        """
+        m = self.matrix.double()
+        tp = m.diagonal()
+        gt = m.sum(1)                       # every evaluated pixel of the class
+        fp = m[:, : self.num_classes].sum(0) - tp
+        union = gt + fp
+        iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
+        acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.nan)
+        names = names or [str(i) for i in range(self.num_classes)]
+        per_class = {name: {"iou": _pct(iou[i]), "acc": _pct(acc[i]), "pixels": int(gt[i])}
+                     for i, name in enumerate(names)}
+        total = gt.sum()
+        return {
+            "mIoU": _pct(torch.nanmean(iou)) if bool((union > 0).any()) else None,
+            "pixel_acc": _pct(tp.sum() / total) if total > 0 else None,
+            "mean_acc": _pct(torch.nanmean(acc)) if bool((gt > 0).any()) else None,
+            "per_class": per_class,
+        }
+
+
+def _pct(value: torch.Tensor):
+    value = float(value)
+    return None if value != value else 100.0 * value       # NaN -> None (JSON null)
+
+
+def concept_levels(table) -> torch.Tensor:
+    """C x (max depth + 1): each concept's ancestor at every depth (itself where shallower)."""
+    depth = max(table.depth)
+    out = torch.empty(len(table.concepts), depth + 1, dtype=torch.long)
+    for concept in range(len(table.concepts)):
+        chain = [concept]
+        while table.parent[chain[-1]] >= 0:
+            chain.append(table.parent[chain[-1]])
+        chain.reverse()                      # root first
+        for level in range(depth + 1):
+            out[concept, level] = chain[min(level, len(chain) - 1)]
+    return out
