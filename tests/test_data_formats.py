@@ -153,3 +153,33 @@ def test_wrong_layout_is_a_clear_error(tmp_path):
         check_dataset(tmp_path / "x", "cityscapes")
     with pytest.raises(UserError, match="no such folder"):
         check_dataset(tmp_path / "nope", "cityscapes")
+
+
+def test_check_reports_a_split_that_exists_but_cannot_be_read(tmp_path):
+    save(tmp_path / "images" / "train2017" / "000000000001.jpg", rgb())
+    save(tmp_path / "images" / "val2017" / "000000000002.jpg", rgb())
+    save(tmp_path / "stuffthingmaps_trainval2017" / "val2017" / "000000000002.png", label())
+    report = check_dataset(tmp_path, "coco")
+    assert not report.ok
+    assert any("no label maps" in p.problem and "(train)" in p.file for p in report.problems)
+
+
+def test_coco_json_annotation_errors_name_the_json_and_image(tmp_path):
+    save(tmp_path / "images" / "val2017" / "000000000001.jpg", rgb(4, 4))
+    image = {"id": 1, "file_name": "000000000001.jpg", "height": 4, "width": 4}
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps({
+        "images": [image], "categories": [{"id": 3, "name": "car"}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 3, "iscrowd": 0, "area": 9,
+                         "bbox": [0, 0, 3, 3],
+                         "segmentation": {"counts": [0, 9], "size": [3, 3]}}]}))
+    fmt = get_format("coco")
+    (sample,) = fmt.samples(tmp_path, "val")
+    with pytest.raises(BadFile, match="instances_val2017.json: annotation 7 of "
+                                      "000000000001.jpg: segmentation is 3x3, the image 4x4"):
+        fmt.read_label(sample)
+    (tmp_path / "annotations" / "instances_val2017.json").write_text("[]")
+    from dsspn_cli.data import coco_stuff
+    coco_stuff._index.cache_clear()
+    with pytest.raises(UserError, match="malformed COCO annotation file"):
+        fmt.samples(tmp_path, "val")

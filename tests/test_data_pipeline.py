@@ -54,7 +54,11 @@ def test_label_at_one_eighth():
     image, cols = coordinate_pair(64, 64)
     _, small = TrainTransform(crop=(64, 64), scale=(1, 1), flip=False, label_stride=8)(
         image, cols, torch.Generator().manual_seed(0))
-    assert small.shape == (8, 8) and small[0].tolist() == list(range(4, 64, 8))
+    assert small.shape == (8, 8) and small[0].tolist() == list(range(0, 64, 8))
+    image, cols = coordinate_pair(65, 65)
+    _, small = TrainTransform(crop=(65, 65), scale=(1, 1), flip=False, label_stride=8)(
+        image, cols, torch.Generator().manual_seed(0))
+    assert small.shape == (9, 9)              # ceil(65 / 8), like the backbone's features
 
 
 def test_same_seed_same_augmentation():
@@ -102,3 +106,18 @@ def test_sampler_errors():
         DatasetBatchSampler([3], 4, names=["ade"])
     with pytest.raises(UserError, match="weights"):
         DatasetBatchSampler([8, 8], 4, weights=[1])
+
+
+def test_default_epoch_uses_every_batch_once():
+    sampler = DatasetBatchSampler([20, 12], 4, seed=2)
+    batches = list(sampler)
+    assert len(batches) == 8
+    seen = sorted(i for batch in batches for i, _ in batch)
+    assert seen == list(range(32))                     # 5 + 3 full batches, each image once
+
+
+def test_zero_weight_dataset_may_be_small_and_nan_is_refused():
+    sampler = DatasetBatchSampler([40, 2], 4, weights=[1, 0])
+    assert all(i < 40 for batch in sampler for i, _ in batch)
+    with pytest.raises(UserError, match="weights"):
+        DatasetBatchSampler([8, 8], 4, weights=[1, float("nan")])

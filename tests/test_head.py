@@ -174,11 +174,18 @@ def test_grow_keeps_unchanged_neurons():
     grown = DSSPN(TinyBackbone(), bigger, HeadConfig(hidden=4))
     report = grow_from(grown, small.state_dict(), table)
     # entity and animal keep their children; vehicle gained a truck.
-    assert sorted(report.kept) == ["animal", "entity"] and report.new == ["vehicle"]
-    k_old = table.neuron_concept.index(tree.id("animal"))
-    k_new = bigger.neuron_concept.index(bigger.concepts.index("animal"))
-    assert torch.equal(grown.head.neurons[k_new].reduce.weight,
-                       small.head.neurons[k_old].reduce.weight)
+    assert sorted(report.kept) == ["animal", "entity"] and report.extended == ["vehicle"]
+    assert report.new == []
+    for concept in ("animal", "vehicle"):
+        k_old = table.neuron_concept.index(tree.id(concept))
+        k_new = bigger.neuron_concept.index(bigger.concepts.index(concept))
+        assert torch.equal(grown.head.neurons[k_new].reduce.weight,
+                           small.head.neurons[k_old].reduce.weight)
+    k_old = table.neuron_concept.index(tree.id("vehicle"))
+    k_new = bigger.neuron_concept.index(bigger.concepts.index("vehicle"))
+    old_rows = small.head.neurons[k_old].predict.weight
+    new_rows = grown.head.neurons[k_new].predict.weight        # car, bus kept; truck fresh
+    assert torch.equal(new_rows[:2], old_rows) and not torch.equal(new_rows[2], old_rows[0])
     assert torch.equal(grown.backbone.conv.weight, small.backbone.conv.weight)
 
 
@@ -199,3 +206,32 @@ def test_model_end_to_end_and_flat_baseline(table):
     assert len(flat.label_ids) == 19
     flat(images, target).backward()
     assert flat.predict(images).shape == (2, 64, 64)
+
+
+def test_batch_without_labelled_pixels_still_backpropagates(table):
+    head = DSSPNHead(table, 16, HeadConfig(hidden=8))
+    loss = head(torch.randn(2, 16, 6, 6), torch.full((2, 6, 6), -1), "ade")
+    loss.backward()
+    assert loss.item() == 0
+    flat = FlatSegmenter(TinyBackbone(), table, "ade")
+    loss = flat(torch.randn(1, 3, 64, 64), torch.full((1, 64, 64), -1))
+    assert loss.item() == 0
+
+
+def test_labels_are_taken_where_the_features_sit():
+    from dsspn_cli.model.head import subsample_target
+
+    target = torch.arange(513)[None, None, :].expand(1, 513, 513)
+    picked = subsample_target(target, (65, 65))
+    assert picked[0, 0].tolist() == list(range(0, 513, 8))
+
+
+def test_cut_predictions_map_to_the_nearest_labelled_ancestor():
+    tree = small_table()
+    head, _ = forced_head(tree, {"entity": [2.0, -1.0], "animal": [-3.0, 1.0],
+                                 "vehicle": [0.0, 3.0]})
+    concepts = torch.tensor([[tree.id("dog"), tree.id("entity")]])
+    # 'a' labels dog (3) but not entity (its ignore value 255); 'b' labels neither dog nor
+    # any of its ancestors, so dog is b's ignore value 0.
+    assert head.concepts_to_labels(concepts, "a").tolist() == [[3, 255]]
+    assert head.concepts_to_labels(torch.tensor([[tree.id("dog")]]), "b").tolist() == [[0]]

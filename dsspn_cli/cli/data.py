@@ -95,8 +95,9 @@ def check(
             console.print("[green]clean[/]: every image has a readable label map of its size "
                           "with values from the label set")
         else:
-            table = Table("file", "problem", title=f"{len(report.problems)} problems",
-                          title_justify="left")
+            table = Table(title=f"{len(report.problems)} problems", title_justify="left")
+            table.add_column("file", overflow="fold")
+            table.add_column("problem", overflow="fold")
             for problem in report.problems:
                 table.add_row(problem.file, problem.problem)
             console.print(table)

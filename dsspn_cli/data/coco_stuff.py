@@ -50,6 +50,9 @@ class CocoStuff(DatasetFormat):
         by_name = {}
         for path in annotation_files:
             for entry in _index(str(path))["images"].values():
+                if not isinstance(entry, dict) or "file_name" not in entry:
+                    raise UserError(f"{path}: an image entry has no 'file_name'; use the "
+                                    "official annotation file")
                 by_name.setdefault(entry["file_name"], entry["id"])
         found = []
         for image in files(image_dir):
@@ -86,7 +89,8 @@ def _index(path: str) -> dict:
     try:
         with contextlib.redirect_stdout(io.StringIO()):     # COCO() prints progress lines
             coco = COCO(path)
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError,
+            AssertionError, AttributeError) as exc:
         raise UserError(f"{path}: malformed COCO annotation file ({exc.__class__.__name__}); "
                         "use the official stuff_*/instances_* JSON") from None
     return {"coco": coco, "images": coco.imgs}
@@ -107,13 +111,23 @@ def rasterise(annotation_files, image_id: int, image_path: Path) -> np.ndarray:
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))
         # File order, as COCO-Stuff's own conversion to PNG paints them (later on top).
         for ann in anns:
-            category = int(ann["category_id"])
+            where = f"annotation {ann.get('id')} of {image_path.name}"
+            try:
+                category = int(ann["category_id"])
+            except (KeyError, TypeError, ValueError):
+                raise BadFile(Path(path), f"{where}: no integer 'category_id'") from None
             if category == OTHER_CATEGORY:
                 continue
+            if not 1 <= category <= 182:
+                raise BadFile(Path(path), f"{where}: category_id {category} is not a "
+                              "COCO-Stuff category (1-182, 183 other)")
             try:
                 mask = coco.annToMask(ann).astype(bool)
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                raise BadFile(Path(path), f"annotation {ann.get('id')}: bad segmentation "
+            except (KeyError, TypeError, ValueError, IndexError, AssertionError) as exc:
+                raise BadFile(Path(path), f"{where}: bad segmentation "
                               f"({exc.__class__.__name__})") from None
+            if mask.shape != label.shape:
+                raise BadFile(Path(path), f"{where}: segmentation is {mask.shape[1]}x"
+                              f"{mask.shape[0]}, the image {width}x{height}")
             label[mask] = category - 1
     return label

@@ -28,6 +28,10 @@ class Sample:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
+class MissingSplit(UserError):
+    """The folder of a split does not exist (a layout may ship without test labels, say)."""
+
+
 class BadFile(Exception):
     """A file that cannot be used: the message names the file and the problem."""
 
@@ -58,6 +62,8 @@ def read_label_png(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
+            if image.mode == "1":
+                image = image.convert("L")
             if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
                 raise BadFile(path, f"label maps must be single-channel (L, P or I;16), this one "
                               f"is {image.mode}; save the class ids, not a colour rendering")
@@ -104,8 +110,8 @@ class DatasetFormat:
         return read_label_png(sample.label)
 
     def missing_layout(self, root: Path, expected: Path) -> UserError:
-        return UserError(f"{root}: not a {self.name} layout ({expected} is missing); expected "
-                         f"{self.layout}")
+        return MissingSplit(f"{root}: not a {self.name} layout ({expected} is missing); "
+                            f"expected {self.layout}")
 
 
 def pair_by_stem(images: list[Path], labels: list[Path], image_tail: str, label_tail: str,

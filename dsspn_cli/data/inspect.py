@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsspn_cli.data.common import BadFile, Sample, read_image
+from dsspn_cli.data.common import BadFile, MissingSplit, Sample, read_image
 from dsspn_cli.data.formats import check_root, get_format, labelset_for
 from dsspn_cli.errors import UserError
 
@@ -40,18 +40,23 @@ class CheckReport:
                 "problems": [{"file": p.file, "problem": p.problem} for p in self.problems]}
 
 
-def splits_present(fmt, root: Path, splits=None) -> dict[str, list[Sample]]:
-    """Samples of each split whose folder exists; a clear error when none does."""
-    found = {}
+def splits_present(fmt, root: Path, splits=None) -> tuple[dict[str, list[Sample]], list]:
+    """Samples of each split whose folder exists, and the problems of splits that exist but
+    cannot be read (a missing annotation file, a broken JSON); a clear error when no split
+    exists at all."""
+    found, problems, missing = {}, [], None
     for split in splits or fmt.splits:
         try:
             found[split] = fmt.samples(root, split)
-        except UserError:
+        except MissingSplit as exc:
             if splits:
                 raise
-    if not found:
-        fmt.samples(root, next(iter(fmt.splits)))      # raises the 'not a layout' error
-    return found
+            missing = missing or exc
+        except UserError as exc:
+            problems.append(Problem(f"{root} ({split})", str(exc)))
+    if not found and not problems:
+        raise missing
+    return found, problems
 
 
 def _check_one(fmt, labelset_ids: np.ndarray, sample: Sample) -> list[Problem]:
@@ -93,7 +98,8 @@ def check_dataset(root, format_name: str, splits=None, workers: int = 4,
             defined[label.id] = True
     defined[labelset.ignore_index] = True
     report = CheckReport(str(root), fmt.name)
-    by_split = splits_present(fmt, root, splits)
+    by_split, split_problems = splits_present(fmt, root, splits)
+    report.problems.extend(split_problems)
     samples = []
     for split, items in by_split.items():
         report.counts[split] = sum(1 for s in items if s.extra.get("missing") != "image")
@@ -102,7 +108,7 @@ def check_dataset(root, format_name: str, splits=None, workers: int = 4,
         results = pool.map(lambda s: _check_one(fmt, defined, s), samples)
         for problems in track(results, len(samples), "checking"):
             report.problems.extend(problems)
-    if not samples:
+    if not samples and not report.problems:
         report.problems.append(Problem(str(root), "no images found in any split"))
     return report
 

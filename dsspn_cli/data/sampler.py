@@ -23,14 +23,16 @@ class DatasetBatchSampler:
         names = names or [f"dataset {i}" for i in range(len(sizes))]
         if batch_size < 1:
             raise UserError(f"--batch-size {batch_size}: must be 1 or more")
-        for name, size in zip(names, sizes):
-            if size < batch_size:
-                raise UserError(f"{name} has {size} training images, fewer than the batch size "
-                                f"{batch_size}; lower --batch-size")
+        self.weighted = weights is not None
         weights = list(weights) if weights is not None else [float(s) for s in sizes]
-        if len(weights) != len(sizes) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        if len(weights) != len(sizes) or not all(np.isfinite(w) and w >= 0 for w in weights) \
+                or sum(weights) <= 0:
             raise UserError("dataset weights must be one non-negative number per dataset, "
                             "not all zero")
+        for name, size, weight in zip(names, sizes, weights):
+            if weight > 0 and size < batch_size:
+                raise UserError(f"{name} has {size} training images, fewer than the batch size "
+                                f"{batch_size}; lower --batch-size")
         if not 0 <= rank < world_size:
             raise UserError(f"rank {rank} is outside the world size {world_size}")
         self.sizes, self.batch_size, self.seed = list(sizes), batch_size, seed
@@ -48,16 +50,30 @@ class DatasetBatchSampler:
         return self.per_rank
 
     def global_batches(self, epoch: int) -> list[tuple[int, np.ndarray]]:
-        """All ranks' batches of an epoch, the same on every rank: (dataset, local indices)."""
+        """All ranks' batches of an epoch, the same on every rank: (dataset, local indices).
+
+        Without weights an epoch is every full batch of every dataset once, in random order;
+        with weights each batch's dataset is drawn by weight (a dataset's images are gone
+        through in a shuffled order and reshuffled when used up)."""
         rng = np.random.default_rng([self.seed, epoch])
+
+        def shuffled_batches(d):
+            order = rng.permutation(self.sizes[d])
+            return [order[i:i + self.batch_size] for i in
+                    range(0, self.sizes[d] - self.batch_size + 1, self.batch_size)]
+
+        wanted = self.per_rank * self.world_size
+        batches: list[tuple[int, np.ndarray]] = []
+        if not self.weighted:
+            while len(batches) < wanted:
+                round_ = [(d, b) for d in range(len(self.sizes)) for b in shuffled_batches(d)]
+                batches += [round_[i] for i in rng.permutation(len(round_))]
+            return batches[:wanted]
         queues: list[list[np.ndarray]] = [[] for _ in self.sizes]
-        batches = []
-        for _ in range(self.per_rank * self.world_size):
+        for _ in range(wanted):
             d = int(rng.choice(len(self.sizes), p=self.probabilities))
             if not queues[d]:
-                order = rng.permutation(self.sizes[d])
-                queues[d] = [order[i:i + self.batch_size] for i in
-                             range(0, self.sizes[d] - self.batch_size + 1, self.batch_size)]
+                queues[d] = shuffled_batches(d)
             batches.append((d, queues[d].pop(0)))
         return batches
 

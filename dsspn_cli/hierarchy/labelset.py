@@ -258,8 +258,10 @@ def read_text_labelset(path: Path) -> LabelSet:
     if not names:
         raise UserError(f"{path}: no class names; write one class name per line")
     labels = [Label(i, name) for i, name in enumerate(names)]
+    # 255 marks unlabelled pixels in 8-bit maps; with more classes the maps are 16-bit.
+    ignore = 255 if len(names) <= 255 else MAX_LABEL_ID
     return _validate(LabelSet(name=path.stem, title=path.stem, labels=labels,
-                              source=str(path)), path)
+                              ignore_index=ignore, source=str(path)), path)
 
 
 @lru_cache(maxsize=None)

@@ -46,38 +46,56 @@ def build_dsspn(table, backbone: str = "resnet101", output_stride: int = 8,
 
 @dataclass
 class GrowReport:
-    kept: list[str]
+    kept: list[str]        # neurons whose concept, ancestors and children are unchanged
+    extended: list[str]    # same concept and ancestors, children added or removed
     new: list[str]
 
 
-def neuron_signature(table, k: int) -> tuple:
-    """What must be unchanged for a neuron's weights to mean the same: its concept, its
-    ordered children and its ancestors (whose features it reads, in order)."""
+def neuron_signature(table, k: int) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """A neuron's concept, its ancestors (whose features it reads, in order) and its
+    ordered children."""
     concept = table.neuron_concept[k]
     ancestors, parent = [], table.parent[concept]
     while parent >= 0:
         ancestors.append(table.concepts[parent])
         parent = table.parent[parent]
-    return (table.concepts[concept], tuple(table.concepts[c] for c in table.neuron_children[k]),
-            tuple(ancestors[::-1]))
+    return (table.concepts[concept], tuple(ancestors[::-1]),
+            tuple(table.concepts[c] for c in table.neuron_children[k]))
 
 
 def grow_from(model: DSSPN, state_dict: dict, old_table) -> GrowReport:
-    """Load ``state_dict`` (of a DSSPN on ``old_table``) into ``model`` (on a new table)."""
+    """Load ``state_dict`` (of a DSSPN on ``old_table``) into ``model`` (on a new table).
+
+    A neuron whose concept and ancestors are unchanged keeps its dense block (it reads the
+    same features); its prediction rows are kept for the children it still has, and children
+    it gained start fresh. Other neurons start fresh.
+    """
     new_table = model.head.tree.table
-    old = {neuron_signature(old_table, k): k for k in range(len(old_table.neuron_concept))}
+    old = {}
+    for k in range(len(old_table.neuron_concept)):
+        concept, ancestors, children = neuron_signature(old_table, k)
+        old[(concept, ancestors)] = (k, children)
     own = model.state_dict()
-    mapped, kept, fresh = {}, [], []
+    mapped, report = {}, GrowReport([], [], [])
     for k in range(len(new_table.neuron_concept)):
-        signature = neuron_signature(new_table, k)
-        if signature in old:
-            prefix_old, prefix_new = f"head.neurons.{old[signature]}.", f"head.neurons.{k}."
-            for key, value in state_dict.items():
-                if key.startswith(prefix_old):
-                    mapped[prefix_new + key[len(prefix_old):]] = value
-            kept.append(signature[0])
-        else:
-            fresh.append(signature[0])
+        concept, ancestors, children = neuron_signature(new_table, k)
+        if (concept, ancestors) not in old:
+            report.new.append(concept)
+            continue
+        k_old, old_children = old[(concept, ancestors)]
+        prefix_old, prefix_new = f"head.neurons.{k_old}.", f"head.neurons.{k}."
+        for key, value in state_dict.items():
+            if not key.startswith(prefix_old):
+                continue
+            name = key[len(prefix_old):]
+            if name.startswith("predict."):
+                row = own[prefix_new + name].clone()
+                for j, child in enumerate(children):
+                    if child in old_children:
+                        row[j] = value[old_children.index(child)]
+                value = row
+            mapped[prefix_new + name] = value
+        (report.kept if children == old_children else report.extended).append(concept)
     for key, value in state_dict.items():
         if not key.startswith("head.neurons.") and key in own:
             mapped[key] = value
@@ -87,7 +105,7 @@ def grow_from(model: DSSPN, state_dict: dict, old_table) -> GrowReport:
                              f"{tuple(own[key].shape)}")
     own.update(mapped)
     model.load_state_dict(own)
-    return GrowReport(kept, fresh)
+    return report
 
 
 __all__ = ["DSSPN", "build_dsspn", "grow_from", "GrowReport", "MODES", "HeadConfig"]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsspn_cli.hierarchy.tables import IGNORE
+from dsspn_cli.model.head import subsample_target
 
 
 class FlatHead(nn.Module):
@@ -41,10 +42,10 @@ class FlatSegmenter(nn.Module):
     def forward(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over labelled pixels; ``target`` in concept ids (any size)."""
         logits = self.head(self.backbone(images))
-        target = F.interpolate(target[:, None].float(), size=logits.shape[-2:],
-                               mode="nearest")[:, 0].long()
+        target = subsample_target(target, tuple(logits.shape[-2:]))
         classes = torch.where(target >= 0, self.concept_to_class[target.clamp(min=0)], IGNORE)
-        return F.cross_entropy(logits, classes, ignore_index=IGNORE)
+        labelled = (classes >= 0).sum().clamp(min=1)
+        return F.cross_entropy(logits, classes, ignore_index=IGNORE, reduction="sum") / labelled
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:

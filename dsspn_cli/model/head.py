@@ -80,7 +80,8 @@ class DSSPNHead(nn.Module):
     def _run(self, root, target, active, d) -> torch.Tensor:
         """Every active neuron once, on the images that activate it (rows of the batch)."""
         outputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # k -> (rows, features)
-        total = root.new_zeros(())
+        # Zero, but attached to the graph: a batch without labelled pixels still backpropagates.
+        total = root.sum() * 0
         for k, neuron in enumerate(self.neurons):          # concept order: parents first
             rows = active[:, k].nonzero().flatten()
             if rows.numel() == 0:
@@ -104,7 +105,9 @@ class DSSPNHead(nn.Module):
             gathered = [t.index_select(0, p) for t, p in zip(inputs, positions)]
             return neuron.hidden(neuron.bottleneck(torch.cat(gathered, 1)))
 
-        if self.config.storage == "shared" and torch.is_grad_enabled():
+        # Batch norm would update its running statistics again in the recomputation.
+        if self.config.storage == "shared" and self.config.norm != "batch" and \
+                torch.is_grad_enabled():
             # Keep only the block's inputs (the ancestors' outputs, stored once each) and its
             # c-channel output; the concatenation and bottleneck are rebuilt in backward.
             return checkpoint(block, *tensors, use_reentrant=False)
@@ -161,18 +164,27 @@ class DSSPNHead(nn.Module):
         return current, confidence
 
     def concepts_to_labels(self, concepts: torch.Tensor, dataset: str) -> torch.Tensor:
-        """Concept map -> the dataset's label ids (its ignore value where it has no label)."""
+        """Concept map -> the dataset's label ids: a concept's own label, else that of its
+        nearest labelled ancestor (for maps cut with ``level``), else the ignore value."""
         d = self.tree.dataset_index(dataset)
-        labels = self.tree.concept_label[d][concepts]
+        labels = self.tree.concept_label_up[d][concepts]
         ignore = self.tree.table.datasets[dataset].ignore_index
         return torch.where(labels >= 0, labels, torch.full_like(labels, ignore))
 
 
 def subsample_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A full-resolution concept map at the feature size (nearest), when the loader did not
-    already subsample it (the paper compares predictions with labels subsampled by 8)."""
+    """A full-resolution concept map at the feature size, when the loader did not already
+    subsample it (the paper compares predictions with labels subsampled by 8).
+
+    Feature (i, j) of a stride-s ResNet sits on pixel (s*i, s*j) (its convolutions are padded
+    so), so the labels are taken there: target[::s, ::s] has exactly ceil(H/s) rows.
+    """
     if tuple(target.shape[-2:]) == tuple(size):
         return target
+    stride = max(1, round(target.shape[-2] / size[0]))
+    picked = target[..., ::stride, ::stride]
+    if tuple(picked.shape[-2:]) == tuple(size):
+        return picked
     return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 

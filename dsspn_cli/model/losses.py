@@ -9,6 +9,9 @@ activated for it) - unless the dataset also labels concepts below it (ADE20K 'ch
 'armchair'): then its label means 'none of my finer labels', and with ``exclusive_negatives``
 it trains that neuron with all defined children negative.
 
+With the softmax loss a pixel cannot say 'none of the children', so exclusive pixels do not
+train and prediction never stops at such a concept: one more reason the paper prefers BCE.
+
 All of it is table lookups on whole label maps: no per-pixel Python.
 """
 
@@ -62,6 +65,12 @@ class TreeTensors(torch.nn.Module):
         self.register_buffer("exclusive", torch.stack(exclusive), False)   # D x C
         self.register_buffer("concept_label", torch.stack(concept_label), False)  # D x C
         self.register_buffer("labelled_any", (torch.stack(concept_label) >= 0).any(0), False)
+        up = torch.stack(concept_label).clone()
+        for concept in range(len(table.concepts)):          # parents come first
+            parent = table.parent[concept]
+            if parent >= 0:
+                up[:, concept] = torch.where(up[:, concept] >= 0, up[:, concept], up[:, parent])
+        self.register_buffer("concept_label_up", up, False)   # D x C, nearest labelled
 
     def dataset_index(self, name: str) -> int:
         try:
