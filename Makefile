@@ -19,15 +19,23 @@ $(VENV)/.dsspn-installed: pyproject.toml scripts/install-wordnet.sh
 	bash scripts/install-wordnet.sh $(BIN)/python
 	touch $@
 
+SAMPLE = $(DEMO)/data
+SETS = cityscapes=$(SAMPLE)/cityscapes ade=$(SAMPLE)/ade20k coco=$(SAMPLE)/coco-stuff mapillary=$(SAMPLE)/mapillary
+
+# The main job on the built-in sample data: the concept tree, the data, a small model trained
+# on all four datasets jointly (CPU settings), its scores, and predictions with pictures.
 demo: setup
+	rm -rf $(DEMO)
 	$(BIN)/dsspn hierarchy merge coco ade cityscapes mapillary -o $(DEMO)/concept-tree.yaml
-	$(BIN)/dsspn hierarchy check $(DEMO)/concept-tree.yaml
-	$(BIN)/dsspn hierarchy tables $(DEMO)/concept-tree.yaml -o $(DEMO)/tables
 	$(BIN)/dsspn hierarchy show $(DEMO)/concept-tree.yaml --format png -o $(DEMO)/concept-tree.png
-	$(BIN)/dsspn data sample $(DEMO)/data
-	$(BIN)/dsspn data check $(DEMO)/data/cityscapes --format cityscapes
-	$(BIN)/dsspn data stats $(DEMO)/data/ade20k --format ade --tree $(DEMO)/concept-tree.yaml --top 8
-	@echo "results: $(DEMO)/concept-tree.yaml, $(DEMO)/concept-tree.png, $(DEMO)/tables/, $(DEMO)/data/"
+	$(BIN)/dsspn data sample $(SAMPLE)
+	$(BIN)/dsspn train $(foreach s,$(SETS),--data $(s)) --out $(DEMO)/run --backbone resnet18 \
+		--output-stride 16 --crop 112 --iters 1500 --lr 0.01 --checkpoint-every 500
+	$(BIN)/dsspn evaluate $(DEMO)/run/checkpoints/best.pt $(foreach s,$(SETS),--data $(s)) \
+		--json $(DEMO)/scores.json
+	$(BIN)/dsspn predict $(DEMO)/run/checkpoints/best.pt $(SAMPLE)/cityscapes/leftImg8bit/val \
+		--dataset cityscapes --out $(DEMO)/predictions --json
+	@echo "results in $(DEMO)/: concept-tree.png, run/ (checkpoints, metrics.jsonl, curves.png), scores.json, predictions/"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -125,7 +125,7 @@ def test_tables_written_and_readable(tmp_path, run):
     (["hierarchy", "merge", "coco", "kitti"], "unknown dataset 'kitti'"),
     (["hierarchy", "merge", "coco", "missing/labels.yaml"], "no such label-set file"),
     (["hierarchy", "show", "nowhere.yaml"], "no such concept tree file"),
-    (["hierarchy", "show", "--dataset", "kitti"], "--dataset kitti: not in this tree"),
+    (["hierarchy", "show", "--dataset", "kitti"], "--dataset kitti: not in this concept tree"),
     (["hierarchy", "show", "--format", "png"], "--format png needs -o"),
     (["hierarchy", "check", "nowhere.json"], "no such tree file"),
     (["hierarchy", "tables", "nowhere.yaml", "-o", "out"], "no such concept tree file"),

@@ -35,18 +35,6 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
-def _dataset_in(tree, name: str) -> str:
-    """A dataset of the tree by its name or by a built-in alias ('ade20k' -> 'ade')."""
-    if name in tree.datasets:
-        return name
-    from dsspn_cli.hierarchy.labelset import builtin_labelsets
-
-    path = builtin_labelsets().get(name.lower())
-    if path is not None and path.stem in tree.datasets:
-        return path.stem
-    raise UserError(f"--dataset {name}: not in this tree (it has {', '.join(tree.datasets)})")
-
-
 @app.command()
 def merge(
     datasets: List[str] = typer.Argument(..., help="Label sets in order, the first is the "
@@ -123,7 +111,7 @@ def show(
 
     tree = load_tree(tree_file)
     if dataset is not None:
-        dataset = _dataset_in(tree, dataset)
+        dataset = tree.dataset_name(dataset)
         if not tree.concepts_of(dataset):
             raise UserError(f"--dataset {dataset}: labels no concept of this tree; merge it in "
                             "or choose another dataset")

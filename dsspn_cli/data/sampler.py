@@ -42,6 +42,7 @@ class DatasetBatchSampler:
         total = batches_per_epoch or sum(size // batch_size for size in sizes)
         self.per_rank = max(1, total // world_size)
         self.epoch = 0
+        self.skip = 0          # batches of this epoch already done (resuming mid-epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -81,6 +82,7 @@ class DatasetBatchSampler:
         batches = self.global_batches(self.epoch)
         rng = np.random.default_rng([self.seed, self.epoch, 1])
         seeds = rng.integers(0, 2**31 - 1, size=(len(batches), self.batch_size))
-        for position in range(self.rank, len(batches), self.world_size):
+        for position in range(self.rank + self.skip * self.world_size, len(batches),
+                              self.world_size):
             d, local = batches[position]
             yield [(self.offsets[d] + int(i), int(s)) for i, s in zip(local, seeds[position])]

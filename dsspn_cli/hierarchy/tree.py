@@ -107,6 +107,18 @@ class ConceptTree:
         """Whether the dataset labels this concept or something below it."""
         return any(dataset in self.labels(n) for n in [name, *self.descendants(name)])
 
+    def dataset_name(self, name: str) -> str:
+        """A dataset of the tree by its name or a built-in alias ('ade20k' -> 'ade')."""
+        if name in self.datasets:
+            return name
+        from dsspn_cli.hierarchy.labelset import builtin_labelsets
+
+        path = builtin_labelsets().get(name.lower())
+        if path is not None and path.stem in self.datasets:
+            return path.stem
+        raise UserError(f"--dataset {name}: not in this concept tree (it has "
+                        f"{', '.join(self.datasets)})")
+
     def concepts_of(self, dataset: str) -> list[str]:
         return [n for n in self.names if dataset in self.labels(n)]
 

@@ -1,0 +1,51 @@
+"""``dsspn predict``: segment images with a trained checkpoint. Registered by the main app as
+``app.command("predict")(predict_command)``; torch is imported only when it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def predict_command(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by 'dsspn train' "
+                                      "(RUN/checkpoints/best.pt or last.pt)."),
+    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (every .jpg, "
+                                        ".jpeg and .png inside, sub-folders too)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Predict this dataset's "
+                                          "classes, in its label ids (a dataset of the "
+                                          "model's tree, or an alias: ade20k, vistas...). "
+                                          "Default: the tree's concepts, in concept ids."),
+    out: Path = typer.Option(Path("predictions"), "--out", help="Output folder."),
+    level: Optional[int] = typer.Option(None, "--level", min=0, help="Stop at this depth of "
+                                        "the tree (0 = the root)."),
+    as_json: bool = typer.Option(False, "--json", help="Also write NAME.json: the concepts "
+                                 "present, their pixels, tree paths and mean confidence."),
+    tile: int = typer.Option(1024, "--tile", help="Largest tile side in pixels (at least "
+                             "64); larger images run in overlapping tiles."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, "
+                               "cuda or cuda:N."),
+):
+    """Segment images with a trained model: for each image NAME, write NAME_labels.png
+    (label ids), NAME_color.png, NAME_overlay.png and NAME_legend.png (and NAME.json with
+    --json) into the output folder."""
+    from rich.console import Console
+    from rich.progress import track
+
+    from dsspn_cli.engine.predict import SUFFIXES, predict
+
+    progress = Console(stderr=True)
+
+    def bar(items, total, what):
+        return track(items, total=total, description=what, console=progress, transient=True)
+
+    report = predict(checkpoint, inputs, dataset=dataset, out=out, level=level,
+                     as_json=as_json, tile=tile, device=device, track=bar)
+    count = len(report.images)
+    what = (f"{report.dataset} label ids" if report.dataset is not None else "concept ids")
+    names = ", ".join(SUFFIXES) + (", .json" if as_json else "")
+    Console(highlight=False).print(
+        f"predicted {count} image{'s' if count != 1 else ''} ({what}, {report.device}) "
+        f"into {out}: NAME{names}")

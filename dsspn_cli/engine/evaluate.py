@@ -1,0 +1,77 @@
+"""Evaluation: hierarchical prediction restricted to a dataset's concepts, scored on its own
+classes (mean IoU, pixel accuracy, mean class accuracy, per class), and IoU per tree level.
+
+The evaluated classes of a dataset are its labels that map to a concept (Cityscapes: the 19
+train classes); other ground truth is not scored, and a prediction outside them counts as a
+miss (cityscapesScripts' rule, see metrics.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dsspn_cli.engine.metrics import ConfusionMatrix, concept_levels
+from dsspn_cli.hierarchy.tables import IGNORE
+
+
+class DatasetClasses:
+    """A dataset's evaluated classes: label ids, names, and concept -> class index."""
+
+    def __init__(self, table, dataset: str):
+        data = table.dataset(dataset)
+        self.label_ids = [i for i, c in enumerate(data.label_to_concept) if c >= 0]
+        self.names = [data.label_names.get(i, table.concepts[data.label_to_concept[i]])
+                      for i in self.label_ids]
+        self.concept_to_class = torch.full((len(table.concepts),), IGNORE)
+        for k, label_id in enumerate(self.label_ids):
+            concept = data.label_to_concept[label_id]
+            if self.concept_to_class[concept] < 0:
+                self.concept_to_class[concept] = k
+
+    def of(self, concepts: torch.Tensor) -> torch.Tensor:
+        lut = self.concept_to_class.to(concepts.device)
+        return torch.where(concepts >= 0, lut[concepts.clamp(min=0)], IGNORE)
+
+
+@torch.no_grad()
+def evaluate(model, dataset, device, track=lambda items, total, what: items,
+             max_images: int | None = None, reduce: bool = True) -> dict:
+    """Scores of ``model`` (a DSSPN) on a SegmentationDataset (evaluation transform).
+
+    ``reduce``: sum the counts over DistributedDataParallel ranks (each rank having scored
+    its share); False when only one rank evaluates, as during training."""
+    core = getattr(model, "module", model)
+    table = core.head.tree.table
+    classes = DatasetClasses(table, dataset.name)
+    matrix = ConfusionMatrix(len(classes.label_ids), device)
+    levels = concept_levels(table).to(device)
+    depth = levels.shape[1]
+    level_matrices = [ConfusionMatrix(len(table.concepts), device) for _ in range(depth)]
+    was_training = core.training
+    core.eval()
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    for index in track(range(count), count, f"evaluating {dataset.name}"):
+        item = dataset[index]
+        image = item["image"][None].to(device)
+        target = item["target"][None].to(device)
+        concepts, _ = core.predict(image, dataset=dataset.name)
+        matrix.update(classes.of(concepts), classes.of(target))
+        valid = target >= 0
+        for level in range(depth):
+            cut_truth = torch.where(valid, levels[target.clamp(min=0), level], IGNORE)
+            level_matrices[level].update(levels[concepts, level], cut_truth)
+    core.train(was_training)
+    if reduce:
+        matrix.all_reduce()
+    scores = matrix.scores(classes.names)
+    per_level = {}
+    for level, level_matrix in enumerate(level_matrices):
+        if reduce:
+            level_matrix.all_reduce()
+        present = level_matrix.matrix.sum(1) > 0
+        if bool(present.any()):
+            result = level_matrix.scores()
+            per_level[str(level)] = result["mIoU"]
+    scores["iou_per_level"] = per_level
+    scores["images"] = count
+    return scores

@@ -1,0 +1,398 @@
+"""Prediction with a trained checkpoint: label maps, colour maps, overlays, legends, JSON.
+
+Each pixel descends the concept tree from the root (``DSSPN.predict``): to a leaf concept, or,
+for a target dataset, to a concept that dataset labels, written in its own label ids. Large
+images run in tiles of at most ``tile`` x ``tile`` pixels that overlap by ``tile // 4``; each
+tile keeps only its central part (up to the middle of each overlap), so every output pixel
+comes from the tile where it has the most context. An image that fits in one tile runs whole.
+
+For an image ``NAME`` the outputs are ``NAME_labels.png`` (label ids: 8-bit, or 16-bit when
+the ids exceed 255), ``NAME_color.png``, ``NAME_overlay.png`` (photo and colours 50/50),
+``NAME_legend.png`` and, on request, ``NAME.json``; all written atomically. Images found in a
+folder keep their sub-folders under the output folder.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from dsspn_cli.data.common import IMAGE_SUFFIXES, BadFile, image_size, read_image
+from dsspn_cli.errors import UserError
+from dsspn_cli.io import atomic_write_bytes
+
+MIN_TILE = 64
+SUFFIXES = ("_labels.png", "_color.png", "_overlay.png", "_legend.png")
+LEGEND_ROWS = 40          # classes listed in a legend; the rest are summed on one line
+
+Track = Callable[[Iterable, int, str], Iterable]
+
+
+# ----------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    image: Path        # the file to read
+    stem: Path         # output name without suffix, relative to the output folder
+
+
+def find_images(inputs: Sequence[str | Path], out: str | Path | None = None) -> list[ImageJob]:
+    """Image files given directly, and every image inside the folders given (recursive,
+    sorted; hidden files and anything inside ``out`` skipped). Files given directly are read
+    whatever their suffix. UserError when a path is missing, nothing is found, or two inputs
+    would write the same outputs."""
+    out_dir = Path(out).resolve() if out is not None else None
+    jobs: list[ImageJob] = []
+    seen: set[Path] = set()
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            found = []
+            for candidate in sorted(path.rglob("*")):
+                relative = candidate.relative_to(path)
+                if (not candidate.is_file() or candidate.suffix.lower() not in IMAGE_SUFFIXES
+                        or any(part.startswith(".") for part in relative.parts)):
+                    continue
+                resolved = candidate.resolve()
+                if out_dir is not None and out_dir in resolved.parents:
+                    continue
+                found.append((candidate, resolved, relative.with_suffix("")))
+            if not found:
+                raise UserError(f"{path}: no images in this folder (looked for "
+                                f"{', '.join(IMAGE_SUFFIXES)}, in sub-folders too); give image "
+                                "files or a folder that holds some")
+            for candidate, resolved, stem in found:
+                if resolved not in seen:
+                    seen.add(resolved)
+                    jobs.append(ImageJob(candidate, stem))
+        elif path.is_file():
+            resolved = path.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                jobs.append(ImageJob(path, Path(path.stem)))
+        else:
+            raise UserError(f"{path}: no such image or folder; check the path")
+    if not jobs:
+        raise UserError("no images given; name image files or folders of images")
+    owners: dict[Path, Path] = {}
+    for job in jobs:
+        if job.stem in owners:
+            raise UserError(f"{owners[job.stem]} and {job.image} would both write "
+                            f"{job.stem}_labels.png; rename one or predict them separately")
+        owners[job.stem] = job.image
+    return jobs
+
+
+def check_images(jobs: Sequence[ImageJob]) -> None:
+    """Read every header before any work: an unreadable file stops with its name."""
+    for job in jobs:
+        try:
+            image_size(job.image)
+        except BadFile as exc:
+            raise UserError(f"{exc}; give PNG or JPEG images") from None
+
+
+def resolve_dataset(tree, name: str) -> str:
+    return tree.dataset_name(name)
+
+
+def resolve_device(name: str = "auto"):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here; use cpu or auto")
+    return device
+
+
+# ----------------------------------------------------------------------------------- tiling
+
+
+def tile_spans(length: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """Along one axis: (start, end, keep_start, keep_end) per tile, absolute pixels. Tiles are
+    at most ``tile`` long and overlap by at least ``tile // 4``; the kept parts split each
+    overlap in the middle and together cover [0, length) once."""
+    if length <= tile:
+        return [(0, length, 0, length)]
+    step = tile - tile // 4
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    spans = []
+    for i, start in enumerate(starts):
+        end = start + tile
+        keep_start = 0 if i == 0 else (start + starts[i - 1] + tile) // 2
+        keep_end = length if i == len(starts) - 1 else (starts[i + 1] + end) // 2
+        spans.append((start, end, keep_start, keep_end))
+    return spans
+
+
+def predict_array(model, image: np.ndarray, dataset: str | None = None,
+                  level: int | None = None, tile: int = 1024, device=None):
+    """Concept map (H x W int64) and confidence (H x W float32) of an RGB uint8 image, tiled
+    when larger than ``tile``; on ``device`` (default: the model's)."""
+    import torch
+
+    from dsspn_cli.data.transforms import normalise, to_tensors
+
+    if device is None:
+        device = next(model.parameters()).device
+    tensor = normalise(to_tensors(image, np.zeros((1, 1), np.int64))[0])
+    tensor = tensor[None].to(device)
+    height, width = image.shape[:2]
+    rows, cols = tile_spans(height, tile), tile_spans(width, tile)
+    if len(rows) == 1 and len(cols) == 1:
+        concepts, confidence = model.predict(tensor, dataset, level)
+        return concepts[0].cpu().numpy(), confidence[0].float().cpu().numpy()
+    concepts = torch.empty((height, width), dtype=torch.long, device=device)
+    confidence = torch.empty((height, width), dtype=torch.float32, device=device)
+    for y0, y1, ky0, ky1 in rows:
+        for x0, x1, kx0, kx1 in cols:
+            part, score = model.predict(tensor[..., y0:y1, x0:x1], dataset, level)
+            concepts[ky0:ky1, kx0:kx1] = part[0, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
+            confidence[ky0:ky1, kx0:kx1] = score[0, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
+    return concepts.cpu().numpy(), confidence.cpu().numpy()
+
+
+# ----------------------------------------------------------------------------------- colours
+
+
+def concept_palette(count: int) -> np.ndarray:
+    """A fixed colour per concept id (count x 3 uint8): golden-ratio hues, three saturation
+    and brightness steps; colour i depends on i alone."""
+    colours = np.zeros((count, 3), dtype=np.uint8)
+    for i in range(count):
+        hue = (i * 0.618033988749895) % 1.0
+        saturation = (0.65, 0.9, 0.5)[i % 3]
+        value = (0.95, 0.7, 0.85)[(i // 3) % 3]
+        colours[i] = [round(255 * c) for c in colorsys.hsv_to_rgb(hue, saturation, value)]
+    return colours
+
+
+def label_colours(tree, dataset: str) -> tuple[dict[int, str], dict[int, tuple]]:
+    """(label id -> readable name, label id -> (r, g, b)) from the dataset's label set; the
+    colours where it has them (Cityscapes, Mapillary). Both empty when it cannot be loaded."""
+    from dsspn_cli.hierarchy.tree import labelset_of
+
+    try:
+        labelset = labelset_of(None, tree.datasets.get(dataset) or {}, dataset)
+    except UserError:
+        return {}, {}
+    names, colours = {}, {}
+    for label in labelset.labels:
+        names[label.id] = str(label.extra.get("readable") or label.name)
+        colour = label.extra.get("color")
+        if isinstance(colour, (list, tuple)) and len(colour) == 3:
+            colours[label.id] = tuple(int(c) for c in colour)
+    return names, colours
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+@dataclass
+class Predictor:
+    """A loaded model and everything fixed across images: the dataset, the colour and label
+    look-ups, the output format."""
+
+    model: object
+    tree: object
+    dataset: str | None = None
+    level: int | None = None
+    tile: int = 1024
+    device: object = None
+    colours: np.ndarray = field(init=False)            # concept -> colour
+    concept_label: np.ndarray = field(init=False)      # concept -> label id or -1
+    sixteen_bit: bool = field(init=False)
+    label_names: dict = field(init=False, default_factory=dict)
+
+    def __post_init__(self):
+        names = self.tree.names
+        palette = concept_palette(len(names))
+        if self.dataset is None:
+            self.concept_label = np.full(len(names), -1, dtype=np.int64)
+            self.sixteen_bit = len(names) - 1 > 255
+            self.colours = palette
+            return
+        heads = self.model.head.tree
+        d = heads.dataset_index(self.dataset)
+        self.concept_label = heads.concept_label_up[d].cpu().numpy().astype(np.int64)
+        table = heads.table.datasets[self.dataset]
+        defined = [i for i, c in enumerate(table.label_to_concept) if c >= 0]
+        self.sixteen_bit = max(defined + [table.ignore_index]) > 255
+        self.label_names, by_label = label_colours(self.tree, self.dataset)
+        self.colours = palette.copy()
+        for concept, label in enumerate(self.concept_label):
+            if label >= 0 and int(label) in by_label:
+                self.colours[concept] = by_label[int(label)]
+
+    def run(self, image: np.ndarray):
+        return predict_array(self.model, image, self.dataset, self.level, self.tile,
+                             self.device)
+
+    def labels(self, concepts: np.ndarray) -> np.ndarray:
+        if self.dataset is None:
+            return concepts
+        import torch
+
+        return self.model.head.concepts_to_labels(
+            torch.from_numpy(concepts).to(self.model.head.tree.concept_label_up.device),
+            self.dataset).cpu().numpy()
+
+    def summary(self, concepts: np.ndarray, confidence: np.ndarray) -> list[dict]:
+        """The concepts present, most pixels first."""
+        total = concepts.size
+        counts = np.bincount(concepts.ravel(), minlength=len(self.tree.names))
+        sums = np.bincount(concepts.ravel(), weights=confidence.ravel().astype(np.float64),
+                           minlength=len(self.tree.names))
+        present = sorted(np.flatnonzero(counts), key=lambda c: (-counts[c], c))
+        rows = []
+        for concept in present:
+            name = self.tree.names[concept]
+            label = int(self.concept_label[concept])
+            rows.append({
+                "id": int(concept), "name": name,
+                "label": label if self.dataset is not None and label >= 0 else None,
+                "pixels": int(counts[concept]),
+                "share": round(float(counts[concept]) / total, 6),
+                "path": self.tree.ancestors(name) + [name],
+                "mean_confidence": round(float(sums[concept] / counts[concept]), 4),
+            })
+        return rows
+
+    def write(self, job: ImageJob, out: Path, as_json: bool = False) -> list[Path]:
+        from PIL import Image
+
+        try:
+            image = read_image(job.image)
+        except BadFile as exc:
+            raise UserError(f"{exc}; give PNG or JPEG images") from None
+        concepts, confidence = self.run(image)
+        labels = self.labels(concepts)
+        colour = self.colours[concepts]
+        overlay = ((image.astype(np.uint16) + colour) // 2).astype(np.uint8)
+        rows = self.summary(concepts, confidence)
+        base = out / job.stem
+        written = [
+            atomic_write_bytes(f"{base}_labels.png", _png(Image.fromarray(
+                labels.astype(np.uint16 if self.sixteen_bit else np.uint8)))),
+            atomic_write_bytes(f"{base}_color.png", _png(Image.fromarray(colour))),
+            atomic_write_bytes(f"{base}_overlay.png", _png(Image.fromarray(overlay))),
+            atomic_write_bytes(f"{base}_legend.png", legend_png(rows, self.colours,
+                                                                job.image.name,
+                                                                self.label_names)),
+        ]
+        if as_json:
+            doc = {"image": str(job.image), "dataset": self.dataset,
+                   "size": [int(image.shape[0]), int(image.shape[1])], "concepts": rows}
+            written.append(atomic_write_bytes(f"{base}.json",
+                                              (json.dumps(doc, indent=1) + "\n").encode()))
+        return written
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def legend_png(rows: list[dict], colours: np.ndarray, title: str,
+               label_names: dict[int, str] | None = None) -> bytes:
+    """A small figure: one line per class present (swatch, name, pixel share); with a
+    dataset, its label name and id, then the tree's concept when named otherwise."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    shown = rows[:LEGEND_ROWS]
+    rest = rows[LEGEND_ROWS:]
+    lines = len(shown) + (1 if rest else 0)
+    figure = Figure(figsize=(4.0, 0.3 + 0.24 * (lines + 1)), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes([0, 0, 1, 1])
+    axes.set_xlim(0, 1)
+    axes.set_ylim(lines + 1.2, 0)
+    axes.axis("off")
+    axes.text(0.03, 0.6, title, fontsize=8, weight="bold", va="center")
+    for i, row in enumerate(shown, start=1):
+        y = i + 0.5
+        rgb = colours[row["id"]] / 255.0
+        axes.add_patch(Rectangle((0.03, y - 0.35), 0.07, 0.7, facecolor=rgb,
+                                 edgecolor="#555555", linewidth=0.5))
+        name = row["name"]
+        if row["label"] is not None:
+            label_name = (label_names or {}).get(row["label"], name)
+            name = f"{label_name} [{row['label']}]" + (
+                f" ({name})" if label_name.lower() != name.lower() else "")
+        axes.text(0.13, y, name, fontsize=7, va="center")
+        axes.text(0.97, y, f"{100 * row['share']:.1f}%", fontsize=7, va="center", ha="right")
+    if rest:
+        share = sum(row["share"] for row in rest)
+        axes.text(0.13, lines + 0.5, f"{len(rest)} more", fontsize=7, va="center",
+                  style="italic")
+        axes.text(0.97, lines + 0.5, f"{100 * share:.1f}%", fontsize=7, va="center",
+                  ha="right")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------------- run
+
+
+@dataclass
+class PredictReport:
+    out: Path
+    dataset: str | None
+    images: list[Path] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    device: str = "cpu"
+
+
+def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
+            dataset: str | None = None, out: str | Path = "predictions",
+            level: int | None = None, as_json: bool = False, tile: int = 1024,
+            device: str = "auto", track: Track | None = None) -> PredictReport:
+    """Predict every image of ``inputs`` (files and folders) with the checkpoint's model and
+    write the outputs into ``out``. ``track(items, total, what)`` may wrap the image loop
+    (a progress bar)."""
+    if tile < MIN_TILE:
+        raise UserError(f"--tile {tile}: tiles must be at least {MIN_TILE} pixels")
+    if level is not None and level < 0:
+        raise UserError(f"--level {level}: give a depth of 0 or more (0 = the root)")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; give a folder for --out")
+    jobs = find_images(inputs, out)
+    check_images(jobs)
+    torch_device = resolve_device(device)
+
+    from dsspn_cli.engine.checkpoint import load_model
+
+    model, _table, tree, _config = load_model(checkpoint, torch_device)
+    if dataset is not None:
+        dataset = resolve_dataset(tree, dataset)
+    predictor = Predictor(model, tree, dataset, level, tile, torch_device)
+    report = PredictReport(out, dataset, device=str(torch_device))
+    loop: Iterable[ImageJob] = jobs
+    if track is not None and len(jobs) > 1:
+        loop = track(jobs, len(jobs), "predicting")
+    for job in loop:
+        report.files += predictor.write(job, out, as_json)
+        report.images.append(job.image)
+    return report
+
+
+__all__ = ["predict", "predict_array", "tile_spans", "find_images", "resolve_dataset",
+           "resolve_device", "concept_palette", "label_colours", "legend_png", "Predictor",
+           "PredictReport", "ImageJob", "SUFFIXES", "MIN_TILE"]

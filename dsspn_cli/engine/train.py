@@ -1,0 +1,488 @@
+"""The training loop the tree drives, on one process or many (``torchrun``).
+
+The recipe defaults are the paper's (section 4.1): SGD with momentum 0.9 and weight decay
+1e-4, the poly schedule (power 0.9), learning rate 0.003 for the new layers and 0.00003 for
+a pretrained backbone, random flip, crop and rescale 0.5-2. Several datasets train jointly,
+every batch from one dataset (the universal model).
+
+A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/last.pt``,
+``checkpoints/best.pt`` and the last K ``step-*.pt``, ``metrics.jsonl`` and ``curves.png``.
+``resume`` continues exactly where ``last.pt`` stopped: weights, optimiser, schedule, step,
+random states, and the position in the epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dsspn_cli.errors import UserError
+
+SAMPLE_FORMATS = {"cityscapes": "cityscapes", "ade": "ade20k", "coco": "coco-stuff",
+                  "mapillary": "mapillary"}
+
+
+@dataclass
+class TrainConfig:
+    data: dict = field(default_factory=dict)      # format -> dataset root
+    out: str = "runs/train"
+    tree: str | None = None                       # None: the shipped four-dataset tree
+    iters: int | None = None
+    epochs: int | None = None
+    batch_size: int = 8
+    crop: int = 513
+    scale: tuple = (0.5, 2.0)
+    backbone: str = "resnet101"
+    backbone_weights: str | None = None
+    output_stride: int = 8
+    lr: float = 0.003
+    backbone_lr: float | None = None              # None: lr/100 if pretrained, else lr
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    weights: dict | None = None                   # dataset -> sampling weight
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+    amp: bool = True                              # on CUDA only
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep: int = 3
+    val_every: int = 0                            # 0: at each checkpoint and at the end
+    val_images: int | None = None                 # cap per dataset for periodic validation
+    head: dict = field(default_factory=dict)      # HeadConfig overrides
+
+    @property
+    def norm(self) -> str:
+        return "frozen" if self.backbone_weights else "batch"
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["scale"] = list(self.scale)
+        data["norm"] = self.norm
+        return data
+
+
+def config_from(file: Path | None, overrides: dict) -> TrainConfig:
+    """The config file (YAML), then the command line's options over it."""
+    from dsspn_cli.io import read_yaml
+
+    values: dict = {}
+    if file is not None:
+        loaded = read_yaml(file, "training config")
+        if not isinstance(loaded, dict):
+            raise UserError(f"{file}: a training config is a YAML mapping of options "
+                            "(data:, iters:, batch_size: ...)")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known - {"norm"})
+    if unknown:
+        raise UserError(f"{file or 'options'}: unknown setting '{unknown[0]}'; known: "
+                        + ", ".join(sorted(known)))
+    values.pop("norm", None)
+    try:
+        config = TrainConfig(**values)
+    except TypeError as exc:
+        raise UserError(f"{file or 'options'}: {exc}") from None
+    _validate(config, file or "options")
+    return config
+
+
+def _validate(config: TrainConfig, where) -> None:
+    checks = [
+        (isinstance(config.data, dict), "data must map formats to folders (cityscapes: PATH)"),
+        (config.iters is None or (isinstance(config.iters, int) and config.iters > 0),
+         "iters must be a positive integer"),
+        (config.epochs is None or (isinstance(config.epochs, int) and config.epochs > 0),
+         "epochs must be a positive integer"),
+        (isinstance(config.batch_size, int) and config.batch_size > 0,
+         "batch_size must be a positive integer"),
+        (isinstance(config.crop, int) and config.crop >= 32, "crop must be an integer >= 32"),
+        (isinstance(config.lr, (int, float)) and config.lr > 0, "lr must be positive"),
+        (config.output_stride in (8, 16), "output_stride must be 8 or 16"),
+        (config.backbone in ("resnet18", "resnet50", "resnet101"),
+         "backbone must be resnet18, resnet50 or resnet101"),
+        (isinstance(config.workers, int) and config.workers >= 0, "workers must be >= 0"),
+        (isinstance(config.checkpoint_every, int) and config.checkpoint_every > 0,
+         "checkpoint_every must be a positive integer"),
+        (isinstance(config.keep, int) and config.keep >= 1, "keep must be 1 or more"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(f"{where}: {message}")
+    from dsspn_cli.model.neuron import HeadConfig
+
+    known = {f.name for f in dataclasses.fields(HeadConfig)}
+    if not isinstance(config.head, dict) or set(config.head) - known:
+        raise UserError(f"{where}: head settings must be among {', '.join(sorted(known))}")
+
+
+# ------------------------------------------------------------------------------ distributed
+
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_world(device: str) -> World:
+    """Single process, or the process group torchrun describes (gloo on CPU, NCCL on GPU)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device here; use --device cpu")
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World(device=torch.device(device))
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local)
+        torch_device = torch.device("cuda", local)
+    else:
+        torch_device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo")
+    return World(rank, size, local, torch_device)
+
+
+def teardown_world(world: World) -> None:
+    if world.size > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def sample_data_root() -> Path:
+    """The built-in sample data, written once into dsspn's cache."""
+    from dsspn_cli.hierarchy.wordnet import cache_dir
+
+    return cache_dir() / "sample-data"
+
+
+def ensure_sample_data(world: World) -> dict:
+    root = sample_data_root()
+    if world.main and not (root / "README.txt").is_file():
+        from dsspn_cli.data.sample import write_sample_data
+
+        write_sample_data(root)
+    if world.size > 1:
+        torch.distributed.barrier()
+    return {fmt: str(root / folder) for fmt, folder in SAMPLE_FORMATS.items()}
+
+
+class Run:
+    """The files of a run folder."""
+
+    def __init__(self, out: str | Path):
+        self.root = Path(out)
+        self.checkpoints = self.root / "checkpoints"
+        self.last = self.checkpoints / "last.pt"
+        self.best = self.checkpoints / "best.pt"
+        self.metrics = self.root / "metrics.jsonl"
+
+    def log(self, record: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def keep_last(self, keep: int) -> None:
+        steps = sorted(self.checkpoints.glob("step-*.pt"))
+        for old in steps[:-keep]:
+            old.unlink(missing_ok=True)
+
+
+def build(config: TrainConfig, world: World):
+    """Tree, datasets, loader, model, optimiser and schedule of a run."""
+    from dsspn_cli.data.dataset import JointDataset, SegmentationDataset, collate
+    from dsspn_cli.data.sampler import DatasetBatchSampler
+    from dsspn_cli.data.transforms import TrainTransform
+    from dsspn_cli.hierarchy.tables import MaskingTable
+    from dsspn_cli.hierarchy.tree import load_tree
+    from dsspn_cli.model.dsspn import build_dsspn
+    from dsspn_cli.model.neuron import HeadConfig
+
+    tree = load_tree(config.tree)
+    table = MaskingTable.from_tree(tree)
+    transform = TrainTransform(crop=(config.crop, config.crop), scale=tuple(config.scale))
+    datasets = [SegmentationDataset(root, fmt, "train", table, transform=transform,
+                                    seed=config.seed) for fmt, root in config.data.items()]
+    joint = JointDataset(datasets)
+    weights = None
+    if config.weights:
+        missing = [d.name for d in datasets if d.name not in config.weights]
+        if missing:
+            raise UserError(f"weights: no weight for dataset '{missing[0]}'")
+        weights = [float(config.weights[d.name]) for d in datasets]
+    sampler = DatasetBatchSampler(joint.sizes, config.batch_size, weights, config.seed,
+                                  world.rank, world.size, names=[d.name for d in datasets])
+    loader = torch.utils.data.DataLoader(
+        joint, batch_sampler=sampler, num_workers=config.workers, collate_fn=collate,
+        persistent_workers=config.workers > 0, pin_memory=world.device.type == "cuda")
+    head = HeadConfig(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in config.head.items()})
+    torch.manual_seed(config.seed)      # the same initial weights on every rank
+    model = build_dsspn(table, config.backbone, config.output_stride, config.backbone_weights,
+                        head).to(world.device)
+    backbone_lr = config.backbone_lr if config.backbone_lr is not None else (
+        config.lr / 100 if config.backbone_weights else config.lr)
+    groups = [
+        {"params": [p for p in model.backbone.parameters() if p.requires_grad],
+         "lr": backbone_lr, "name": "backbone"},
+        {"params": list(model.head.parameters()), "lr": config.lr, "name": "head"},
+    ]
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    return tree, table, datasets, sampler, loader, model, optimizer
+
+
+def validation_sets(config: TrainConfig, table):
+    from dsspn_cli.data.common import MissingSplit
+    from dsspn_cli.data.dataset import SegmentationDataset
+
+    found = []
+    for fmt, root in config.data.items():
+        try:
+            found.append(SegmentationDataset(root, fmt, "val", table))
+        except MissingSplit:
+            continue
+    return found
+
+
+def train(config: TrainConfig, resume: bool = False, console=None,
+          stop_at: int | None = None) -> dict:
+    """Run (or continue) training; returns the final metrics. ``stop_at`` ends the run after
+    that step's checkpoint, as an interruption would (resume continues it)."""
+    world = setup_world(config.device)
+    try:
+        return _train(config, resume, world, console, stop_at)
+    finally:
+        teardown_world(world)
+
+
+def _train(config: TrainConfig, resume: bool, world: World, console, stop_at) -> dict:
+    from dsspn_cli.engine.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
+    from dsspn_cli.engine.evaluate import evaluate
+    from dsspn_cli.io import atomic_write_text
+
+    import yaml
+
+    run = Run(config.out)
+    if resume and not run.last.is_file():
+        raise UserError(f"{run.last}: nothing to resume; start without --resume")
+    if not resume and run.last.is_file():
+        raise UserError(f"{run.root}: already holds a run; use --resume to continue it or "
+                        "another --out")
+    if not config.data:
+        config.data = ensure_sample_data(world)
+    tree, table, datasets, sampler, loader, model, optimizer = build(config, world)
+    steps_per_epoch = len(sampler)
+    total = config.iters or (config.epochs or 1) * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(0.0, 1 - step / total) ** config.poly_power)
+    use_amp = config.amp and world.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    step, best = 0, -1.0
+    if resume:
+        payload = load_checkpoint(run.last)
+        if payload["tree"] != tree.to_node_link():
+            raise UserError(f"{run.last}: was trained on another concept tree; resume with "
+                            "the same --tree, or start a new run (--out)")
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        if "scaler" in payload:
+            scaler.load_state_dict(payload["scaler"])
+        step = int(payload["step"])
+        best = float(payload.get("metrics", {}).get("best_mIoU", -1.0))
+        restore_rng_states(payload["rng"])
+    if world.main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.root / "config.yaml",
+                          yaml.safe_dump(config.to_dict(), sort_keys=False))
+    ddp = model
+    if world.size > 1:
+        # Each rank activates other neurons: unused parameters must be expected.
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[world.local_rank] if world.device.type == "cuda" else None,
+            find_unused_parameters=True)
+    val_sets = validation_sets(config, table) if world.main else []
+    val_every = config.val_every or config.checkpoint_every
+
+    def checkpoint(metrics: dict) -> None:
+        if not world.main:
+            return
+        named = run.checkpoints / f"step-{step:07d}.pt"
+        save_checkpoint(named, model=model, tree=tree, config=config.to_dict(), step=step,
+                        epoch=step // steps_per_epoch, optimizer=optimizer, scheduler=scheduler,
+                        metrics=metrics, scaler=scaler if use_amp else None)
+        _copy_atomic(named, run.last)
+        run.keep_last(config.keep)
+
+    def validate() -> dict:
+        scores = {}
+        for dataset in val_sets:
+            # Only rank 0 validates (val_sets is empty elsewhere): no collective here.
+            scores[dataset.name] = evaluate(model, dataset, world.device,
+                                            max_images=config.val_images, reduce=False)
+        return scores
+
+    progress = _progress(console, world, total, step)
+    model.train()
+    seen, started, last = 0, time.perf_counter(), {}
+    with progress:
+        task = progress.add_task("training", total=total, completed=step,
+                                 loss=float("nan"), lr=optimizer.param_groups[1]["lr"], ips=0.0)
+        while step < total:
+            epoch, within = divmod(step, steps_per_epoch)
+            sampler.set_epoch(epoch)
+            sampler.skip = within
+            for batch in loader:
+                images = batch["image"].to(world.device, non_blocking=True)
+                target = batch["target"].to(world.device, non_blocking=True)
+                with torch.autocast(world.device.type, enabled=use_amp):
+                    loss = ddp(images, target, batch["dataset"])
+                if not _finite(loss, world):
+                    where = run.last if run.last.is_file() else "none yet"
+                    raise UserError(f"non-finite loss at step {step + 1} (dataset "
+                                    f"{batch['dataset']}); training stopped, last good "
+                                    f"checkpoint: {where}; lower --lr or check the data")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                seen += images.shape[0] * world.size
+                ips = seen / (time.perf_counter() - started)
+                last = {"step": step, "epoch": epoch, "loss": loss.item(),
+                        "lr": optimizer.param_groups[1]["lr"], "images_per_s": ips,
+                        "dataset": batch["dataset"]}
+                progress.update(task, completed=step, loss=last["loss"],
+                                lr=last["lr"], ips=ips)
+                if world.main and (step % config.log_every == 0 or step == total):
+                    run.log(last)
+                if step % val_every == 0 or step == total:
+                    scores = validate()
+                    if scores:
+                        mean = sum(s["mIoU"] or 0 for s in scores.values()) / len(scores)
+                        record = {"step": step, "val": {k: {m: v[m] for m in
+                                  ("mIoU", "pixel_acc", "mean_acc")} for k, v in scores.items()},
+                                  "val_mIoU": mean}
+                        if world.main:
+                            run.log(record)
+                        if mean > best:
+                            best = mean
+                            checkpoint({**last, "best_mIoU": best})
+                            if world.main:
+                                _copy_atomic(run.last, run.best)
+                if step % config.checkpoint_every == 0 or step == total or step == stop_at:
+                    checkpoint({**last, "best_mIoU": best})
+                if step >= total or step == stop_at:
+                    break
+            if step == stop_at:
+                break
+    if world.size > 1:
+        last["ranks_in_sync"] = _ranks_in_sync(model)
+        if world.main:
+            run.log({"step": step, "ranks_in_sync": last["ranks_in_sync"]})
+        if not last["ranks_in_sync"]:
+            raise UserError("the ranks' weights differ after training; report this as a bug")
+    if world.main:
+        _plot(run)
+    return {**last, "best_mIoU": best, "run": str(run.root)}
+
+
+def _ranks_in_sync(model) -> bool:
+    """Whether every rank holds bit-identical weights (DDP must keep them so, also for the
+    neurons some ranks did not use)."""
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().flatten().double() for p in model.parameters()])
+    digest = torch.stack([flat.sum(), (flat * flat).sum(),
+                          (flat * torch.arange(flat.numel(), dtype=flat.dtype,
+                                               device=flat.device)).sum()])
+    gathered = [torch.zeros_like(digest) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, digest)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    """Copy a finished checkpoint to another name without a moment of half a file there."""
+    import shutil
+
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def _finite(loss: torch.Tensor, world: World) -> bool:
+    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0], device=loss.device)
+    if world.size > 1:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    return bad.item() == 0
+
+
+def _progress(console, world: World, total: int, done: int):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("lr {task.fields[lr]:.2e}"),
+               TextColumn("{task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
+    return Progress(*columns, console=console, disable=not world.main, transient=False)
+
+
+def _plot(run: Run) -> None:
+    """curves.png: training loss and validation mIoU against the step."""
+    if not run.metrics.is_file():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from dsspn_cli.io import atomic_write_bytes
+
+    records = [json.loads(line) for line in run.metrics.read_text().splitlines() if line]
+    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    vals = [(r["step"], r["val_mIoU"]) for r in records if "val_mIoU" in r]
+    fig, left = plt.subplots(figsize=(8, 4.5))
+    if losses:
+        left.plot(*zip(*losses), color="#0072B2", label="training loss")
+    left.set_xlabel("step")
+    left.set_ylabel("loss", color="#0072B2")
+    if vals:
+        right = left.twinx()
+        right.plot(*zip(*vals), "o-", color="#D55E00", label="validation mIoU")
+        right.set_ylabel("mIoU (%)", color="#D55E00")
+    left.set_title(f"{run.root.name}: training")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(run.root / "curves.png", buffer.getvalue())
+
+
+__all__ = ["TrainConfig", "config_from", "train"]

@@ -1,0 +1,245 @@
+"""dsspn predict: outputs, label ids, JSON, levels, tiling, errors (small ResNet-18 model)."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dsspn_cli.engine.checkpoint import load_model, save_checkpoint
+from dsspn_cli.engine.predict import (SUFFIXES, concept_palette, predict, predict_array,
+                                      tile_spans)
+from dsspn_cli.errors import UserError
+from dsspn_cli.hierarchy.labelset import load_labelset
+from dsspn_cli.hierarchy.tables import MaskingTable
+from dsspn_cli.hierarchy.tree import load_tree
+from dsspn_cli.model.backbone import build_backbone
+from dsspn_cli.model.dsspn import DSSPN
+from dsspn_cli.model.neuron import HeadConfig
+
+SMALL = (64, 96)
+LARGE = (96, 160)
+
+
+def _image(path, size, seed):
+    rng = np.random.default_rng(seed)
+    height, width = size
+    # Smooth regions plus noise, so the (untrained) model sees some structure.
+    base = np.zeros((height, width, 3), np.uint8)
+    base[: height // 2] = (70, 130, 180)
+    base[height // 2:, : width // 2] = (128, 64, 128)
+    base[height // 2:, width // 2:] = (107, 142, 35)
+    noisy = np.clip(base + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(noisy).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    tree = load_tree()
+    table = MaskingTable.from_tree(tree)
+    model = DSSPN(build_backbone("resnet18", 8), table, HeadConfig(hidden=8))
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, model=model, tree=tree,
+                    config={"backbone": "resnet18", "output_stride": 8, "norm": "batch",
+                            "head": {"hidden": 8}}, step=0, epoch=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return load_model(checkpoint, "cpu")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    _image(folder / "a.png", SMALL, 1)
+    _image(folder / "sub" / "b.jpg", SMALL, 2)
+    return folder
+
+
+def _labels(path):
+    with Image.open(path) as image:
+        return image.mode, np.asarray(image, dtype=np.int64)
+
+
+def test_cityscapes_outputs_json_and_colours(checkpoint, images, tmp_path):
+    out = tmp_path / "out"
+    report = predict(checkpoint, [images], dataset="cityscapes", out=out, as_json=True,
+                     device="cpu")
+    assert report.dataset == "cityscapes" and len(report.images) == 2
+    cityscapes = load_labelset("cityscapes")
+    ids = {label.id for label in cityscapes.labels}
+    colours = {label.id: tuple(label.extra["color"]) for label in cityscapes.labels}
+    tree = load_tree()
+    for stem in ("a", "sub/b"):                       # the sub-folder is kept
+        for suffix in SUFFIXES + (".json",):
+            assert (out / f"{stem}{suffix}").is_file(), f"{stem}{suffix}"
+        mode, labels = _labels(out / f"{stem}_labels.png")
+        assert mode == "L" and labels.shape == SMALL
+        assert set(np.unique(labels)) <= ids
+        with Image.open(out / f"{stem}_color.png") as image:
+            assert image.mode == "RGB" and image.size == SMALL[::-1]
+            colour = np.asarray(image)
+        for label in np.unique(labels):               # the label set's own colours
+            assert {tuple(c) for c in colour[labels == label]} == {colours[int(label)]}
+        with Image.open(out / f"{stem}_overlay.png") as image:
+            assert image.size == SMALL[::-1]
+        with Image.open(out / f"{stem}_legend.png") as image:
+            assert image.format == "PNG"
+        doc = json.loads((out / f"{stem}.json").read_text())
+        assert doc["dataset"] == "cityscapes" and doc["size"] == list(SMALL)
+        rows = doc["concepts"]
+        assert sum(r["pixels"] for r in rows) == SMALL[0] * SMALL[1]
+        assert [r["pixels"] for r in rows] == sorted((r["pixels"] for r in rows), reverse=True)
+        per_label = {}
+        for row in rows:
+            assert row["path"][0] == "entity" and row["path"][-1] == row["name"]
+            assert row["path"] == tree.ancestors(row["name"]) + [row["name"]]
+            assert row["id"] == tree.id(row["name"])
+            assert 0.0 <= row["mean_confidence"] <= 1.0
+            per_label[row["label"]] = per_label.get(row["label"], 0) + row["pixels"]
+        counts = dict(zip(*np.unique(labels, return_counts=True)))
+        assert per_label == {int(k): int(v) for k, v in counts.items()}
+
+
+def test_concepts_without_dataset_are_16_bit_and_level_cuts(checkpoint, model, images,
+                                                           tmp_path):
+    net, _, tree, _ = model
+    image = images / "a.png"
+    out = tmp_path / "out"
+    predict(checkpoint, [image], out=out, as_json=True, device="cpu")
+    mode, labels = _labels(out / "a_labels.png")
+    assert len(tree.names) > 256 and mode.startswith("I")    # 16-bit PNG
+    with Image.open(image) as photo:
+        expected, _ = predict_array(net, np.asarray(photo.convert("RGB")))
+    np.testing.assert_array_equal(labels, expected)
+    doc = json.loads((out / "a.json").read_text())
+    assert doc["dataset"] is None and all(r["label"] is None for r in doc["concepts"])
+    # Colour map: the fixed palette by concept id.
+    with Image.open(out / "a_color.png") as image_c:
+        palette = concept_palette(len(tree.names))
+        np.testing.assert_array_equal(np.asarray(image_c), palette[labels])
+
+    predict(checkpoint, [image], out=tmp_path / "level", level=1, as_json=True, device="cpu")
+    _, cut = _labels(tmp_path / "level" / "a_labels.png")
+    assert {tree.depth(tree.names[c]) for c in np.unique(cut)} == {1}
+    doc = json.loads((tmp_path / "level" / "a.json").read_text())
+    assert all(len(r["path"]) == 2 for r in doc["concepts"])
+
+
+def test_single_tile_equals_the_model(model, tmp_path):
+    from dsspn_cli.data.transforms import normalise, to_tensors
+
+    net = model[0]
+    image = np.asarray(Image.open(_image(tmp_path / "x.png", SMALL, 3)))
+    concepts, confidence = predict_array(net, image, "cityscapes", tile=1024)
+    tensor = normalise(to_tensors(image, np.zeros((1, 1), np.int64))[0])[None]
+    direct, score = net.predict(tensor, "cityscapes")
+    np.testing.assert_array_equal(concepts, direct[0].numpy())
+    np.testing.assert_allclose(confidence, score[0].numpy())
+
+
+class Pointwise(torch.nn.Module):
+    """A stand-in whose prediction at a pixel depends on that pixel only: tiling must then
+    give exactly the untiled result, whatever the tile layout."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor([3.0, 5.0, 7.0]))
+
+    @torch.no_grad()
+    def predict(self, images, dataset=None, level=None):
+        # Exact integer arithmetic for the concepts (x4 is exact in floating point).
+        bins = (images * 4).floor().long() * torch.tensor([1, 13, 169])[None, :, None, None]
+        value = (images * self.weight[None, :, None, None]).sum(1)
+        return bins.sum(1) % 97, torch.sigmoid(value)
+
+
+@pytest.mark.parametrize("size", [LARGE, (200, 131), (64, 300)])
+def test_tiles_stitch_exactly(size):
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    whole, whole_conf = predict_array(Pointwise(), image, tile=1024)
+    tiled, tiled_conf = predict_array(Pointwise(), image, tile=64)
+    np.testing.assert_array_equal(whole, tiled)
+    np.testing.assert_allclose(whole_conf, tiled_conf, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("length,tile", [(96, 64), (160, 64), (65, 64), (1000, 256),
+                                         (64, 64), (50, 64), (2049, 1024)])
+def test_tile_spans_cover_once_with_central_parts(length, tile):
+    spans = tile_spans(length, tile)
+    assert spans[0][2] == 0 and spans[-1][3] == length
+    for (start, end, keep_start, keep_end), nxt in zip(spans, spans[1:] + [None]):
+        assert 0 <= start <= keep_start < keep_end <= end <= length
+        assert end - start <= tile
+        if nxt is not None:
+            assert keep_end == nxt[2]                       # no gap, no double cover
+            assert end - nxt[0] >= tile // 4                # the overlap
+            assert end - keep_end >= tile // 8 and keep_end - nxt[0] >= tile // 8
+
+
+def test_cli_command_tiled_with_alias(checkpoint, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from dsspn_cli.cli.predict import predict_command
+
+    app = typer.Typer()
+    app.command("predict")(predict_command)
+
+    @app.callback()
+    def _root():
+        """test app"""
+
+    image = _image(tmp_path / "big.png", LARGE, 4)
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["predict", str(checkpoint), str(image), "--dataset",
+                                      "vistas", "--out", str(out), "--tile", "64",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "predicted 1 image" in result.output and "mapillary" in result.output
+    mode, labels = _labels(out / "big_labels.png")
+    assert mode == "L" and labels.shape == LARGE
+    mapillary = {label.id for label in load_labelset("mapillary").labels}
+    assert set(np.unique(labels)) <= mapillary
+    for suffix in SUFFIXES:
+        assert (out / f"big{suffix}").is_file()
+    assert not (out / "big.json").exists()
+
+
+def test_errors(checkpoint, images, tmp_path):
+    with pytest.raises(UserError, match=r"--dataset nope: .*coco.*cityscapes"):
+        predict(checkpoint, [images], dataset="nope", out=tmp_path / "o", device="cpu")
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image\n")
+    with pytest.raises(UserError, match="notes.txt"):
+        predict(checkpoint, [images, text], out=tmp_path / "o", device="cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no images"):
+        predict(checkpoint, [empty], out=tmp_path / "o", device="cpu")
+    with pytest.raises(UserError, match="--tile 32"):
+        predict(checkpoint, [images], tile=32, out=tmp_path / "o", device="cpu")
+    with pytest.raises(UserError, match="no such image"):
+        predict(checkpoint, [tmp_path / "missing.png"], out=tmp_path / "o", device="cpu")
+    with pytest.raises(UserError, match="no such checkpoint"):
+        predict(tmp_path / "none.pt", [images], out=tmp_path / "o", device="cpu")
+    assert not (tmp_path / "o").exists()                   # nothing written on bad input
+
+
+def test_palette_is_fixed_and_legend_caps_rows():
+    from dsspn_cli.engine.predict import LEGEND_ROWS, legend_png
+
+    np.testing.assert_array_equal(concept_palette(10), concept_palette(400)[:10])
+    assert len({tuple(c) for c in concept_palette(400)}) > 300
+    rows = [{"id": i, "name": f"c{i}", "label": None, "share": 0.01} for i in range(60)]
+    data = legend_png(rows, concept_palette(60), "x.png")
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        assert image.height < 0.3 * 100 * (LEGEND_ROWS + 4)     # capped, not 60 rows

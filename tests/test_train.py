@@ -1,0 +1,138 @@
+"""Training, resuming, evaluating: end to end on tiny sample data, on CPU."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+from dsspn_cli.data.sample import write_sample_data
+from dsspn_cli.engine.checkpoint import load_checkpoint, load_model
+from dsspn_cli.engine.train import TrainConfig, train
+from dsspn_cli.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_sample_data(root, seed=0, images=4, size=(64, 128))
+    return {"cityscapes": str(root / "cityscapes"), "ade": str(root / "ade20k")}
+
+
+def config(data, out, **overrides):
+    values = dict(data=data, out=str(out), iters=4, batch_size=2, crop=64, backbone="resnet18",
+                  output_stride=16, workers=0, checkpoint_every=2, keep=2, val_images=1,
+                  log_every=1, head={"hidden": 8}, lr=0.01)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_run_folder_and_checkpoint(data, tmp_path):
+    result = train(config(data, tmp_path / "run"))
+    run = tmp_path / "run"
+    assert result["step"] == 4
+    for name in ("config.yaml", "metrics.jsonl", "curves.png", "checkpoints/last.pt",
+                 "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*.pt")) == [
+        "step-0000002.pt", "step-0000004.pt"]
+    payload = load_checkpoint(run / "checkpoints" / "last.pt")     # weights_only=True
+    assert payload["step"] == 4 and payload["config"]["backbone"] == "resnet18"
+    assert {"model", "optimizer", "scheduler", "rng", "tree"} <= set(payload)
+    model, table, tree, _ = load_model(run / "checkpoints" / "last.pt")
+    assert len(table.concepts) == len(tree)
+    records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert any("val_mIoU" in r for r in records)
+
+
+def test_resume_ends_with_the_same_weights(data, tmp_path):
+    straight = train(config(data, tmp_path / "a"))
+    train(config(data, tmp_path / "b"), stop_at=1)       # interrupted after step 1
+    resumed = train(config(data, tmp_path / "b"), resume=True)
+    assert straight["step"] == resumed["step"] == 4
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    with pytest.raises(UserError, match="non-finite loss at step"):
+        train(config(data, tmp_path / "run", lr=1e12, iters=30, checkpoint_every=1))
+    payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in payload["model"].values()
+               if v.is_floating_point())
+
+
+def test_run_folder_rules(data, tmp_path):
+    train(config(data, tmp_path / "run", iters=2))
+    with pytest.raises(UserError, match="already holds a run; use --resume"):
+        train(config(data, tmp_path / "run", iters=2))
+    with pytest.raises(UserError, match="nothing to resume"):
+        train(config(data, tmp_path / "other"), resume=True)
+
+
+def test_evaluate_and_train_cli(data, tmp_path, run):
+    result = run("train", "--data", f"cityscapes={data['cityscapes']}", "--out", tmp_path / "r",
+                 "--iters", "2", "--batch-size", "2", "--crop", "64", "--backbone", "resnet18",
+                 "--output-stride", "16", "--workers", "0", "--checkpoint-every", "2")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "r" / "config.yaml").is_file()
+    out = tmp_path / "scores.json"
+    result = run("evaluate", tmp_path / "r" / "checkpoints" / "last.pt", "--data",
+                 f"cityscapes={data['cityscapes']}", "--json", out)
+    assert result.exit_code == 0, result.stderr
+    scores = json.loads(out.read_text())["cityscapes"]
+    assert {"mIoU", "pixel_acc", "mean_acc", "per_class", "iou_per_level"} <= set(scores)
+    assert len(scores["per_class"]) == 19 and "road" in scores["per_class"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--data", "kitti=/x"], "unknown format 'kitti'"),
+    (["train", "--data", "cityscapes"], "write FORMAT=ROOT"),
+    (["train", "--data", "cityscapes=/nowhere", "--out", "r"], "no such folder"),
+    (["evaluate", "missing.pt"], "no such checkpoint"),
+])
+def test_bad_input(run, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_file_and_overrides(data, tmp_path, run):
+    import yaml
+
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump({"data": {"ade": data["ade"]}, "iters": 50,
+                                    "batch_size": 2, "crop": 64, "backbone": "resnet18",
+                                    "output_stride": 16, "workers": 0, "head": {"hidden": 8}}))
+    result = run("train", "--config", path, "--iters", "1", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.stderr
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["iters"] == 1 and saved["data"] == {"ade": data["ade"]}
+    path.write_text("iters: 2\nbogus: 1\n")
+    result = run("train", "--config", path, "--out", tmp_path / "s")
+    assert result.exit_code == 2 and "unknown setting 'bogus'" in result.stderr
+
+
+def test_two_ranks_keep_identical_weights(data, tmp_path):
+    """torchrun with two CPU ranks (gloo): each activates other neurons; DDP must keep the
+    weights of every neuron identical, which the loop checks and logs."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = tmp_path / "ddp"
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "dsspn_cli", "train",
+               "--data", f"cityscapes={data['cityscapes']}", "--data", f"ade={data['ade']}",
+               "--out", str(out), "--iters", "3", "--batch-size", "1", "--crop", "64",
+               "--backbone", "resnet18", "--output-stride", "16", "--workers", "0",
+               "--checkpoint-every", "3", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 3, "ranks_in_sync": True} in records
+    assert (out / "checkpoints" / "last.pt").is_file()
