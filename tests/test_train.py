@@ -136,3 +136,46 @@ def test_two_ranks_keep_identical_weights(data, tmp_path):
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"step": 3, "ranks_in_sync": True} in records
     assert (out / "checkpoints" / "last.pt").is_file()
+
+
+def test_cityscapes_scores_equal_the_official_evaluator(data, tmp_path, run):
+    """Our figures on Cityscapes predictions equal cityscapesScripts' on the same files."""
+    from glob import glob
+
+    evaluator = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
+    train(config(data, tmp_path / "run", iters=2))
+    out, labels = tmp_path / "scores.json", tmp_path / "labels"
+    result = run("evaluate", tmp_path / "run" / "checkpoints" / "last.pt", "--data",
+                 f"cityscapes={data['cityscapes']}", "--json", out, "--labels-out", labels)
+    assert result.exit_code == 0, result.stderr
+    ours = json.loads(out.read_text())["cityscapes"]
+    truth = sorted(glob(f"{data['cityscapes']}/gtFine/val/*/*_gtFine_labelIds.png"))
+    predictions = [str(labels / "cityscapes" / (os.path.basename(t).replace(
+        "_gtFine_labelIds.png", "_labelIds.png"))) for t in truth]
+    args = evaluator.args
+    args.evalInstLevelScore, args.JSONOutput, args.quiet = False, False, True
+    official = evaluator.evaluateImgLists(predictions, truth, args)
+    assert ours["mIoU"] == pytest.approx(100 * official["averageScoreClasses"], abs=1e-9)
+    nan = lambda s: s == "nan" or s != s                         # noqa: E731
+    compared = 0
+    for name, score in official["classScores"].items():
+        if name not in ours["per_class"]:                       # the 16 ignored classes
+            assert nan(score), name
+            continue
+        mine = ours["per_class"][name]["iou"]
+        if nan(score):
+            assert mine is None, name
+        else:
+            assert mine == pytest.approx(100 * score, abs=1e-9), name
+            compared += 1
+    assert compared >= 5
+
+
+def test_universal_schedule_fine_tunes_each_dataset(data, tmp_path):
+    result = train(config(data, tmp_path / "run", iters=2, finetune=2))
+    assert set(result["finetuned"]) == {"cityscapes", "ade"}
+    for fmt in ("cityscapes", "ade"):
+        payload = load_checkpoint(tmp_path / "run" / f"finetune-{fmt}" / "checkpoints" /
+                                  "last.pt")
+        assert payload["step"] == 2 and payload["config"]["lr"] == pytest.approx(0.001)
+        assert list(payload["config"]["data"]) == [fmt]

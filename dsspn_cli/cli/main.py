@@ -11,7 +11,7 @@ from dsspn_cli import __version__
 from dsspn_cli.cli.data import app as data_app
 from dsspn_cli.cli.hierarchy import app as hierarchy_app
 from dsspn_cli.cli.predict import predict_command
-from dsspn_cli.cli.train import evaluate_command, train_command
+from dsspn_cli.cli.train import evaluate_command, export_command, train_command
 from dsspn_cli.errors import UserError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(data_app, name="data")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("predict")(predict_command)
+app.command("export")(export_command)
 
 
 def _version(value: bool):

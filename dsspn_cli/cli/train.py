@@ -60,6 +60,11 @@ def train_command(
     keep: Optional[int] = typer.Option(None, "--keep", min=1,
                                        help="step checkpoints to keep"),
     val_every: Optional[int] = typer.Option(None, "--val-every", min=1),
+    finetune: Optional[int] = typer.Option(None, "--finetune", min=0, help="Universal "
+                                           "schedule: after joint training, this many "
+                                           "iterations on each dataset at a tenth of the LR."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the "
+                                             "weights of this checkpoint (same tree)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
 ):
     """Train a DSSPN on one dataset or several jointly (torchrun for several processes)."""
@@ -73,7 +78,8 @@ def train_command(
                "seed": seed, "tree": str(tree) if tree else None,
                "output_stride": output_stride,
                "backbone_weights": str(backbone_weights) if backbone_weights else None,
-               "checkpoint_every": checkpoint_every, "keep": keep, "val_every": val_every}
+               "checkpoint_every": checkpoint_every, "keep": keep, "val_every": val_every,
+               "finetune": finetune, "init_from": str(init_from) if init_from else None}
     console = Console(stderr=True)
     file_data = _file_has_data(config)
     if resume and out is not None and config is None and (out / "config.yaml").is_file():
@@ -109,6 +115,9 @@ def evaluate_command(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the scores here."),
     device: str = typer.Option("auto", "--device"),
     per_class: bool = typer.Option(False, "--per-class", help="Print every class's IoU."),
+    labels_out: Optional[Path] = typer.Option(None, "--labels-out", help="Also write each "
+                                              "prediction as <DIR>/<dataset>/<key>_labelIds"
+                                              ".png (the Cityscapes submission format)."),
 ):
     """Mean IoU, pixel accuracy, mean class accuracy, per class and per tree level, with
     hierarchical prediction restricted to each dataset's concepts."""
@@ -135,7 +144,9 @@ def evaluate_command(
     results = {}
     for fmt, root in sets.items():
         dataset = SegmentationDataset(root, fmt, split, table)
-        results[dataset.name] = evaluate(model, dataset, world.device, track=bar)
+        results[dataset.name] = evaluate(
+            model, dataset, world.device, track=bar,
+            labels_out=labels_out / dataset.name if labels_out else None)
     summary = Table("dataset", "images", "mIoU", "pixel acc", "mean acc", "IoU per tree level",
                     title=f"{checkpoint} on {split}", title_justify="left")
     for name, scores in results.items():
@@ -159,4 +170,31 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-__all__ = ["train_command", "evaluate_command", "parse_data"]
+
+
+def export_command(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint from 'dsspn train'."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Default: beside the checkpoint."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Predict in this dataset's "
+                                          "label ids (default: the tree's concepts)."),
+    level: Optional[int] = typer.Option(None, "--level", min=0),
+    size: str = typer.Option("512x1024", "--size", help="Input size HEIGHTxWIDTH."),
+):
+    """Export hierarchical inference as one static graph (ONNX or TorchScript): input a
+    normalised image batch, output the label map and the confidence."""
+    from rich.console import Console
+
+    from dsspn_cli.cli.data import _size
+    from dsspn_cli.engine.export import export
+
+    if fmt not in ("onnx", "torchscript"):
+        raise UserError(f"--format {fmt}: use onnx or torchscript")
+    suffix = ".onnx" if fmt == "onnx" else ".ts.pt"
+    target = output or checkpoint.with_suffix(suffix)
+    path = export(checkpoint, target, fmt, dataset, level, _size(size))
+    Console().print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, input 1x3x{size})")
+
+
+__all__ = ["train_command", "evaluate_command", "export_command", "parse_data"]

@@ -33,13 +33,38 @@ class DatasetClasses:
         return torch.where(concepts >= 0, lut[concepts.clamp(min=0)], IGNORE)
 
 
+def _write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
+    """The dataset's label ids as PNG; its ignore value becomes the set's 'unlabeled' id 0
+    where that exists (Cityscapes label maps have no 255)."""
+    import io
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from dsspn_cli.io import atomic_write_bytes
+
+    values = labels.cpu().numpy()
+    ignore = dataset.labelset.ignore_index
+    defined = {label.id for label in dataset.labelset.labels}
+    if ignore not in defined and 0 in defined:
+        values = np.where(values == ignore, 0, values)
+    mode = "L" if values.max(initial=0) < 256 else "I;16"
+    buffer = io.BytesIO()
+    Image.fromarray(values.astype(np.uint8 if mode == "L" else np.uint16)).save(buffer, "PNG")
+    key = dataset.samples[index].key
+    atomic_write_bytes(Path(folder) / f"{key}_labelIds.png", buffer.getvalue())
+
+
 @torch.no_grad()
 def evaluate(model, dataset, device, track=lambda items, total, what: items,
-             max_images: int | None = None, reduce: bool = True) -> dict:
+             max_images: int | None = None, reduce: bool = True, labels_out=None) -> dict:
     """Scores of ``model`` (a DSSPN) on a SegmentationDataset (evaluation transform).
 
     ``reduce``: sum the counts over DistributedDataParallel ranks (each rank having scored
-    its share); False when only one rank evaluates, as during training."""
+    its share); False when only one rank evaluates, as during training.
+    ``labels_out``: a folder for each prediction as a PNG of the dataset's label ids, named
+    ``<key>_labelIds.png`` (the Cityscapes submission format)."""
     core = getattr(model, "module", model)
     table = core.head.tree.table
     classes = DatasetClasses(table, dataset.name)
@@ -56,6 +81,9 @@ def evaluate(model, dataset, device, track=lambda items, total, what: items,
         target = item["target"][None].to(device)
         concepts, _ = core.predict(image, dataset=dataset.name)
         matrix.update(classes.of(concepts), classes.of(target))
+        if labels_out is not None:
+            _write_labels(labels_out, dataset, index, core.head.concepts_to_labels(
+                concepts, dataset.name)[0])
         valid = target >= 0
         for level in range(depth):
             cut_truth = torch.where(valid, levels[target.clamp(min=0), level], IGNORE)

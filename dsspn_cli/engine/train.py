@@ -57,6 +57,9 @@ class TrainConfig:
     val_every: int = 0                            # 0: at each checkpoint and at the end
     val_images: int | None = None                 # cap per dataset for periodic validation
     head: dict = field(default_factory=dict)      # HeadConfig overrides
+    init_from: str | None = None                  # start from this checkpoint's weights
+    finetune: int = 0                             # universal schedule: iterations per
+                                                  # dataset after joint training, LR / 10
 
     @property
     def norm(self) -> str:
@@ -113,6 +116,8 @@ def _validate(config: TrainConfig, where) -> None:
         (isinstance(config.checkpoint_every, int) and config.checkpoint_every > 0,
          "checkpoint_every must be a positive integer"),
         (isinstance(config.keep, int) and config.keep >= 1, "keep must be 1 or more"),
+        (isinstance(config.finetune, int) and config.finetune >= 0,
+         "finetune must be a non-negative integer (iterations per dataset)"),
     ]
     for ok, message in checks:
         if not ok:
@@ -199,11 +204,29 @@ class Run:
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
         self.metrics = self.root / "metrics.jsonl"
+        self._board = None
 
     def log(self, record: dict) -> None:
+        """A line of metrics.jsonl, and TensorBoard scalars when TensorBoard is installed."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.metrics, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        board = self.board()
+        if board is not None:
+            for key in ("loss", "lr", "images_per_s", "val_mIoU"):
+                if isinstance(record.get(key), (int, float)):
+                    board.add_scalar(key, record[key], record["step"])
+            board.flush()
+
+    def board(self):
+        if self._board is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:          # TensorBoard is optional
+                self._board = False
+            else:
+                self._board = SummaryWriter(str(self.root / "tensorboard"))
+        return self._board or None
 
     def keep_last(self, keep: int) -> None:
         steps = sorted(self.checkpoints.glob("step-*.pt"))
@@ -302,6 +325,12 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at) ->
     use_amp = config.amp and world.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     step, best = 0, -1.0
+    if config.init_from and not resume:
+        initial = load_checkpoint(config.init_from)
+        if initial["tree"] != tree.to_node_link():
+            raise UserError(f"{config.init_from}: was trained on another concept tree; "
+                            "grow it onto this tree first")
+        model.load_state_dict(initial["model"])
     if resume:
         payload = load_checkpoint(run.last)
         if payload["tree"] != tree.to_node_link():
@@ -409,7 +438,30 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at) ->
             raise UserError("the ranks' weights differ after training; report this as a bug")
     if world.main:
         _plot(run)
-    return {**last, "best_mIoU": best, "run": str(run.root)}
+    result = {**last, "best_mIoU": best, "run": str(run.root)}
+    if config.finetune and (stop_at is None or step >= total):
+        result["finetuned"] = _finetune(config, run, world, console)
+    return result
+
+
+def _finetune(config: TrainConfig, run: Run, world: World, console) -> dict:
+    """The universal schedule's second stage (paper 4.5): from the jointly trained model, a
+    run per dataset at a tenth of the learning rates, in RUN/finetune-<dataset>/."""
+    backbone_lr = config.backbone_lr if config.backbone_lr is not None else (
+        config.lr / 100 if config.backbone_weights else config.lr)
+    results = {}
+    for fmt, root in config.data.items():
+        folder = run.root / f"finetune-{fmt}"
+        stage = dataclasses.replace(
+            config, data={fmt: root}, out=str(folder), iters=config.finetune, epochs=None,
+            lr=config.lr / 10, backbone_lr=backbone_lr / 10, finetune=0, weights=None,
+            init_from=str(run.last))
+        if world.main and console is not None:
+            console.print(f"fine-tuning on {fmt}: {config.finetune} iterations at lr "
+                          f"{stage.lr:g}")
+        again = (folder / "checkpoints" / "last.pt").is_file()
+        results[fmt] = _train(stage, again, world, console, None)["run"]
+    return results
 
 
 def _ranks_in_sync(model) -> bool:

@@ -48,6 +48,16 @@ class DatasetTable:
         return IGNORE
 
 
+def _labelset_or_none(tree, info, dataset):
+    """The dataset's label set, for label names only; None when it cannot be found."""
+    from dsspn_cli.hierarchy.tree import labelset_of
+
+    try:
+        return labelset_of(tree.source or None, info, dataset)
+    except UserError:
+        return None
+
+
 @dataclass
 class MaskingTable:
     concepts: list[str]
@@ -96,7 +106,7 @@ class MaskingTable:
         datasets = {}
         for dataset, info in tree.datasets.items():
             label_map = tree.label_map(dataset)
-            labelset = (labelsets or {}).get(dataset)
+            labelset = (labelsets or {}).get(dataset) or _labelset_or_none(tree, info, dataset)
             ignore_index = int((info or {}).get("ignore_index", 255))
             size = max([256, ignore_index + 1] + [i + 1 for i in label_map])
             lut = [IGNORE] * size
