@@ -179,3 +179,13 @@ def test_universal_schedule_fine_tunes_each_dataset(data, tmp_path):
                                   "last.pt")
         assert payload["step"] == 2 and payload["config"]["lr"] == pytest.approx(0.001)
         assert list(payload["config"]["data"]) == [fmt]
+
+
+def test_cli_resume_continues_the_run_with_its_saved_settings(data, tmp_path, run):
+    common = ["--out", tmp_path / "r", "--batch-size", "2", "--crop", "64", "--backbone",
+              "resnet18", "--output-stride", "16", "--workers", "0", "--checkpoint-every", "1"]
+    first = run("train", "--data", f"ade={data['ade']}", "--iters", "2", *common)
+    assert first.exit_code == 0, first.stderr
+    again = run("train", "--resume", "--out", tmp_path / "r", "--iters", "3")
+    assert again.exit_code == 0, again.stderr
+    assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"] == 3
