@@ -357,9 +357,12 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at) ->
     val_sets = validation_sets(config, table) if world.main else []
     val_every = config.val_every or config.checkpoint_every
 
+    saved_at = [-1]
+
     def checkpoint(metrics: dict) -> None:
-        if not world.main:
+        if not world.main or saved_at[0] == step:      # at most once per step
             return
+        saved_at[0] = step
         named = run.checkpoints / f"step-{step:07d}.pt"
         save_checkpoint(named, model=model, tree=tree, config=config.to_dict(), step=step,
                         epoch=step // steps_per_epoch, optimizer=optimizer, scheduler=scheduler,
