@@ -99,24 +99,6 @@ def check_images(jobs: Sequence[ImageJob]) -> None:
             raise UserError(f"{exc}; give PNG or JPEG images") from None
 
 
-def resolve_dataset(tree, name: str) -> str:
-    return tree.dataset_name(name)
-
-
-def resolve_device(name: str = "auto"):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UserError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available here; use cpu or auto")
-    return device
-
-
 # ----------------------------------------------------------------------------------- tiling
 
 
@@ -375,13 +357,15 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
         raise UserError(f"{out}: exists and is not a folder; give a folder for --out")
     jobs = find_images(inputs, out)
     check_images(jobs)
+    from dsspn_cli.engine.train import resolve_device
+
     torch_device = resolve_device(device)
 
     from dsspn_cli.engine.checkpoint import load_model
 
     model, _table, tree, _config = load_model(checkpoint, torch_device)
     if dataset is not None:
-        dataset = resolve_dataset(tree, dataset)
+        dataset = tree.dataset_name(dataset)
     predictor = Predictor(model, tree, dataset, level, tile, torch_device)
     report = PredictReport(out, dataset, device=str(torch_device))
     loop: Iterable[ImageJob] = jobs
@@ -393,6 +377,6 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     return report
 
 
-__all__ = ["predict", "predict_array", "tile_spans", "find_images", "resolve_dataset",
-           "resolve_device", "concept_palette", "label_colours", "legend_png", "Predictor",
+__all__ = ["predict", "predict_array", "tile_spans", "find_images",
+           "concept_palette", "label_colours", "legend_png", "Predictor",
            "PredictReport", "ImageJob", "SUFFIXES", "MIN_TILE"]

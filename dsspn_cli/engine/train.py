@@ -144,19 +144,29 @@ class World:
         return self.rank == 0
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here; use cpu or auto")
+    return device
+
+
 def setup_world(device: str) -> World:
     """Single process, or the process group torchrun describes (gloo on CPU, NCCL on GPU)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device here; use --device cpu")
+    chosen = resolve_device(device)
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
-        return World(device=torch.device(device))
+        return World(device=chosen)
     import torch.distributed as dist
 
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.startswith("cuda"):
+    if chosen.type == "cuda":       # each rank takes the GPU of its local rank
         torch.cuda.set_device(local)
         torch_device = torch.device("cuda", local)
     else:
