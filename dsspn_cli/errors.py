@@ -5,3 +5,4 @@ class UserError(Exception):
     """Bad input: the message names the thing, the problem and the fix."""
 
     exit_code = 2
+    prefix = "error"

@@ -34,6 +34,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         tmp = None
+        _sync_folder(path.parent)
     except OSError as exc:
         raise UserError(f"{path}: cannot write ({exc.strerror or exc}); check that the folder "
                         "is writable and the disk has space") from None
@@ -41,6 +42,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (a power cut right after must not undo it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:             # some file systems cannot sync a folder; the rename stands
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -13,6 +13,7 @@ from dsspn_cli.cli.hierarchy import app as hierarchy_app
 from dsspn_cli.cli.predict import predict_command
 from dsspn_cli.cli.train import evaluate_command, export_command, train_command
 from dsspn_cli.errors import UserError
+from typer.exceptions import TyperException
 
 app = typer.Typer(
     name="dsspn",
@@ -45,11 +46,33 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, prog_name="dsspn")
+        code = app(args=argv, prog_name="dsspn", standalone_mode=False)
     except UserError as exc:
         # One line, no traceback: the message names the thing, the problem and the fix.
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code, exc.prefix)
+    except typer.Abort:
+        _fail("interrupted", 130)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted", 130)
+    except TyperException as exc:        # click's usage errors: a bad option value, a typo
+        _fail(_usage_error(exc), getattr(exc, "exit_code", 2))
+    except BrokenPipeError:              # `dsspn ... | head`: the reader left, not an error
+        sys.stderr.close()
+        sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc) -> str:
+    """Click's usage error as one line, naming the command and where its help is."""
+    if exc.__class__.__name__ == "NoArgsIsHelpError":
+        return ""                        # the help has been shown: nothing to add
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "dsspn"
+    message = " ".join(exc.format_message().split())
+    return f"{path}: {message[:1].lower() + message[1:]} (see '{path} --help')"
+
+
+def _fail(message: str, code: int, prefix: str = "error") -> None:
+    if message:
+        print(f"{prefix}: {message}", file=sys.stderr)
+    sys.exit(code)

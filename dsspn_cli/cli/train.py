@@ -66,6 +66,9 @@ def train_command(
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the "
                                              "weights of this checkpoint (same tree)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out samples that cannot "
+                                  "be read (listed in RUN/bad-files.txt); without it such "
+                                  "samples stop the run before its first step."),
 ):
     """Train a DSSPN on one dataset or several jointly (torchrun for several processes)."""
     from rich.console import Console
@@ -79,7 +82,8 @@ def train_command(
                "output_stride": output_stride,
                "backbone_weights": str(backbone_weights) if backbone_weights else None,
                "checkpoint_every": checkpoint_every, "keep": keep, "val_every": val_every,
-               "finetune": finetune, "init_from": str(init_from) if init_from else None}
+               "finetune": finetune, "init_from": str(init_from) if init_from else None,
+               "skip_bad": skip_bad or None}
     console = Console(stderr=True)
     file_data = _file_has_data(config)
     if resume and out is not None and config is None and (out / "config.yaml").is_file():
@@ -93,6 +97,8 @@ def train_command(
                       + "); options override them")
     result = train(config_from(config, options), resume=resume, console=console)
     run = Path(result["run"])
+    if result.get("rank", 0) != 0:      # under torchrun, rank 0 speaks for the job
+        return
     console.print(f"done: step {result.get('step')}, loss {result.get('loss', float('nan')):.4f}"
                   f", best validation mIoU {max(result.get('best_mIoU', -1), 0):.2f}; "
                   f"run folder {run} (checkpoints/last.pt, best.pt, metrics.jsonl, curves.png)")

@@ -45,6 +45,25 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def files(self, index: int) -> list[Path]:
+        """The files a sample reads (its image, and its label map when it has its own)."""
+        sample = self.samples[index]
+        return [sample.image] + ([sample.label] if sample.label is not None else [])
+
+    def problem(self, index: int) -> str | None:
+        """Why a sample cannot be used (unreadable, values outside the label set, sizes that
+        differ), or None: the same reading training does, so a sample that passes trains."""
+        try:
+            self.load(index)
+        except BadFile as exc:
+            return str(exc)
+        return None
+
+    def drop(self, indices) -> None:
+        """Leave these samples out (``--skip-bad``)."""
+        gone = set(indices)
+        self.samples = [s for i, s in enumerate(self.samples) if i not in gone]
+
     def load(self, index: int):
         """The raw image (HxWx3 uint8) and concept map (HxW int64, -1 ignore) of a sample."""
         sample = self.samples[index]
@@ -95,11 +114,20 @@ class JointDataset(torch.utils.data.Dataset):
     def __getitem__(self, item):
         index, seed = item if isinstance(item, tuple) else (item, None)
         d, local = self.locate(index)
-        return self.datasets[d][(local, seed) if seed is not None else local]
+        try:
+            return self.datasets[d][(local, seed) if seed is not None else local]
+        except BadFile as exc:
+            # Passed on as data, not raised: an exception raised in a loader worker reaches
+            # the main process as a traceback, and training wants to name the file instead.
+            return {"bad": str(exc)}
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack a batch from one dataset (the sampler guarantees one dataset per batch)."""
+    """Stack a batch from one dataset (the sampler guarantees one dataset per batch); a batch
+    with an unusable file is ``{"bad": [messages]}``."""
+    bad = [item["bad"] for item in items if "bad" in item]
+    if bad:
+        return {"bad": bad}
     names = {item["dataset"] for item in items}
     if len(names) != 1:
         raise ValueError(f"a batch mixes datasets {sorted(names)}; use DatasetBatchSampler")

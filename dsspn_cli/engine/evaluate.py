@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from dsspn_cli.data.common import BadFile
 from dsspn_cli.engine.metrics import ConfusionMatrix, concept_levels
+from dsspn_cli.errors import UserError
 from dsspn_cli.hierarchy.tables import IGNORE
 
 
@@ -76,7 +78,11 @@ def evaluate(model, dataset, device, track=lambda items, total, what: items,
     core.eval()
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     for index in track(range(count), count, f"evaluating {dataset.name}"):
-        item = dataset[index]
+        try:
+            item = dataset[index]
+        except BadFile as exc:
+            raise UserError(f"{exc}; run 'dsspn data check {dataset.root} --format "
+                            f"{dataset.format.name}' for every such file") from None
         image = item["image"][None].to(device)
         target = item["target"][None].to(device)
         concepts, _ = core.predict(image, dataset=dataset.name)

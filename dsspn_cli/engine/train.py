@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class TrainConfig:
     init_from: str | None = None                  # start from this checkpoint's weights
     finetune: int = 0                             # universal schedule: iterations per
                                                   # dataset after joint training, LR / 10
+    skip_bad: bool = False                        # leave out unusable samples (else stop)
 
     @property
     def norm(self) -> str:
@@ -118,6 +120,24 @@ def _validate(config: TrainConfig, where) -> None:
         (isinstance(config.keep, int) and config.keep >= 1, "keep must be 1 or more"),
         (isinstance(config.finetune, int) and config.finetune >= 0,
          "finetune must be a non-negative integer (iterations per dataset)"),
+        (isinstance(config.skip_bad, bool), "skip_bad must be true or false"),
+        (isinstance(config.amp, bool), "amp must be true or false"),
+        (isinstance(config.seed, int), "seed must be an integer"),
+        (isinstance(config.log_every, int) and config.log_every > 0,
+         "log_every must be a positive integer"),
+        (isinstance(config.val_every, int) and config.val_every >= 0,
+         "val_every must be a non-negative integer (0: at each checkpoint)"),
+        (config.val_images is None or (isinstance(config.val_images, int)
+                                       and config.val_images > 0),
+         "val_images must be a positive integer"),
+        (isinstance(config.scale, (list, tuple)) and len(config.scale) == 2
+         and all(isinstance(v, (int, float)) and v > 0 for v in config.scale),
+         "scale must be two positive numbers [low, high]"),
+        (isinstance(config.out, str) and config.out != "", "out must be a folder path"),
+        (config.tree is None or isinstance(config.tree, str), "tree must be a file path"),
+        (all(isinstance(k, str) and isinstance(v, str) for k, v in config.data.items())
+         if isinstance(config.data, dict) else True,
+         "data must map formats to folders (cityscapes: PATH)"),
     ]
     for ok, message in checks:
         if not ok:
@@ -172,7 +192,15 @@ def setup_world(device: str) -> World:
     else:
         torch_device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo")
+        from dsspn_cli.engine.faults import restart_count
+
+        # torchrun keeps one key-value store across its restarts (--max-restarts): without a
+        # prefix per attempt, a restarted rank can read a dead rank's address and fail to
+        # connect, or wait on it.
+        store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=size))
+        store = dist.PrefixStore(f"dsspn-attempt-{restart_count()}", store)
+        dist.init_process_group("nccl" if torch_device.type == "cuda" else "gloo",
+                                store=store, rank=rank, world_size=size)
     return World(rank, size, local, torch_device)
 
 
@@ -218,9 +246,13 @@ class Run:
 
     def log(self, record: dict) -> None:
         """A line of metrics.jsonl, and TensorBoard scalars when TensorBoard is installed."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise UserError(f"{self.metrics}: cannot write ({exc.strerror or exc}); check "
+                            "that the folder is writable and the disk has space") from None
         board = self.board()
         if board is not None:
             for key in ("loss", "lr", "images_per_s", "val_mIoU"):
@@ -243,12 +275,39 @@ class Run:
         for old in steps[:-keep]:
             old.unlink(missing_ok=True)
 
+    def records(self) -> list[dict]:
+        """metrics.jsonl's records; a line cut short by a kill is passed over."""
+        if not self.metrics.is_file():
+            return []
+        records = []
+        for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+        return records
 
-def build(config: TrainConfig, world: World):
-    """Tree, datasets, loader, model, optimiser and schedule of a run."""
+    def tidy(self, step: int | None = None) -> None:
+        """Before (re)starting: remove temporary files a killed process left, and, resuming
+        from ``step``, the metrics logged after that step (they will be logged again)."""
+        from dsspn_cli.io import atomic_write_text
+
+        for folder in (self.root, self.checkpoints):
+            for stale in folder.glob(".*.tmp") if folder.is_dir() else []:
+                stale.unlink(missing_ok=True)
+        if step is not None and self.metrics.is_file():
+            kept = [r for r in self.records() if r["step"] <= step]
+            atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def build(config: TrainConfig, world: World, run: Run, console=None):
+    """Tree, datasets (their unusable samples found), loader, model and optimiser of a run."""
     from dsspn_cli.data.dataset import JointDataset, SegmentationDataset, collate
     from dsspn_cli.data.sampler import DatasetBatchSampler
     from dsspn_cli.data.transforms import TrainTransform
+    from dsspn_cli.engine.faults import handle_bad_samples, ignore_stop_signals, scan
     from dsspn_cli.hierarchy.tables import MaskingTable
     from dsspn_cli.hierarchy.tree import load_tree
     from dsspn_cli.model.dsspn import build_dsspn
@@ -259,6 +318,11 @@ def build(config: TrainConfig, world: World):
     transform = TrainTransform(crop=(config.crop, config.crop), scale=tuple(config.scale))
     datasets = [SegmentationDataset(root, fmt, "train", table, transform=transform,
                                     seed=config.seed) for fmt, root in config.data.items()]
+    val_sets = validation_sets(config, table)
+    parts = [(d, "train", range(len(d))) for d in datasets] + [
+        (d, "val", range(len(d))) for d in val_sets]
+    bad = scan(parts, run.root, world, console, workers=max(2, config.workers))
+    handle_bad_samples(parts, bad, run.root, world, console, config.skip_bad)
     joint = JointDataset(datasets)
     weights = None
     if config.weights:
@@ -270,7 +334,8 @@ def build(config: TrainConfig, world: World):
                                   world.rank, world.size, names=[d.name for d in datasets])
     loader = torch.utils.data.DataLoader(
         joint, batch_sampler=sampler, num_workers=config.workers, collate_fn=collate,
-        persistent_workers=config.workers > 0, pin_memory=world.device.type == "cuda")
+        persistent_workers=config.workers > 0, pin_memory=world.device.type == "cuda",
+        worker_init_fn=ignore_stop_signals if config.workers > 0 else None)
     head = HeadConfig(**{k: tuple(v) if isinstance(v, list) else v
                          for k, v in config.head.items()})
     torch.manual_seed(config.seed)      # the same initial weights on every rank
@@ -285,7 +350,7 @@ def build(config: TrainConfig, world: World):
     ]
     optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    return tree, table, datasets, sampler, loader, model, optimizer
+    return tree, table, datasets, val_sets, sampler, loader, model, optimizer
 
 
 def validation_sets(config: TrainConfig, table):
@@ -305,21 +370,30 @@ def train(config: TrainConfig, resume: bool = False, console=None,
           stop_at: int | None = None) -> dict:
     """Run (or continue) training; returns the final metrics. ``stop_at`` ends the run after
     that step's checkpoint, as an interruption would (resume continues it)."""
+    from dsspn_cli.engine.faults import StopRequest
+
     world = setup_world(config.device)
     try:
-        return _train(config, resume, world, console, stop_at)
+        with StopRequest() as stop:
+            return _train(config, resume, world, console, stop_at, stop)
     finally:
         teardown_world(world)
 
 
-def _train(config: TrainConfig, resume: bool, world: World, console, stop_at) -> dict:
+def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, stop) -> dict:
     from dsspn_cli.engine.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint
     from dsspn_cli.engine.evaluate import evaluate
     from dsspn_cli.io import atomic_write_text
 
     import yaml
 
+    from dsspn_cli.engine.faults import Interrupted, lost_peer, restart_count
+
     run = Run(config.out)
+    if restart_count() and run.last.is_file() and not resume:
+        resume = True           # torchrun --max-restarts started the job again: continue it
+        if world.main and console is not None:
+            console.print(f"restart {restart_count()} by torchrun: resuming from {run.last}")
     if resume and not run.last.is_file():
         raise UserError(f"{run.last}: nothing to resume; start without --resume")
     if not resume and run.last.is_file():
@@ -327,7 +401,12 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at) ->
                         "another --out")
     if not config.data:
         config.data = ensure_sample_data(world)
-    tree, table, datasets, sampler, loader, model, optimizer = build(config, world)
+    if world.main:              # first, so that an unwritable run folder fails at once
+        atomic_write_text(run.root / "config.yaml",
+                          yaml.safe_dump(config.to_dict(), sort_keys=False))
+        run.tidy()
+    tree, table, datasets, val_sets, sampler, loader, model, optimizer = build(
+        config, world, run, console)
     steps_per_epoch = len(sampler)
     total = config.iters or (config.epochs or 1) * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -354,17 +433,15 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at) ->
         step = int(payload["step"])
         best = float(payload.get("metrics", {}).get("best_mIoU", -1.0))
         restore_rng_states(payload["rng"])
-    if world.main:
-        run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.root / "config.yaml",
-                          yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if world.main:
+            run.tidy(step)
     ddp = model
     if world.size > 1:
         # Each rank activates other neurons: unused parameters must be expected.
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[world.local_rank] if world.device.type == "cuda" else None,
             find_unused_parameters=True)
-    val_sets = validation_sets(config, table) if world.main else []
+    val_sets = val_sets if world.main else []
     val_every = config.val_every or config.checkpoint_every
 
     saved_at = [-1]
@@ -374,11 +451,21 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at) ->
             return
         saved_at[0] = step
         named = run.checkpoints / f"step-{step:07d}.pt"
-        save_checkpoint(named, model=model, tree=tree, config=config.to_dict(), step=step,
-                        epoch=step // steps_per_epoch, optimizer=optimizer, scheduler=scheduler,
-                        metrics=metrics, scaler=scaler if use_amp else None)
-        _copy_atomic(named, run.last)
+        try:
+            save_checkpoint(named, model=model, tree=tree, config=config.to_dict(), step=step,
+                            epoch=step // steps_per_epoch, optimizer=optimizer,
+                            scheduler=scheduler, metrics=metrics,
+                            scaler=scaler if use_amp else None)
+            _copy_atomic(named, run.last)
+        except UserError as exc:     # disk full, folder gone read-only: say what is left
+            raise UserError(f"{exc}; training stopped at step {step}, {last_good()}") from None
         run.keep_last(config.keep)
+
+    def last_good() -> str:
+        if not run.last.is_file():
+            return "no checkpoint written yet"
+        return (f"the last good checkpoint is {run.last} (step "
+                f"{load_checkpoint(run.last)['step']}); resume with --resume")
 
     def validate() -> dict:
         scores = {}
@@ -391,58 +478,68 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at) ->
     progress = _progress(console, world, total, step)
     model.train()
     seen, started, last = 0, time.perf_counter(), {}
-    with progress:
-        task = progress.add_task("training", total=total, completed=step,
-                                 loss=float("nan"), lr=optimizer.param_groups[1]["lr"], ips=0.0)
-        while step < total:
-            epoch, within = divmod(step, steps_per_epoch)
-            sampler.set_epoch(epoch)
-            sampler.skip = within
-            for batch in loader:
-                images = batch["image"].to(world.device, non_blocking=True)
-                target = batch["target"].to(world.device, non_blocking=True)
-                with torch.autocast(world.device.type, enabled=use_amp):
-                    loss = ddp(images, target, batch["dataset"])
-                if not _finite(loss, world):
-                    where = run.last if run.last.is_file() else "none yet"
-                    raise UserError(f"non-finite loss at step {step + 1} (dataset "
-                                    f"{batch['dataset']}); training stopped, last good "
-                                    f"checkpoint: {where}; lower --lr or check the data")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                step += 1
-                seen += images.shape[0] * world.size
-                ips = seen / (time.perf_counter() - started)
-                last = {"step": step, "epoch": epoch, "loss": loss.item(),
-                        "lr": optimizer.param_groups[1]["lr"], "images_per_s": ips,
-                        "dataset": batch["dataset"]}
-                progress.update(task, completed=step, loss=last["loss"],
-                                lr=last["lr"], ips=ips)
-                if world.main and (step % config.log_every == 0 or step == total):
-                    run.log(last)
-                if step % val_every == 0 or step == total:
-                    scores = validate()
-                    if scores:
-                        mean = sum(s["mIoU"] or 0 for s in scores.values()) / len(scores)
-                        record = {"step": step, "val": {k: {m: v[m] for m in
-                                  ("mIoU", "pixel_acc", "mean_acc")} for k, v in scores.items()},
-                                  "val_mIoU": mean}
-                        if world.main:
-                            run.log(record)
-                        if mean > best:
-                            best = mean
-                            checkpoint({**last, "best_mIoU": best})
-                            if world.main:
-                                _copy_atomic(run.last, run.best)
-                if step % config.checkpoint_every == 0 or step == total or step == stop_at:
-                    checkpoint({**last, "best_mIoU": best})
-                if step >= total or step == stop_at:
-                    break
-            if step == stop_at:
-                break
+    signum = 0                  # a stop signal, agreed by every rank at the same step
+    try:
+        with progress:
+            task = progress.add_task("training", total=total, completed=step, loss=float("nan"),
+                                     lr=optimizer.param_groups[1]["lr"], ips=0.0)
+            while step < total and not signum and step != stop_at:
+                epoch, within = divmod(step, steps_per_epoch)
+                sampler.set_epoch(epoch)
+                sampler.skip = within
+                for batch in loader:
+                    if "bad" in batch:
+                        raise UserError(f"{batch['bad'][0]} (read for step {step + 1}; it "
+                                        f"passed the check before step 1); training stopped, "
+                                        f"{last_good()}, after fixing the file or with "
+                                        "--skip-bad to leave it out")
+                    images = batch["image"].to(world.device, non_blocking=True)
+                    target = batch["target"].to(world.device, non_blocking=True)
+                    with torch.autocast(world.device.type, enabled=use_amp):
+                        loss = ddp(images, target, batch["dataset"])
+                    non_finite, signum = _agree(loss, stop.signum, world)
+                    if non_finite:
+                        where = run.last if run.last.is_file() else "none yet"
+                        raise UserError(f"non-finite loss at step {step + 1} (dataset "
+                                        f"{batch['dataset']}); training stopped, last good "
+                                        f"checkpoint: {where}; lower --lr or check the data")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    step += 1
+                    seen += images.shape[0] * world.size
+                    ips = seen / (time.perf_counter() - started)
+                    last = {"step": step, "epoch": epoch, "loss": loss.item(),
+                            "lr": optimizer.param_groups[1]["lr"], "images_per_s": ips,
+                            "dataset": batch["dataset"]}
+                    progress.update(task, completed=step, loss=last["loss"],
+                                    lr=last["lr"], ips=ips)
+                    if world.main and (step % config.log_every == 0 or step == total):
+                        run.log(last)
+                    if (step % val_every == 0 or step == total) and not signum:
+                        best = _validate_and_keep_best(validate, run, world, step, best,
+                                                       lambda b: checkpoint({**last,
+                                                                             "best_mIoU": b}))
+                    if (step % config.checkpoint_every == 0 or step == total or step == stop_at
+                            or signum):
+                        checkpoint({**last, "best_mIoU": best})
+                    if step >= total or step == stop_at or signum:
+                        break
+    except RuntimeError as exc:
+        if world.size > 1 and lost_peer(exc):
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no detail"
+            raise UserError(f"rank {world.rank}: lost another process of the job during step "
+                            f"{step + 1} ({first}); the job stops, {last_good()}, or run under "
+                            "'torchrun --max-restarts N' to restart on its own") from None
+        raise
+    if signum and step < total:
+        if world.main:
+            _plot(run)
+        name = signal.Signals(signum).name
+        raise Interrupted(f"{name} at step {step} of {total}: checkpoint {run.last} written; "
+                          f"continue with 'dsspn train --out {run.root} --resume'", signum)
     if world.size > 1:
         last["ranks_in_sync"] = _ranks_in_sync(model)
         if world.main:
@@ -451,13 +548,13 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at) ->
             raise UserError("the ranks' weights differ after training; report this as a bug")
     if world.main:
         _plot(run)
-    result = {**last, "best_mIoU": best, "run": str(run.root)}
+    result = {**last, "best_mIoU": best, "run": str(run.root), "rank": world.rank}
     if config.finetune and (stop_at is None or step >= total):
-        result["finetuned"] = _finetune(config, run, world, console)
+        result["finetuned"] = _finetune(config, run, world, console, stop)
     return result
 
 
-def _finetune(config: TrainConfig, run: Run, world: World, console) -> dict:
+def _finetune(config: TrainConfig, run: Run, world: World, console, stop) -> dict:
     """The universal schedule's second stage (paper 4.5): from the jointly trained model, a
     run per dataset at a tenth of the learning rates, in RUN/finetune-<dataset>/."""
     backbone_lr = config.backbone_lr if config.backbone_lr is not None else (
@@ -473,7 +570,7 @@ def _finetune(config: TrainConfig, run: Run, world: World, console) -> dict:
             console.print(f"fine-tuning on {fmt}: {config.finetune} iterations at lr "
                           f"{stage.lr:g}")
         again = (folder / "checkpoints" / "last.pt").is_file()
-        results[fmt] = _train(stage, again, world, console, None)["run"]
+        results[fmt] = _train(stage, again, world, console, None, stop)["run"]
     return results
 
 
@@ -492,19 +589,51 @@ def _ranks_in_sync(model) -> bool:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    """Copy a finished checkpoint to another name without a moment of half a file there."""
+    """Give a finished checkpoint another name (last.pt, best.pt) without a moment of half a
+    file there: a hard link where the file system has them (no space, no time; files are never
+    written in place, so sharing one is safe), else a copy; then a rename."""
     import shutil
 
     temporary = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    try:
+        temporary.unlink(missing_ok=True)
+        try:
+            os.link(source, temporary)
+        except OSError:
+            shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise UserError(f"{target}: cannot write ({exc.strerror or exc}); check that the "
+                        "folder is writable and the disk has space") from None
 
 
-def _finite(loss: torch.Tensor, world: World) -> bool:
-    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0], device=loss.device)
+def _agree(loss: torch.Tensor, signum: int, world: World) -> tuple[bool, int]:
+    """(whether any rank's loss is non-finite, a stop signal any rank received), the same on
+    every rank: one small all-reduce a step, so all ranks stop at the same step."""
+    flags = torch.tensor([0.0 if torch.isfinite(loss.detach()) else 1.0, float(signum)],
+                         device=loss.device)
     if world.size > 1:
-        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-    return bad.item() == 0
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    return bool(flags[0].item()), int(flags[1].item())
+
+
+def _validate_and_keep_best(validate, run: Run, world: World, step: int, best: float,
+                            save) -> float:
+    """Validate (rank 0), log the scores, and keep the best model as best.pt."""
+    scores = validate()
+    if not scores:
+        return best
+    mean = sum(s["mIoU"] or 0 for s in scores.values()) / len(scores)
+    if world.main:
+        run.log({"step": step, "val": {k: {m: v[m] for m in ("mIoU", "pixel_acc", "mean_acc")}
+                                       for k, v in scores.items()}, "val_mIoU": mean})
+    if mean > best:
+        best = mean
+        save(best)
+        if world.main:
+            _copy_atomic(run.last, run.best)
+    return best
 
 
 def _progress(console, world: World, total: int, done: int):
@@ -530,7 +659,7 @@ def _plot(run: Run) -> None:
 
     from dsspn_cli.io import atomic_write_bytes
 
-    records = [json.loads(line) for line in run.metrics.read_text().splitlines() if line]
+    records = run.records()
     losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
     vals = [(r["step"], r["val_mIoU"]) for r in records if "val_mIoU" in r]
     fig, left = plt.subplots(figsize=(8, 4.5))
