@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import UserError, one_line
 
 
 def _umask() -> int:
@@ -80,6 +80,12 @@ def read_yaml(path: str | os.PathLike, what: str):
         return yaml.safe_load(text)
     except RecursionError:
         raise UserError(f"{path}: nested too deeply to read; fix the {what} file") from None
+    except (ValueError, TypeError, AttributeError, LookupError, OverflowError) as exc:
+        # PyYAML fails to convert some values with a plain exception, not a YAMLError:
+        # '2001-13-45', '!!int abc', '!!int' alone, '!!bool maybe', a 5000-digit number.
+        detail = str(exc).split(";")[0] if isinstance(exc, ValueError) else type(exc).__name__
+        raise UserError(one_line(f"{path}: malformed YAML (a value cannot be converted: "
+                                 f"{detail[:100]}); fix the {what} file")) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -12,7 +12,7 @@ from dsspn_cli.cli.data import app as data_app
 from dsspn_cli.cli.hierarchy import app as hierarchy_app
 from dsspn_cli.cli.predict import predict_command
 from dsspn_cli.cli.train import evaluate_command, export_command, train_command
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import UserError, one_line
 from typer.exceptions import TyperException
 
 app = typer.Typer(
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=argv, prog_name="dsspn", standalone_mode=False)
     except UserError as exc:
         # One line, no traceback: the message names the thing, the problem and the fix.
-        _fail(str(exc), exc.exit_code, exc.prefix)
+        _fail(one_line(str(exc)), exc.exit_code, exc.prefix)
     except typer.Abort:
         _fail("interrupted", 130)
     except KeyboardInterrupt:

@@ -85,16 +85,16 @@ def train_command(
                "finetune": finetune, "init_from": str(init_from) if init_from else None,
                "skip_bad": skip_bad or None}
     console = Console(stderr=True)
-    file_data = _file_has_data(config)
+    in_file = _file_settings(config)
     if resume and out is not None and config is None and (out / "config.yaml").is_file():
         config = out / "config.yaml"          # continue with the settings the run had
-    elif options["data"] is None and not file_data:
-        for key, value in DEMO.items():
-            if options.get(key) is None:
-                options[key] = value
-        console.print("no --data: training on the built-in sample data with CPU demo "
-                      "settings (" + ", ".join(f"{k} {v}" for k, v in DEMO.items())
-                      + "); options override them")
+    elif options["data"] is None and not in_file.get("data"):
+        demo = {k: v for k, v in DEMO.items() if options.get(k) is None and k not in in_file}
+        options.update(demo)
+        if demo:
+            console.print("no --data: training on the built-in sample data with CPU demo "
+                          "settings (" + ", ".join(f"{k} {v}" for k, v in demo.items())
+                          + "); options override them")
     result = train(config_from(config, options), resume=resume, console=console)
     run = Path(result["run"])
     if result.get("rank", 0) != 0:      # under torchrun, rank 0 speaks for the job
@@ -104,13 +104,14 @@ def train_command(
                   f"run folder {run} (checkpoints/last.pt, best.pt, metrics.jsonl, curves.png)")
 
 
-def _file_has_data(config: Path | None) -> bool:
+def _file_settings(config: Path | None) -> dict:
+    """The config file's settings (to leave the demo defaults out of what it sets)."""
     if config is None:
-        return False
+        return {}
     from dsspn_cli.io import read_yaml
 
     loaded = read_yaml(config, "training config")
-    return isinstance(loaded, dict) and bool(loaded.get("data"))
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def evaluate_command(

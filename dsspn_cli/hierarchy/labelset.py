@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import UserError, one_line, shown
 from dsspn_cli.io import read_yaml
 from dsspn_cli.resources import labelsets_dir
 
@@ -104,7 +104,7 @@ class LabelSet:
 
 
 def _fail(path, where: str, problem: str, fix: str):
-    raise UserError(f"{path}: {where}: {problem}; {fix}")
+    raise UserError(one_line(f"{path}: {where}: {problem}; {fix}"))
 
 
 def _parse_label(path, index: int, raw) -> Label:
@@ -113,7 +113,7 @@ def _parse_label(path, index: int, raw) -> Label:
         _fail(path, where, "must be a mapping like {id: 0, name: car, synset: car.n.01}",
               "fix the entry")
     if "id" in raw:
-        where = f"labels[{index}] (id {raw['id']})"
+        where = f"labels[{index}] (id {shown(raw['id'])})"
     label_id = raw.get("id")
     if isinstance(label_id, bool) or not isinstance(label_id, int):
         _fail(path, where, "field 'id' must be an integer", "give the label-map value")
@@ -125,7 +125,7 @@ def _parse_label(path, index: int, raw) -> Label:
               "give the label-map value")
     synset = raw.get("synset")
     if synset is not None and (not isinstance(synset, str) or not is_synset_name(synset)):
-        _fail(path, where, f"field 'synset' is {synset!r}, not a WordNet noun synset name",
+        _fail(path, where, f"field 'synset' is {shown(synset)}, not a WordNet noun synset name",
               "write it like car.n.01 (a noun, sense 01 or above), or remove it")
     synonyms = raw.get("synonyms", [])
     if not isinstance(synonyms, list) or not all(isinstance(x, str) for x in synonyms):
@@ -150,8 +150,8 @@ def _parse_group(path, index: int, raw) -> Group:
         _fail(path, where, "must be a mapping with a string 'name'", "fix the group entry")
     synset = raw.get("synset")
     if synset is not None and (not isinstance(synset, str) or not is_synset_name(synset)):
-        _fail(path, f"{where} ({raw['name']})", f"field 'synset' is {synset!r}, not a WordNet "
-              "noun synset name", "write it like vehicle.n.01, or remove it")
+        _fail(path, f"{where} ({raw['name']})", f"field 'synset' is {shown(synset)}, not a "
+              "WordNet noun synset name", "write it like vehicle.n.01, or remove it")
     parent = raw.get("parent")
     if parent is not None and not isinstance(parent, str):
         _fail(path, f"{where} ({raw['name']})", "field 'parent' must be a string",
@@ -214,8 +214,8 @@ def parse_labelset(data, path, source: str | None = None) -> LabelSet:
         raise UserError(f"{path}: a label set must be a YAML mapping with 'name' and 'labels'; "
                         "see hierarchies/labelsets/cityscapes.yaml for an example")
     name = data.get("name", Path(path).stem)
-    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][\w.-]*$", name):
-        _fail(path, "field 'name'", f"{name!r} is not a valid dataset name",
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+        _fail(path, "field 'name'", f"{shown(name)} is not a valid dataset name",
               "use letters, digits, '-', '_' or '.'")
     labels = data.get("labels")
     if not isinstance(labels, list) or not labels:
@@ -233,9 +233,12 @@ def parse_labelset(data, path, source: str | None = None) -> LabelSet:
     aliases = data.get("aliases") or []
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         _fail(path, "field 'aliases'", "must be a list of names", "fix 'aliases'")
+    title = data.get("title")
+    if isinstance(title, bool) or not isinstance(title, (str, int, float, type(None))):
+        _fail(path, "field 'title'", "must be a string", "write the dataset's display name")
     labelset = LabelSet(
         name=name,
-        title=str(data.get("title") or name),
+        title=str(title or name),
         labels=[_parse_label(path, i, raw) for i, raw in enumerate(labels)],
         groups=[_parse_group(path, i, raw) for i, raw in enumerate(groups)],
         ignore_index=ignore_index,
@@ -257,6 +260,10 @@ def read_text_labelset(path: Path) -> LabelSet:
     names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not names:
         raise UserError(f"{path}: no class names; write one class name per line")
+    if len(names) > MAX_LABEL_ID:
+        raise UserError(f"{path}: {len(names)} class names, but a 16-bit label map holds at most "
+                        f"{MAX_LABEL_ID} classes besides its ignore value {MAX_LABEL_ID}; "
+                        "merge or remove classes")
     labels = [Label(i, name) for i, name in enumerate(names)]
     # 255 marks unlabelled pixels in 8-bit maps; with more classes the maps are 16-bit.
     ignore = 255 if len(names) <= 255 else MAX_LABEL_ID
@@ -286,18 +293,23 @@ def load_labelset(ref: str | Path) -> LabelSet:
     builtin = builtin_labelsets().get(text.lower())
     if builtin is not None and not Path(text).is_file():
         return parse_labelset(read_yaml(builtin, "label set"), builtin, source=builtin.stem)
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:            # '~someone/...' for a user without a home folder
+        raise UserError(one_line(f"{text}: cannot expand '~' (no such user or home folder); "
+                                 "give the full path of the label-set file")) from None
     if path.is_file():
         if path.suffix.lower() in (".yaml", ".yml"):
             return parse_labelset(read_yaml(path, "label set"), path)
         if path.suffix.lower() in (".txt", ""):
             return read_text_labelset(path)
-        raise UserError(f"{path}: label sets are YAML (.yaml) or text files (.txt, one class "
-                        "name per line); convert it")
+        raise UserError(one_line(f"{path}: label sets are YAML (.yaml) or text files (.txt, one "
+                                 "class name per line); convert it"))
     if path.suffix or "/" in text or "\\" in text:
-        raise UserError(f"{text}: no such label-set file; check the path")
-    raise UserError(f"unknown dataset '{text}'; built-in label sets: "
-                    f"{', '.join(builtin_names())}, or give the path of a YAML/text label set")
+        raise UserError(one_line(f"{text}: no such label-set file; check the path"))
+    raise UserError(one_line(f"unknown dataset '{text}'; built-in label sets: "
+                             f"{', '.join(builtin_names())}, or give the path of a YAML/text "
+                             "label set"))
 
 
 def resolve_synsets(labelset: LabelSet, wn) -> tuple[LabelSet, list[str]]:

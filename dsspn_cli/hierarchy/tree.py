@@ -20,7 +20,8 @@ from pathlib import Path
 
 import networkx as nx
 
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import UserError, one_line, shown
+from dsspn_cli.hierarchy.labelset import MAX_LABEL_ID
 from dsspn_cli.io import atomic_write_text, read_yaml
 
 FORMAT = "dsspn-concept-tree"
@@ -37,8 +38,8 @@ class ConceptTree:
         problems = structural_problems(graph)
         if problems:
             where = f"{source}: " if source else ""
-            raise UserError(f"{where}{problems[0]}; run 'dsspn hierarchy check' for every "
-                            "problem and fix the tree")
+            raise _error(f"{where}{problems[0]}; run 'dsspn hierarchy check' for every "
+                         "problem and fix the tree")
         self.root = next(n for n in graph if graph.in_degree(n) == 0)
         self.names: list[str] = list(nx.dfs_preorder_nodes(graph, self.root))
         self.index = {name: i for i, name in enumerate(self.names)}
@@ -133,8 +134,28 @@ class ConceptTree:
         def flow(value) -> str:
             text = yaml.safe_dump(value, default_flow_style=True, width=10**6,
                                   sort_keys=False, allow_unicode=True)
-            # A lone scalar is dumped as a document ('car\n...\n'): keep the scalar only.
-            return text.removesuffix("\n...\n").strip()
+            # A lone scalar is dumped as a document ('car\n...\n'): keep the scalar only. Not
+            # strip(): that would take a no-break space (U+00A0) off the end of a plain scalar.
+            text = text.removesuffix("\n...\n").removesuffix("\n")
+            if len(text.splitlines()) <= 1:
+                return text
+            # A string with a line break is dumped folded over several lines, which the
+            # indentation here would break: write it double-quoted, with escapes, instead.
+            return inline(value)
+
+        def inline(value) -> str:
+            """A value on one line, written as it may stand inside {...} or [...]."""
+            if isinstance(value, dict):
+                return "{" + ", ".join(f"{inline(k)}: {inline(v)}"
+                                       for k, v in value.items()) + "}"
+            if isinstance(value, list):
+                return "[" + ", ".join(inline(v) for v in value) + "]"
+            text = yaml.safe_dump([value], default_flow_style=True, width=10**6,
+                                  allow_unicode=True).removesuffix("\n")
+            if len(text.splitlines()) == 1:
+                return text[1:-1]
+            return yaml.safe_dump(value, default_style='"', width=10**6,
+                                  allow_unicode=True).removesuffix("\n")
 
         def node_fields(name) -> dict:
             data = self.graph.nodes[name]
@@ -149,26 +170,28 @@ class ConceptTree:
 
         lines: list[str] = []
 
-        def emit(name, indent: str, bullet: str):
+        # Depth first, with a stack rather than recursion: a tree may be deeper than Python's
+        # recursion limit (it cannot be read back as YAML then, but JSON can hold it).
+        stack = [(self.root, "  ", "")]
+        while stack:
+            name, indent, bullet = stack.pop()
             fields = node_fields(name)
             children = self.children(name)
             if not children and bullet:
                 lines.append(f"{indent}{bullet}{flow(fields)}")
-                return
+                continue
             inner = indent + " " * len(bullet)
             for i, (key, value) in enumerate(fields.items()):
                 prefix = indent + bullet if i == 0 else inner
                 lines.append(f"{prefix}{key}: {flow(value)}")
             if children:
                 lines.append(f"{inner}children:")
-                for child in children:
-                    emit(child, inner, "- ")
+                stack.extend((child, inner, "- ") for child in reversed(children))
 
         meta = {"format": FORMAT, "version": VERSION, "max_depth": self.max_depth}
         text = header + yaml.safe_dump(meta, sort_keys=False) + "datasets:\n"
         for dataset, info in self.datasets.items():
-            text += f"  {dataset}: {flow(info)}\n"
-        emit(self.root, "  ", "")
+            text += f"  {inline(dataset)}: {flow(info)}\n"
         return text + "tree:\n" + "\n".join(lines) + "\n"
 
     def to_node_link(self) -> dict:
@@ -201,21 +224,26 @@ def structural_problems(graph: nx.DiGraph) -> list[str]:
     problems = []
     if graph.number_of_nodes() == 0:
         return ["the tree is empty"]
+    try:        # first: a cycle also shows as a missing root or as a node with two parents
+        cycle = nx.find_cycle(graph)
+        problems.append("cycle: " + " -> ".join(str(u) for u, _ in cycle) + f" -> {cycle[0][0]}")
+    except nx.NetworkXNoCycle:
+        pass
     roots = [n for n in graph if graph.in_degree(n) == 0]
     if len(roots) != 1:
-        shown = ", ".join(map(str, roots[:4])) or "none"
-        problems.append(f"the tree must have one root, found {len(roots)} ({shown})")
+        listed = ", ".join(map(str, roots[:4])) or "none"
+        problems.append(f"the tree must have one root, found {len(roots)} ({listed})")
     for node in graph:
         if graph.in_degree(node) > 1:
             parents = ", ".join(map(str, graph.predecessors(node)))
             problems.append(f"concept '{node}' has several parents ({parents}): "
                             "names must be unique")
-    try:
-        cycle = nx.find_cycle(graph)
-        problems.append("cycle: " + " -> ".join(str(u) for u, _ in cycle) + f" -> {cycle[0][0]}")
-    except nx.NetworkXNoCycle:
-        pass
     return problems
+
+
+def _error(message: str) -> UserError:
+    """A UserError on one line, whatever names (with line breaks) the message quotes."""
+    return UserError(one_line(message))
 
 
 def _check_labels(value, where: str) -> dict[str, list[int]]:
@@ -225,9 +253,34 @@ def _check_labels(value, where: str) -> dict[str, list[int]]:
             isinstance(k, str) and isinstance(v, list) and all(
                 isinstance(i, int) and not isinstance(i, bool) for i in v)
             for k, v in value.items()):
-        raise UserError(f"{where}: field 'labels' must map dataset names to lists of label ids, "
-                        "like {coco: [2], ade: [21]}")
+        raise _error(f"{where}: field 'labels' must map dataset names to lists of label ids, "
+                     "like {coco: [2], ade: [21]}")
+    for key, ids in value.items():
+        bad = [i for i in ids if not -1 <= i <= MAX_LABEL_ID]
+        if bad:
+            raise _error(f"{where}: labels.{key}: label id {shown(bad[0])} is not a label-map "
+                         f"value; give ids from 0 to {MAX_LABEL_ID} (or -1)")
     return {k: list(v) for k, v in value.items()}
+
+
+def _check_node(where: str, synset, kind) -> None:
+    """The 'synset' and 'kind' of a concept, from either file format."""
+    if synset is not None and not isinstance(synset, str):
+        raise _error(f"{where}: field 'synset' must be a synset name like car.n.01")
+    if not isinstance(kind, str):
+        raise _error(f"{where}: field 'kind' is {shown(kind)}, not a name; write 'wordnet' or "
+                     "'other', or remove it")
+
+
+def _check_header(info: dict, path) -> None:
+    """The file's 'format' and 'version', where it gives them."""
+    if "format" in info and info["format"] != FORMAT:
+        raise _error(f"{path}: field 'format' is {shown(info['format'])}, not {FORMAT}; give a "
+                     "concept tree file (made with 'dsspn hierarchy merge')")
+    version = info.get("version", VERSION)
+    if type(version) is not int or version != VERSION:
+        raise _error(f"{path}: field 'version' is {shown(version)}; this dsspn reads concept "
+                     f"trees of version {VERSION}: write the tree again with it")
 
 
 def graph_from_yaml(doc, path) -> tuple[nx.DiGraph, dict, int]:
@@ -237,24 +290,24 @@ def graph_from_yaml(doc, path) -> tuple[nx.DiGraph, dict, int]:
     ``check`` can report it; loading for use rejects such graphs.
     """
     if not isinstance(doc, dict) or not isinstance(doc.get("tree"), dict):
-        raise UserError(f"{path}: not a dsspn concept tree (no 'tree:' mapping); "
-                        "make one with 'dsspn hierarchy merge'")
+        raise _error(f"{path}: not a dsspn concept tree (no 'tree:' mapping); "
+                     "make one with 'dsspn hierarchy merge'")
+    _check_header(doc, path)
     graph = nx.DiGraph()
     stack = [(doc["tree"], None, "tree")]
     visited: set[int] = set()
     while stack:
         node, parent, where = stack.pop()
         if id(node) in visited:         # a YAML alias pointing back at its own ancestor
-            raise UserError(f"{path}: {where}: a concept contains itself (YAML anchor/alias); "
-                            "write the tree out without aliases")
+            raise _error(f"{path}: {where}: a concept contains itself or appears twice (YAML "
+                         "anchor/alias); write the tree out without aliases")
         visited.add(id(node))
         if not isinstance(node, dict) or not isinstance(node.get("name"), str):
-            raise UserError(f"{path}: {where}: every concept needs a string 'name'; fix the tree")
+            raise _error(f"{path}: {where}: every concept needs a string 'name'; fix the tree")
         name = node["name"]
         where = f"concept '{name}'"
-        synset = node.get("synset")
-        if synset is not None and not isinstance(synset, str):
-            raise UserError(f"{path}: {where}: field 'synset' must be a synset name like car.n.01")
+        synset, kind = node.get("synset"), node.get("kind", "concept")
+        _check_node(f"{path}: {where}", synset, kind)
         labels = _check_labels(node.get("labels"), f"{path}: {where}")
         if name in graph:
             merged = graph.nodes[name].get("labels") or {}
@@ -262,12 +315,12 @@ def graph_from_yaml(doc, path) -> tuple[nx.DiGraph, dict, int]:
                 merged.setdefault(key, []).extend(ids)
             graph.nodes[name]["labels"] = merged
         else:
-            graph.add_node(name, synset=synset, labels=labels, kind=node.get("kind", "concept"))
+            graph.add_node(name, synset=synset, labels=labels, kind=kind)
         if parent is not None:
             graph.add_edge(parent, name)
         children = node.get("children") or []
         if not isinstance(children, list):
-            raise UserError(f"{path}: {where}: field 'children' must be a list; fix the tree")
+            raise _error(f"{path}: {where}: field 'children' must be a list; fix the tree")
         for i, child in reversed(list(enumerate(children))):
             stack.append((child, name, f"{where} children[{i}]"))
     # The stack pops in reverse, so re-add edges in the file's order of children.
@@ -283,24 +336,31 @@ def _check_datasets(datasets, path) -> dict:
     if datasets is None:
         return {}
     if not isinstance(datasets, dict):
-        raise UserError(f"{path}: field 'datasets' must map dataset names to "
-                        "{labelset: ..., ignore_index: ...}; fix the tree")
+        raise _error(f"{path}: field 'datasets' must map dataset names to "
+                     "{labelset: ..., ignore_index: ...}; fix the tree")
     for name, info in datasets.items():
+        if not isinstance(name, str):
+            raise _error(f"{path}: datasets: the name {shown(name)} is not a string; quote it "
+                         "or use the dataset's label-set name")
         if not isinstance(info, dict):
-            raise UserError(f"{path}: datasets.{name} must be a mapping like {{labelset: "
-                            f"{name}, ignore_index: 255}}; fix the tree")
+            raise _error(f"{path}: datasets.{name} must be a mapping like {{labelset: "
+                         f"{name}, ignore_index: 255}}; fix the tree")
         ignore = info.get("ignore_index", 255)
         if isinstance(ignore, bool) or not isinstance(ignore, int) or not 0 <= ignore <= 65535:
-            raise UserError(f"{path}: datasets.{name}.ignore_index must be an integer from 0 to "
-                            "65535; fix the tree")
+            raise _error(f"{path}: datasets.{name}.ignore_index must be an integer from 0 to "
+                         "65535; fix the tree")
         if not isinstance(info.get("labelset", name), str):
-            raise UserError(f"{path}: datasets.{name}.labelset must be a label-set name or path")
+            raise _error(f"{path}: datasets.{name}.labelset must be a label-set name or path")
+        for key, value in info.items():     # written back as YAML and JSON: plain values only
+            if not isinstance(key, str) or not isinstance(value, (str, int, float, type(None))):
+                raise _error(f"{path}: datasets.{name}: field {shown(key)} must be a string or "
+                             "a number, like title: COCO-Stuff; fix the tree")
     return datasets
 
 
 def _check_depth(value, path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise UserError(f"{path}: field 'max_depth' must be a non-negative integer; fix the tree")
+        raise _error(f"{path}: field 'max_depth' must be a non-negative integer; fix the tree")
     return value
 
 
@@ -322,31 +382,42 @@ def graph_from_node_link(doc, path) -> tuple[nx.DiGraph, dict, int]:
     """Read node-link JSON (``show --format json``) into a graph keyed by concept name."""
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or not all(
             isinstance(node, dict) for node in doc["nodes"]):
-        raise UserError(f"{path}: not node-link JSON (no 'nodes' list of objects); "
-                        "write it with 'dsspn hierarchy show --format json'")
+        raise _error(f"{path}: not node-link JSON (no 'nodes' list of objects); "
+                     "write it with 'dsspn hierarchy show --format json'")
     edges_key = "edges" if "edges" in doc else "links"
     if not isinstance(doc.get(edges_key, []), list) or not isinstance(doc.get("graph", {}),
                                                                       dict):
-        raise UserError(f"{path}: malformed node-link JSON ('{edges_key}' must be a list and "
-                        "'graph' an object); write it with 'dsspn hierarchy show --format json'")
-    doc = {**doc, edges_key: doc.get(edges_key, [])}
+        raise _error(f"{path}: malformed node-link JSON ('{edges_key}' must be a list and "
+                     "'graph' an object); write it with 'dsspn hierarchy show --format json'")
+    _check_header(doc.get("graph") or {}, path)
+    # A tree is directed, whatever 'directed'/'multigraph' say: edges go source -> target.
+    doc = {**doc, edges_key: doc.get(edges_key, []), "directed": True, "multigraph": False}
     try:
         raw = nx.node_link_graph(doc, directed=True, multigraph=False, edges=edges_key)
-    except (KeyError, TypeError, ValueError, AttributeError, nx.NetworkXError) as exc:
-        raise UserError(f"{path}: malformed node-link JSON ({exc}); "
-                        "write it with 'dsspn hierarchy show --format json'") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError,
+            nx.NetworkXError) as exc:
+        raise _error(f"{path}: malformed node-link JSON ({exc.__class__.__name__}: "
+                     f"{shown(exc.args[0]) if exc.args else ''}); "
+                     "write it with 'dsspn hierarchy show --format json'") from None
     names = {}
     for node, data in raw.nodes(data=True):
         name = data.get("name", node)
-        if not isinstance(name, str):
+        if isinstance(name, int) and not isinstance(name, bool):
             name = str(name)
+        if not isinstance(name, str):
+            raise _error(f"{path}: node {shown(node)}: the name {shown(name)} is not a string; "
+                         "give every node a string 'name'")
         if name in names.values():
-            raise UserError(f"{path}: node {node}: duplicate name '{name}'; names must be unique")
+            raise _error(f"{path}: node {shown(node)}: duplicate name '{name}'; names must be "
+                         "unique")
         names[node] = name
     graph = nx.DiGraph()
     for node, data in raw.nodes(data=True):
-        graph.add_node(names[node], synset=data.get("synset"), kind=data.get("kind", "concept"),
-                       labels=_check_labels(data.get("labels"), f"{path}: node {node}"))
+        where = f"{path}: node {shown(node)}"
+        synset, kind = data.get("synset"), data.get("kind", "concept")
+        _check_node(where, synset, kind)
+        graph.add_node(names[node], synset=synset, kind=kind,
+                       labels=_check_labels(data.get("labels"), where))
     for u, v in raw.edges():
         graph.add_edge(names[u], names[v])
     info = doc.get("graph") or {}
@@ -359,12 +430,17 @@ def read_graph(path: str | Path) -> tuple[nx.DiGraph, dict, int]:
     path = Path(path)
     if path.suffix.lower() == ".json":
         if not path.is_file():
-            raise UserError(f"{path}: no such tree file; check the path")
+            raise _error(f"{path}: no such tree file; check the path")
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise UserError(f"{path}: malformed JSON ({exc.__class__.__name__}: line "
-                            f"{getattr(exc, 'lineno', '?')}); fix the tree file") from None
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _error(f"{path}: cannot read the tree file ({exc.__class__.__name__}); "
+                         "give a UTF-8 JSON file") from None
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:    # JSONDecodeError, a 5000-digit number
+            raise _error(f"{path}: malformed JSON ({exc.__class__.__name__}: line "
+                         f"{getattr(exc, 'lineno', '?')}); fix the tree file") from None
         return graph_from_node_link(doc, path)
     return graph_from_yaml(read_yaml(path, "concept tree"), path)
 
