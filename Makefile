@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 DEMO ?= runs/demo
 
-.PHONY: setup demo test tree bench clean
+.PHONY: setup demo test reliability tree bench clean
 
 setup: $(VENV)/.dsspn-installed
 
@@ -39,6 +39,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The fault tests alone (kills, signals, full disk, bad files, lost ranks, bad input, fuzzing).
+reliability: setup
+	$(BIN)/python -m pytest -q tests/test_faults.py tests/test_bad_input.py tests/test_fuzz.py
 
 # Re-merge the shipped four-dataset tree after editing a built-in label set.
 tree: setup
