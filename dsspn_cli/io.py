@@ -62,20 +62,39 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def read_yaml(path: str | os.PathLike, what: str):
-    """``yaml.safe_load`` of a file, with one-line errors that name the file and the line."""
-    import yaml
-
+def read_text_file(path: str | os.PathLike, what: str, kind: str) -> str:
+    """The UTF-8 text of a ``what`` file (a ``kind`` file: YAML, JSON), with one-line errors
+    for a missing path, a folder, or unreadable bytes."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such {what} file; check the path")
     if path.is_dir():
         raise UserError(f"{path}: is a folder, expected a {what} file")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the {what} file ({exc.__class__.__name__}); "
-                        "give a UTF-8 YAML file") from None
+                        f"give a UTF-8 {kind} file") from None
+
+
+def read_json(path: str | os.PathLike, what: str):
+    """``json.loads`` of a file, with one-line errors that name the file and the line."""
+    import json
+
+    text = read_text_file(path, what, "JSON")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:    # JSONDecodeError, a 5000-digit number
+        raise UserError(f"{path}: malformed JSON ({exc.__class__.__name__}: line "
+                        f"{getattr(exc, 'lineno', '?')}); fix the {what} file") from None
+
+
+def read_yaml(path: str | os.PathLike, what: str):
+    """``yaml.safe_load`` of a file, with one-line errors that name the file and the line."""
+    import yaml
+
+    path = Path(path)
+    text = read_text_file(path, what, "YAML")
     try:
         return yaml.safe_load(text)
     except RecursionError:

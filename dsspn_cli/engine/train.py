@@ -102,7 +102,9 @@ def config_from(file: Path | None, overrides: dict) -> TrainConfig:
 
 def _validate(config: TrainConfig, where) -> None:
     checks = [
-        (isinstance(config.data, dict), "data must map formats to folders (cityscapes: PATH)"),
+        (isinstance(config.data, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                               for k, v in config.data.items()),
+         "data must map formats to folders (cityscapes: PATH)"),
         (config.iters is None or (isinstance(config.iters, int) and config.iters > 0),
          "iters must be a positive integer"),
         (config.epochs is None or (isinstance(config.epochs, int) and config.epochs > 0),
@@ -135,9 +137,6 @@ def _validate(config: TrainConfig, where) -> None:
          "scale must be two positive numbers [low, high]"),
         (isinstance(config.out, str) and config.out != "", "out must be a folder path"),
         (config.tree is None or isinstance(config.tree, str), "tree must be a file path"),
-        (all(isinstance(k, str) and isinstance(v, str) for k, v in config.data.items())
-         if isinstance(config.data, dict) else True,
-         "data must map formats to folders (cityscapes: PATH)"),
     ]
     for ok, message in checks:
         if not ok:

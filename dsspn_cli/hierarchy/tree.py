@@ -22,7 +22,7 @@ import networkx as nx
 
 from dsspn_cli.errors import UserError, one_line, shown
 from dsspn_cli.hierarchy.labelset import MAX_LABEL_ID
-from dsspn_cli.io import atomic_write_text, read_yaml
+from dsspn_cli.io import atomic_write_text, read_json, read_yaml
 
 FORMAT = "dsspn-concept-tree"
 VERSION = 1
@@ -429,18 +429,7 @@ def read_graph(path: str | Path) -> tuple[nx.DiGraph, dict, int]:
     """The raw graph of a YAML or node-link JSON tree file, not yet checked to be a tree."""
     path = Path(path)
     if path.suffix.lower() == ".json":
-        if not path.is_file():
-            raise _error(f"{path}: no such tree file; check the path")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _error(f"{path}: cannot read the tree file ({exc.__class__.__name__}); "
-                         "give a UTF-8 JSON file") from None
-        try:
-            doc = json.loads(text)
-        except (ValueError, RecursionError) as exc:    # JSONDecodeError, a 5000-digit number
-            raise _error(f"{path}: malformed JSON ({exc.__class__.__name__}: line "
-                         f"{getattr(exc, 'lineno', '?')}); fix the tree file") from None
+        doc = read_json(path, "tree")
         return graph_from_node_link(doc, path)
     return graph_from_yaml(read_yaml(path, "concept tree"), path)
 
