@@ -38,6 +38,7 @@ demo: setup
 	@echo "results in $(DEMO)/: concept-tree.png, run/ (checkpoints, metrics.jsonl, curves.png), scores.json, predictions/"
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # The fault tests alone (kills, signals, full disk, bad files, lost ranks, bad input, fuzzing).

@@ -12,13 +12,11 @@ from pathlib import Path
 import torch
 
 from dsspn_cli.data.dataset import JointDataset, SegmentationDataset, collate
+from dsspn_cli.data.sample import sample_datasets
 from dsspn_cli.data.sampler import DatasetBatchSampler
 from dsspn_cli.data.transforms import TrainTransform
 from dsspn_cli.hierarchy.tables import MaskingTable
 from dsspn_cli.hierarchy.tree import load_tree
-
-FOLDERS = {"cityscapes": "cityscapes", "ade": "ade20k", "coco": "coco-stuff",
-           "coco-json": "coco-stuff", "mapillary": "mapillary"}
 
 
 def measure(dataset, batch_size, workers, batches, seed=0):
@@ -62,9 +60,10 @@ def main():
         transform = TrainTransform(crop=(args.crop, args.crop))
         print(f"{'format':<12} {'images/s':>9}   (workers {args.workers}, batch "
               f"{args.batch_size}, crop {args.crop})")
-        for fmt, folder in FOLDERS.items():
-            dataset = SegmentationDataset(root / folder, fmt, "train", table,
-                                          transform=transform)
+        folders = sample_datasets(root)
+        folders["coco-json"] = folders["coco"]       # the same data, read from its JSON
+        for fmt, folder in folders.items():
+            dataset = SegmentationDataset(folder, fmt, "train", table, transform=transform)
             rate = measure(dataset, args.batch_size, args.workers, args.batches)
             print(f"{fmt:<12} {rate:>9.1f}")
 

@@ -22,11 +22,12 @@ import torch
 
 from dsspn_cli.hierarchy.tables import MaskingTable
 from dsspn_cli.hierarchy.tree import ConceptTree, load_tree
-from dsspn_cli.model.backbone import build_backbone
-from dsspn_cli.model.dsspn import DSSPN
-from dsspn_cli.model.flat import FlatSegmenter
+from dsspn_cli.model.config import HeadConfig, ModelConfig
 from dsspn_cli.model.head import DSSPNHead
-from dsspn_cli.model.neuron import HeadConfig
+from dsspn_cli.model.segmenter import Segmenter, build_model
+
+DSSPN_R101 = ModelConfig(backbone="resnet101", output_stride=8)
+FLAT_R101 = ModelConfig(backbone="resnet101", output_stride=8, head=HeadConfig(type="flat"))
 
 # Average neurons an image activates in the paper (section 4.5).
 PAPER_NEURONS = {"coco": 6, "ade": 5, "cityscapes": 10, "mapillary": 8}
@@ -110,7 +111,7 @@ def train_steps(table, device, batch, crop, repeat):
         for dataset, neurons in PAPER_NEURONS.items():
             target = label_maps(table, dataset, batch, feature, neurons).to(device)
 
-            def step():
+            def step(target=target, dataset=dataset, mode=mode):
                 head.zero_grad(set_to_none=True)
                 features.grad = None
                 head(features, target, dataset, mode=mode).backward()
@@ -126,18 +127,18 @@ def train_steps(table, device, batch, crop, repeat):
 
 
 def inference(table, device, size, repeat):
-    backbone = build_backbone("resnet101", 8).to(device).eval()
-    dsspn = DSSPN(backbone, table).to(device).eval()
-    flat = FlatSegmenter(backbone, table, "cityscapes").to(device).eval()
+    dsspn = build_model(table, DSSPN_R101).to(device).eval()
+    backbone = dsspn.backbone
+    flat = Segmenter(backbone, build_model(table, FLAT_R101, ["cityscapes"]).head)
+    flat = flat.to(device).eval()
     images = torch.randn(1, 3, *size, device=device)
     with torch.no_grad():
         # Same backbone: time it once and each head on its features, plus the whole path.
         features = backbone(images)
         head_dsspn = timed(lambda: dsspn.head.predict(features, size, "cityscapes"), device,
                            repeat)
-        head_flat = timed(lambda: torch.nn.functional.interpolate(
-            flat.head(features), size=size, mode="bilinear", align_corners=False).argmax(1),
-            device, repeat)
+        head_flat = timed(lambda: flat.head.predict(features, size, "cityscapes"), device,
+                          repeat)
         whole_backbone = timed(lambda: backbone(images), device, max(1, repeat // 2))
     return {"dsspn": whole_backbone + head_dsspn, "flat": whole_backbone + head_flat,
             "backbone": whole_backbone, "dsspn_head": head_dsspn, "flat_head": head_flat}
@@ -189,8 +190,8 @@ def main():
     batch, crop = (2, 129) if args.quick else (8, 513)
     size = (128, 256) if args.quick else ((1024, 2048) if device.type == "cuda" else (512, 1024))
 
-    dsspn = DSSPN(build_backbone("resnet101", 8), table)
-    flat = FlatSegmenter(build_backbone("resnet101", 8), table, "cityscapes")
+    dsspn = build_model(table, DSSPN_R101)
+    flat = build_model(table, FLAT_R101, ["cityscapes"])
     params = {"dsspn_r101": count(dsspn), "flat_r101": count(flat),
               "dsspn_head": count(dsspn.head), "backbone_r101": count(dsspn.backbone)}
     del dsspn, flat
@@ -234,7 +235,7 @@ def main():
         print(f"  {depth}  {row['shared'] / mib:8.1f}  {row['concat'] / mib:8.1f}  "
               f"{row['shared'] / row['concat']:.2f}")
     if args.json:
-        from dsspn_cli.io import atomic_write_text
+        from dsspn_cli.files import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(results, indent=1) + "\n")
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 COMMANDS = [
     ("dsspn --help", ["--help"]),

@@ -1,4 +1,5 @@
-"""Where the shipped data (``hierarchies/``) lives, in a source checkout and in an installed wheel."""
+"""Where the shipped data (``hierarchies/``) lives, in a source checkout and in an installed
+wheel."""
 
 from __future__ import annotations
 

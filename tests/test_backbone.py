@@ -8,8 +8,15 @@ from torch import nn
 
 from dsspn_cli.errors import UserError
 from dsspn_cli.model.backbone import (
-    BasicBlock, Bottleneck, FrozenBatchNorm2d, ResNet, build_backbone, load_backbone_weights,
-    resnet18, resnet50, resnet101,
+    BasicBlock,
+    Bottleneck,
+    FrozenBatchNorm2d,
+    ResNet,
+    build_backbone,
+    load_backbone_weights,
+    resnet18,
+    resnet50,
+    resnet101,
 )
 
 torch.set_num_threads(2)

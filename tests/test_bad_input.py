@@ -11,9 +11,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, write_yaml
 from PIL import Image
 
-from conftest import REPO, write_yaml
 from dsspn_cli.data.sample import write_sample_data
 from dsspn_cli.engine.train import TrainConfig, train
 
@@ -207,9 +207,11 @@ CASES = {
                                 ["malformed YAML", "training config"]),
     "train: config of wrong types": (lambda w: ["train", "--config", w["bad_config"],
                                                 "--out", w["root"] / "t7"],
-                                     ["iters must be a positive integer"]),
+                                     ["config.yaml: iters: input should be a valid integer "
+                                      "(got 'ten')"]),
     "train: config scale": (lambda w: ["train", "--config", w["bad_scale"], "--out",
-                                       w["root"] / "t8"], ["scale must be"]),
+                                       w["root"] / "t8"], ["scale.yaml: scale: input should "
+                                                           "be a list (got 3)"]),
     "train: config not a mapping": (lambda w: ["train", "--config", w["list_yaml"]],
                                     ["a training config is a YAML mapping"]),
     # cycles
@@ -253,7 +255,7 @@ CASES = {
                         ["--device tpu9"]),
     "train: --backbone": (lambda w: ["train", "--backbone", "resnet7", "--data",
                                      f"cityscapes={w['city']}", "--out", w["root"] / "t12"],
-                          ["backbone must be"]),
+                          ["--backbone resnet7", "backbone: input should be 'resnet18'"]),
     "train: --output-stride": (lambda w: ["train", "--output-stride", "4", "--data",
                                           f"cityscapes={w['city']}", "--out",
                                           w["root"] / "t13"], ["output_stride"]),

@@ -1,6 +1,6 @@
 import networkx as nx
-
 from conftest import write_yaml
+
 from dsspn_cli.hierarchy.check import check_graph
 from dsspn_cli.hierarchy.labelset import load_labelset
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO, write_yaml
+
 from dsspn_cli.resources import default_tree_path
 
 FOUR = ["coco", "ade", "cityscapes", "mapillary"]
@@ -179,7 +179,8 @@ def test_hierarchy_commands_do_not_import_torch(tmp_path):
         "for args in (['--help'], ['hierarchy', 'show', '--depth', '1'], ['hierarchy', 'check'],"
         f" ['hierarchy', 'tables', '-o', {str(tmp_path / 't')!r}],"
         f" ['hierarchy', 'merge', 'coco', '-o', {str(tmp_path / 'm.yaml')!r}]):\n"
-        "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, e.code\n"
+        "    try:\n        main(args)\n    except SystemExit as e:\n"
+        "        assert not e.code, e.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print('no torch')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dsspn_cli.data.audit import check_dataset
 from dsspn_cli.data.common import BadFile
 from dsspn_cli.data.formats import get_format
-from dsspn_cli.data.inspect import check_dataset
 from dsspn_cli.errors import UserError
 
 

@@ -87,6 +87,7 @@ def test_same_batches_with_0_and_2_workers(sample_root, table):
 
 def test_undefined_label_value_names_the_file(sample_root, table, tmp_path):
     import shutil
+
     from PIL import Image
 
     root = tmp_path / "city"

@@ -4,24 +4,22 @@ import pytest
 import torch
 
 from dsspn_cli.engine.checkpoint import load_model, save_checkpoint
+from dsspn_cli.engine.config import TrainConfig
 from dsspn_cli.engine.export import StaticPredictor
 from dsspn_cli.hierarchy.tables import MaskingTable
 from dsspn_cli.hierarchy.tree import load_tree
-from dsspn_cli.model.backbone import build_backbone
-from dsspn_cli.model.dsspn import DSSPN
-from dsspn_cli.model.neuron import HeadConfig
+from dsspn_cli.model.segmenter import build_model
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     tree = load_tree()
-    model = DSSPN(build_backbone("resnet18", 16), MaskingTable.from_tree(tree),
-                  HeadConfig(hidden=8))
+    config = TrainConfig(backbone="resnet18", output_stride=16, head={"hidden": 8})
+    model = build_model(MaskingTable.from_tree(tree), config)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     save_checkpoint(path, model=model.eval(), tree=tree, step=0, epoch=0,
-                    config={"backbone": "resnet18", "output_stride": 16, "norm": "batch",
-                            "head": {"hidden": 8}})
+                    config=config.to_dict())
     return path
 
 
@@ -31,7 +29,7 @@ def test_static_graph_equals_dynamic_prediction(checkpoint, dataset, level):
     image = torch.randn(1, 3, 64, 96)
     labels, confidence = StaticPredictor(model, dataset, level)(image)
     concepts, expected_confidence = model.predict(image, dataset, level)
-    expected = model.head.concepts_to_labels(concepts, dataset) if dataset else concepts
+    expected = model.concepts_to_labels(concepts, dataset) if dataset else concepts
     assert torch.equal(labels, expected)
     assert torch.allclose(confidence, expected_confidence)
 

@@ -3,7 +3,6 @@
 The runs are real ``dsspn train`` processes on tiny sample data (CPU, deterministic), killed
 and signalled from outside the way a cluster or a user would.
 """
-import dataclasses
 import json
 import os
 import random
@@ -17,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
+
 from dsspn_cli.data.sample import write_sample_data
 from dsspn_cli.engine.checkpoint import load_checkpoint
 from dsspn_cli.engine.train import TrainConfig, train
@@ -271,11 +270,11 @@ def test_skip_bad_reports_and_leaves_out_the_unusable_files(damaged, tmp_path, c
     # Resuming reuses the scan while the files are unchanged, and reads again after a change.
     cache = tmp_path / "run" / "data-scan.json"
     written = cache.stat().st_mtime_ns
-    assert train(dataclasses.replace(config, iters=3), resume=True)["step"] == 3
+    assert train(config.replace(iters=3), resume=True)["step"] == 3
     assert cache.stat().st_mtime_ns == written
     touched = next((root / "leftImg8bit" / "train").rglob("*.png"))
     os.utime(touched, ns=(time.time_ns(), time.time_ns()))
-    assert train(dataclasses.replace(config, iters=4), resume=True)["step"] == 4
+    assert train(config.replace(iters=4), resume=True)["step"] == 4
     assert cache.stat().st_mtime_ns != written
 
 
@@ -351,7 +350,7 @@ def test_a_dying_rank_stops_the_job_or_torchrun_restarts_it_from_the_checkpoint(
         _, err = launcher.communicate(timeout=180)       # a hang fails here
     except subprocess.TimeoutExpired:
         os.killpg(launcher.pid, signal.SIGKILL)
-        raise AssertionError("the job hung after a rank died")
+        raise AssertionError("the job hung after a rank died") from None
     if restarts == 0:
         assert launcher.returncode != 0
         assert "rank 1" in err or "local_rank: 1" in err, err[-2000:]

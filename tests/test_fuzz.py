@@ -23,10 +23,21 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dsspn_cli.errors import UserError
-from dsspn_cli.hierarchy.labelset import (MAX_LABEL_ID, SYNSET_NAME, LabelSet, load_labelset,
-                                          parse_labelset, read_text_labelset)
-from dsspn_cli.hierarchy.tree import (ConceptTree, graph_from_node_link, graph_from_yaml,
-                                      load_tree, read_graph)
+from dsspn_cli.hierarchy.labelset import (
+    MAX_LABEL_ID,
+    SYNSET_NAME,
+    LabelSet,
+    load_labelset,
+    parse_labelset,
+    read_text_labelset,
+)
+from dsspn_cli.hierarchy.tree import (
+    ConceptTree,
+    graph_from_node_link,
+    graph_from_yaml,
+    load_tree,
+    read_graph,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "hierarchies" / "dsspn-four-datasets.yaml"

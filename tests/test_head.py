@@ -6,10 +6,11 @@ from torch import nn
 
 from dsspn_cli.hierarchy.tables import MaskingTable
 from dsspn_cli.hierarchy.tree import ConceptTree, load_tree
-from dsspn_cli.model.dsspn import DSSPN, grow_from
-from dsspn_cli.model.flat import FlatSegmenter
+from dsspn_cli.model.config import HeadConfig
+from dsspn_cli.model.flat import FlatHead
+from dsspn_cli.model.grow import grow_from
 from dsspn_cli.model.head import DSSPNHead
-from dsspn_cli.model.neuron import HeadConfig
+from dsspn_cli.model.segmenter import Segmenter
 
 
 class TinyBackbone(nn.Module):
@@ -22,6 +23,14 @@ class TinyBackbone(nn.Module):
 
     def forward(self, x):
         return torch.relu(self.conv(x))
+
+
+def dsspn(table, **head) -> Segmenter:
+    return Segmenter(TinyBackbone(), DSSPNHead(table, 16, HeadConfig(**head)))
+
+
+def flat(table, datasets) -> Segmenter:
+    return Segmenter(TinyBackbone(), FlatHead(table, 16, HeadConfig(type="flat"), datasets))
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +75,11 @@ def test_active_neurons_are_the_paths_to_present_concepts(table):
     head = DSSPNHead(table, 16, HeadConfig(hidden=8))
     car = tree.id("car")
     target = torch.full((1, 4, 4), car)
-    d = head.tree.dataset_index("cityscapes")
-    active = head.tree.active_neurons(target, d)[0].nonzero().flatten().tolist()
+    d = head.masking.dataset_index("cityscapes")
+    active = head.masking.active_neurons(target, d)[0].nonzero().flatten().tolist()
     names = [table.concepts[table.neuron_concept[k]] for k in active]
     assert names == tree.ancestors("car")
-    fixed = head.tree.active_neurons(target, d, fixed=True)[0]
+    fixed = head.masking.active_neurons(target, d, fixed=True)[0]
     assert fixed.sum() > len(active)
 
 
@@ -97,13 +106,13 @@ def test_exclusive_label_trains_its_neuron_with_negatives(table):
     head = DSSPNHead(table, 16, HeadConfig(hidden=8))
     chair = tree.id("chair")
     target = torch.full((1, 4, 4), chair)
-    d = head.tree.dataset_index("ade")
+    d = head.masking.dataset_index("ade")
     k = table.concept_neuron[chair]
-    assert head.tree.active_neurons(target, d)[0, k]
-    counts, child = head.tree.neuron_targets(target, k, d)
+    assert head.masking.active_neurons(target, d)[0, k]
+    counts, child = head.masking.neuron_targets(target, k, d)
     assert counts.all() and (child == -1).all()
-    assert not head.tree.neuron_targets(target, k, d, exclusive_negatives=False)[0].any()
-    assert not head.tree.active_neurons(target, d, exclusive_negatives=False)[0, k]
+    assert not head.masking.neuron_targets(target, k, d, exclusive_negatives=False)[0].any()
+    assert not head.masking.active_neurons(target, d, exclusive_negatives=False)[0, k]
 
 
 def test_softmax_variant_trains(table):
@@ -151,7 +160,7 @@ def test_hierarchical_prediction_follows_best_children():
     # Dataset 'b' does not define dog: the best defined child of animal is cat.
     concepts, _ = head.predict(features, dataset="b")
     assert (concepts == tree.id("cat")).all()
-    labels = head.concepts_to_labels(concepts, "b")
+    labels = head.masking.concepts_to_labels(concepts, "b")
     assert (labels == 5).all()
 
 
@@ -166,12 +175,12 @@ def test_prediction_stops_at_a_labelled_concept_when_no_child_is_likely():
 def test_grow_keeps_unchanged_neurons():
     tree = small_table()
     table = MaskingTable.from_tree(tree)
-    small = DSSPN(TinyBackbone(), table, HeadConfig(hidden=4))
+    small = dsspn(table, hidden=4)
     bigger_graph = tree.graph.copy()
     bigger_graph.add_node("truck", synset=None, labels={"b": [8]})
     bigger_graph.add_edge("vehicle", "truck")
     bigger = MaskingTable.from_tree(ConceptTree(bigger_graph, tree.datasets))
-    grown = DSSPN(TinyBackbone(), bigger, HeadConfig(hidden=4))
+    grown = dsspn(bigger, hidden=4)
     report = grow_from(grown, small.state_dict(), table)
     # entity and animal keep their children; vehicle gained a truck.
     assert sorted(report.kept) == ["animal", "entity"] and report.extended == ["vehicle"]
@@ -191,21 +200,23 @@ def test_grow_keeps_unchanged_neurons():
 
 def test_model_end_to_end_and_flat_baseline(table):
     torch.manual_seed(0)
-    model = DSSPN(TinyBackbone(), table, HeadConfig(hidden=8))
+    model = dsspn(table, hidden=8)
     images = torch.randn(2, 3, 64, 64)
     target = random_target(table, "cityscapes", (2, 64, 64))
     loss = model(images, target, "cityscapes")
     loss.backward()
     concepts, confidence = model.predict(images, dataset="cityscapes")
     assert concepts.shape == (2, 64, 64) and confidence.shape == (2, 64, 64)
-    labels = model.head.concepts_to_labels(concepts, "cityscapes")
+    labels = model.concepts_to_labels(concepts, "cityscapes")
     city = table.dataset("cityscapes")
     assert set(labels.unique().tolist()) <= {i for i, c in enumerate(city.label_to_concept)
                                              if c >= 0} | {255}
-    flat = FlatSegmenter(TinyBackbone(), table, "cityscapes")
-    assert len(flat.label_ids) == 19
-    flat(images, target).backward()
-    assert flat.predict(images).shape == (2, 64, 64)
+    baseline = flat(table, ["cityscapes"])
+    assert baseline.head.class_concept.numel() == 19       # the 19 train classes
+    baseline(images, target, "cityscapes").backward()
+    concepts, confidence = baseline.predict(images, dataset="cityscapes")
+    assert concepts.shape == (2, 64, 64) and confidence.shape == (2, 64, 64)
+    assert set(concepts.unique().tolist()) <= set(city.concept_label)
 
 
 def test_batch_without_labelled_pixels_still_backpropagates(table):
@@ -213,13 +224,12 @@ def test_batch_without_labelled_pixels_still_backpropagates(table):
     loss = head(torch.randn(2, 16, 6, 6), torch.full((2, 6, 6), -1), "ade")
     loss.backward()
     assert loss.item() == 0
-    flat = FlatSegmenter(TinyBackbone(), table, "ade")
-    loss = flat(torch.randn(1, 3, 64, 64), torch.full((1, 64, 64), -1))
+    loss = flat(table, ["ade"])(torch.randn(1, 3, 64, 64), torch.full((1, 64, 64), -1), "ade")
     assert loss.item() == 0
 
 
 def test_labels_are_taken_where_the_features_sit():
-    from dsspn_cli.model.head import subsample_target
+    from dsspn_cli.model.segmenter import subsample_target
 
     target = torch.arange(513)[None, None, :].expand(1, 513, 513)
     picked = subsample_target(target, (65, 65))
@@ -233,5 +243,6 @@ def test_cut_predictions_map_to_the_nearest_labelled_ancestor():
     concepts = torch.tensor([[tree.id("dog"), tree.id("entity")]])
     # 'a' labels dog (3) but not entity (its ignore value 255); 'b' labels neither dog nor
     # any of its ancestors, so dog is b's ignore value 0.
-    assert head.concepts_to_labels(concepts, "a").tolist() == [[3, 255]]
-    assert head.concepts_to_labels(torch.tensor([[tree.id("dog")]]), "b").tolist() == [[0]]
+    assert head.masking.concepts_to_labels(concepts, "a").tolist() == [[3, 255]]
+    assert head.masking.concepts_to_labels(torch.tensor([[tree.id("dog")]]),
+                                           "b").tolist() == [[0]]

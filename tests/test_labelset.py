@@ -2,8 +2,8 @@ import csv
 from collections import Counter
 
 import pytest
-
 from conftest import REFERENCE, write_yaml
+
 from dsspn_cli.errors import UserError
 from dsspn_cli.hierarchy.labelset import builtin_names, load_labelset, resolve_synsets
 

@@ -1,6 +1,6 @@
 import pytest
-
 from conftest import write_yaml
+
 from dsspn_cli.errors import UserError
 from dsspn_cli.hierarchy.check import check_graph
 from dsspn_cli.hierarchy.labelset import load_labelset

@@ -1,10 +1,10 @@
 import math
 
 import torch
-
-from dsspn_cli.engine.metrics import ConfusionMatrix, concept_levels
-from dsspn_cli.hierarchy.tables import MaskingTable
 from test_tree import small_tree
+
+from dsspn_cli.engine.metrics import ConfusionMatrix
+from dsspn_cli.hierarchy.tables import MaskingTable
 
 
 def reference_iou(pred, gt, n, evaluated):
@@ -44,7 +44,7 @@ def test_absent_classes_are_left_out_of_the_mean():
 
 def test_concept_levels_cut_the_tree():
     tree = small_tree()      # entity > animal > cat, dog; entity > vehicle > car, bus
-    levels = concept_levels(MaskingTable.from_tree(tree))
+    levels = torch.tensor(MaskingTable.from_tree(tree).levels())
     assert levels[tree.id("cat")].tolist() == [tree.id("entity"), tree.id("animal"),
                                                tree.id("cat")]
     assert levels[tree.id("vehicle")].tolist() == [tree.id("entity"), tree.id("vehicle"),

@@ -9,15 +9,13 @@ import torch
 from PIL import Image
 
 from dsspn_cli.engine.checkpoint import load_model, save_checkpoint
-from dsspn_cli.engine.predict import (SUFFIXES, concept_palette, predict, predict_array,
-                                      tile_spans)
+from dsspn_cli.engine.config import TrainConfig
+from dsspn_cli.engine.predict import SUFFIXES, concept_palette, predict, predict_array, tile_spans
 from dsspn_cli.errors import UserError
 from dsspn_cli.hierarchy.labelset import load_labelset
 from dsspn_cli.hierarchy.tables import MaskingTable
 from dsspn_cli.hierarchy.tree import load_tree
-from dsspn_cli.model.backbone import build_backbone
-from dsspn_cli.model.dsspn import DSSPN
-from dsspn_cli.model.neuron import HeadConfig
+from dsspn_cli.model.segmenter import build_model
 
 SMALL = (64, 96)
 LARGE = (96, 160)
@@ -42,11 +40,10 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     tree = load_tree()
     table = MaskingTable.from_tree(tree)
-    model = DSSPN(build_backbone("resnet18", 8), table, HeadConfig(hidden=8))
+    config = TrainConfig(backbone="resnet18", output_stride=8, head={"hidden": 8})
+    model = build_model(table, config)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, model=model, tree=tree,
-                    config={"backbone": "resnet18", "output_stride": 8, "norm": "batch",
-                            "head": {"hidden": 8}}, step=0, epoch=0)
+    save_checkpoint(path, model=model, tree=tree, config=config.to_dict(), step=0, epoch=0)
     return path
 
 

@@ -1,10 +1,10 @@
 import json
 
 import pytest
+from test_tree import small_tree
 
 from dsspn_cli.errors import UserError
 from dsspn_cli.hierarchy.tables import IGNORE, MaskingTable
-from test_tree import small_tree
 
 
 def test_neurons_paths_and_lookup_arrays():

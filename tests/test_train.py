@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from dsspn_cli.data.sample import write_sample_data
 from dsspn_cli.engine.checkpoint import load_checkpoint, load_model
 from dsspn_cli.engine.train import TrainConfig, train
@@ -189,3 +189,42 @@ def test_cli_resume_continues_the_run_with_its_saved_settings(data, tmp_path, ru
     again = run("train", "--resume", "--out", tmp_path / "r", "--iters", "3")
     assert again.exit_code == 0, again.stderr
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"] == 3
+
+
+def test_a_failed_resume_changes_nothing_on_disk(data, tmp_path, run):
+    """Resuming with a setting the weights depend on (another backbone) is refused before any
+    file is touched, so the run can still be resumed as it was."""
+    train(config(data, tmp_path / "run", iters=2))
+    run_folder = tmp_path / "run"
+    before = {p: p.read_bytes() for p in sorted(run_folder.rglob("*")) if p.is_file()}
+    result = run("train", "--resume", "--out", run_folder, "--backbone", "resnet50",
+                 "--iters", "3")
+    assert result.exit_code == 2 and "was trained with backbone resnet18" in result.stderr
+    after = {p: p.read_bytes() for p in sorted(run_folder.rglob("*")) if p.is_file()}
+    assert after == before
+    again = run("train", "--resume", "--out", run_folder, "--iters", "3")
+    assert again.exit_code == 0, again.stderr
+
+
+def test_the_flat_baseline_trains_evaluates_and_predicts_through_the_cli(data, tmp_path, run):
+    """--head flat: the same loop, data and backbone; its checkpoint loads through the one
+    model factory and evaluates and predicts like a DSSPN's."""
+    result = run("train", "--head", "flat", "--data", f"cityscapes={data['cityscapes']}",
+                 "--data", f"ade={data['ade']}", "--out", tmp_path / "flat", "--iters", "2",
+                 "--batch-size", "2", "--crop", "64", "--backbone", "resnet18",
+                 "--output-stride", "16", "--workers", "0", "--checkpoint-every", "2")
+    assert result.exit_code == 0, result.stderr
+    checkpoint = tmp_path / "flat" / "checkpoints" / "last.pt"
+    model, table, _, saved = load_model(checkpoint)
+    assert saved.head.type == "flat" and type(model.head).__name__ == "FlatHead"
+    assert not any(k.startswith("head.neurons") for k in model.state_dict())
+    scores = tmp_path / "scores.json"
+    result = run("evaluate", checkpoint, "--data", f"cityscapes={data['cityscapes']}",
+                 "--json", scores)
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(scores.read_text())["cityscapes"]["per_class"]) == 19
+    images = f"{data['cityscapes']}/leftImg8bit/val"
+    result = run("predict", checkpoint, images, "--dataset", "cityscapes", "--out",
+                 tmp_path / "pred")
+    assert result.exit_code == 0, result.stderr
+    assert list((tmp_path / "pred").rglob("*_labels.png"))

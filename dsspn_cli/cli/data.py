@@ -53,21 +53,19 @@ def sample(
 ):
     """Write small procedural datasets in the four real layouts (Cityscapes, ADE20K,
     COCO-Stuff with its JSON, Mapillary Vistas), labelled at each dataset's own granularity."""
-    from dsspn_cli.data.sample import write_sample_data
     from rich.console import Console
     from rich.table import Table
+
+    from dsspn_cli.data.sample import FOLDERS, write_sample_data
 
     summary = write_sample_data(out, seed=seed, images=images, size=_size(size))
     table = Table("dataset", "folder", *sorted({s for v in summary.values() for s in v}),
                   title=f"sample data in {out}", title_justify="left")
     splits = sorted({s for v in summary.values() for s in v})
     for name, counts in summary.items():
-        table.add_row(name, str(out / _SAMPLE_FOLDERS.get(name, name)),
+        table.add_row(name, str(out / FOLDERS[name]),
                       *(str(counts.get(s, 0)) for s in splits))
     Console().print(table)
-
-
-_SAMPLE_FOLDERS = {"coco": "coco-stuff", "ade": "ade20k"}
 
 
 @app.command()
@@ -82,7 +80,7 @@ def check(
     from rich.console import Console
     from rich.table import Table
 
-    from dsspn_cli.data.inspect import check_dataset
+    from dsspn_cli.data.audit import check_dataset
 
     report = check_dataset(root, fmt, split or None, track=_track())
     if as_json:
@@ -120,7 +118,7 @@ def stats(
     from rich.console import Console
     from rich.table import Table
 
-    from dsspn_cli.data.inspect import dataset_stats
+    from dsspn_cli.data.audit import dataset_stats
     from dsspn_cli.hierarchy.tables import MaskingTable
     from dsspn_cli.hierarchy.tree import load_tree
 

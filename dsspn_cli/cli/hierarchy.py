@@ -105,9 +105,9 @@ def show(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file."),
 ):
     """Show a concept tree: in the terminal, as YAML or node-link JSON, or drawn as PNG."""
+    from dsspn_cli.files import atomic_write_text
     from dsspn_cli.hierarchy import render
     from dsspn_cli.hierarchy.tree import load_tree
-    from dsspn_cli.io import atomic_write_text
 
     tree = load_tree(tree_file)
     if dataset is not None:

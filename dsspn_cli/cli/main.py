@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.exceptions import TyperException
 
 from dsspn_cli import __version__
 from dsspn_cli.cli.data import app as data_app
@@ -13,7 +14,6 @@ from dsspn_cli.cli.hierarchy import app as hierarchy_app
 from dsspn_cli.cli.predict import predict_command
 from dsspn_cli.cli.train import evaluate_command, export_command, train_command
 from dsspn_cli.errors import UserError, one_line
-from typer.exceptions import TyperException
 
 app = typer.Typer(
     name="dsspn",

@@ -1,4 +1,5 @@
-"""``dsspn train`` and ``dsspn evaluate``: thin wrappers over dsspn_cli.engine."""
+"""``dsspn train``, ``dsspn evaluate`` and ``dsspn export``: thin wrappers over
+dsspn_cli.engine. ``train``'s options come from the training config's schema."""
 
 from __future__ import annotations
 
@@ -8,12 +9,9 @@ from typing import List, Optional
 
 import typer
 
+from dsspn_cli.cli.options import with_settings
+from dsspn_cli.engine.config import TrainConfig
 from dsspn_cli.errors import UserError
-
-# Without --data, training uses the built-in sample data and these settings (a CPU demo),
-# unless the options say otherwise.
-DEMO = {"backbone": "resnet18", "output_stride": 16, "crop": 112, "iters": 1500,
-        "batch_size": 8, "lr": 0.01, "checkpoint_every": 500, "val_images": 8}
 
 
 def parse_data(values: list[str] | None) -> dict:
@@ -34,84 +32,46 @@ def parse_data(values: list[str] | None) -> dict:
     return data
 
 
-def train_command(
+def _train(
     data: Optional[List[str]] = typer.Option(None, "--data", help="FORMAT=ROOT, repeat for "
                                              "joint training (default: the sample data)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/train)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with any of these "
                                           "settings; options given here override it."),
-    iters: Optional[int] = typer.Option(None, "--iters", min=1),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
-    crop: Optional[int] = typer.Option(None, "--crop", min=32),
-    backbone: Optional[str] = typer.Option(None, "--backbone",
-                                           help="resnet18, resnet50 or resnet101."),
-    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
-                                                    help="torchvision ImageNet checkpoint."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the new layers."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    output_stride: Optional[int] = typer.Option(None, "--output-stride",
-                                                help="8 (the paper's) or 16."),
-    tree: Optional[Path] = typer.Option(None, "--tree", help="Concept tree (default: the "
-                                        "shipped four-dataset tree)."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1),
-    keep: Optional[int] = typer.Option(None, "--keep", min=1,
-                                       help="step checkpoints to keep"),
-    val_every: Optional[int] = typer.Option(None, "--val-every", min=1),
-    finetune: Optional[int] = typer.Option(None, "--finetune", min=0, help="Universal "
-                                           "schedule: after joint training, this many "
-                                           "iterations on each dataset at a tenth of the LR."),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the "
-                                             "weights of this checkpoint (same tree)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out samples that cannot "
-                                  "be read (listed in RUN/bad-files.txt); without it such "
-                                  "samples stop the run before its first step."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with its "
+                                "own config.yaml (options given here override it)."),
+    settings: dict | None = None,
+    assignments: list[str] | None = None,
+    flags: dict | None = None,
 ):
-    """Train a DSSPN on one dataset or several jointly (torchrun for several processes)."""
+    """Train a DSSPN (or the flat baseline, --head flat) on one dataset or several jointly;
+    torchrun --nproc_per_node N -m dsspn_cli train ... for several processes."""
     from rich.console import Console
 
-    from dsspn_cli.engine.train import config_from, train
+    from dsspn_cli.engine.config import resolve_config
+    from dsspn_cli.engine.train import train
 
-    options = {"data": parse_data(data) or None, "out": str(out) if out else None,
-               "iters": iters, "epochs": epochs, "batch_size": batch_size, "crop": crop,
-               "backbone": backbone, "lr": lr, "workers": workers, "device": device,
-               "seed": seed, "tree": str(tree) if tree else None,
-               "output_stride": output_stride,
-               "backbone_weights": str(backbone_weights) if backbone_weights else None,
-               "checkpoint_every": checkpoint_every, "keep": keep, "val_every": val_every,
-               "finetune": finetune, "init_from": str(init_from) if init_from else None,
-               "skip_bad": skip_bad or None}
-    console = Console(stderr=True)
-    in_file = _file_settings(config)
-    if resume and out is not None and config is None and (out / "config.yaml").is_file():
+    settings = dict(settings or {})
+    settings["data"] = parse_data(data) or None
+    out = Path(settings.get("out") or TrainConfig.model_fields["out"].default)
+    if resume and config is None and (out / "config.yaml").is_file():
         config = out / "config.yaml"          # continue with the settings the run had
-    elif options["data"] is None and not in_file.get("data"):
-        demo = {k: v for k, v in DEMO.items() if options.get(k) is None and k not in in_file}
-        options.update(demo)
-        if demo:
-            console.print("no --data: training on the built-in sample data with CPU demo "
-                          "settings (" + ", ".join(f"{k} {v}" for k, v in demo.items())
-                          + "); options override them")
-    result = train(config_from(config, options), resume=resume, console=console)
-    run = Path(result["run"])
+    resolved, demo = resolve_config(config, settings, assignments, {**(flags or {}),
+                                                                     "data": "--data"})
+    console = Console(stderr=True)
+    if demo:
+        console.print("no --data: training on the built-in sample data with CPU demo "
+                      "settings (" + ", ".join(f"{k} {v}" for k, v in demo.items())
+                      + "); options override them", markup=False, highlight=False)
+    result = train(resolved, resume=resume, console=console)
     if result.get("rank", 0) != 0:      # under torchrun, rank 0 speaks for the job
         return
     console.print(f"done: step {result.get('step')}, loss {result.get('loss', float('nan')):.4f}"
                   f", best validation mIoU {max(result.get('best_mIoU', -1), 0):.2f}; "
-                  f"run folder {run} (checkpoints/last.pt, best.pt, metrics.jsonl, curves.png)")
+                  f"run folder {result['run']} (checkpoints/last.pt, best.pt, metrics.jsonl, "
+                  "curves.png)", markup=False, highlight=False)
 
 
-def _file_settings(config: Path | None) -> dict:
-    """The config file's settings (to leave the demo defaults out of what it sets)."""
-    if config is None:
-        return {}
-    from dsspn_cli.io import read_yaml
-
-    loaded = read_yaml(config, "training config")
-    return loaded if isinstance(loaded, dict) else {}
+train_command = with_settings(_train, TrainConfig)
 
 
 def evaluate_command(
@@ -133,15 +93,15 @@ def evaluate_command(
     from rich.table import Table
 
     from dsspn_cli.data.dataset import SegmentationDataset
+    from dsspn_cli.data.sample import sample_datasets
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.evaluate import evaluate
-    from dsspn_cli.engine.train import SAMPLE_FORMATS, sample_data_root, setup_world
-    from dsspn_cli.io import atomic_write_text
+    from dsspn_cli.engine.world import setup_world
+    from dsspn_cli.files import atomic_write_text
 
     world = setup_world(device)
     model, table, _, _ = load_model(checkpoint, world.device)
-    sets = parse_data(data) or {fmt: str(sample_data_root() / folder)
-                                for fmt, folder in SAMPLE_FORMATS.items()}
+    sets = parse_data(data) or sample_datasets()
     console = Console()
     err = Console(stderr=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dsspn_cli.data.common import DatasetFormat, Sample, files
+from dsspn_cli.data.common import DatasetFormat, Sample, pair_by_stem
 
 ROOT_NAME = "ADEChallengeData2016"
 
@@ -23,11 +23,4 @@ class ADE20K(DatasetFormat):
         image_dir, label_dir = base / "images" / folder, base / "annotations" / folder
         if not image_dir.is_dir():
             raise self.missing_layout(root, root / ROOT_NAME / "images" / folder)
-        labels = {p.stem: p for p in files(label_dir, (".png",))} if label_dir.is_dir() else {}
-        found = []
-        for image in files(image_dir):
-            label = labels.pop(image.stem, None)
-            found.append(Sample(image, label, image.stem))
-        found += [Sample(image_dir / f"{stem}.jpg", label, stem, {"missing": "image"})
-                  for stem, label in labels.items()]
-        return found
+        return pair_by_stem(image_dir, label_dir)

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dsspn_cli.data.common import BadFile, DatasetFormat, Sample, files, pair_by_stem, read_label_png
+from dsspn_cli.data.common import (
+    BadFile,
+    DatasetFormat,
+    Sample,
+    files,
+    pair_by_stem,
+    read_label_png,
+)
 
 IMAGE_TAIL = "_leftImg8bit.png"
 LABEL_TAIL = "_gtFine_labelIds.png"
@@ -19,7 +26,8 @@ class Cityscapes(DatasetFormat):
     name = "cityscapes"
     labelset = "cityscapes"
     splits = {"train": "train", "val": "val", "test": "test"}
-    layout = "leftImg8bit/{train,val}/<city>/*_leftImg8bit.png + gtFine/{train,val}/<city>/*_gtFine_labelIds.png"
+    layout = ("leftImg8bit/{train,val}/<city>/*_leftImg8bit.png + "
+              "gtFine/{train,val}/<city>/*_gtFine_labelIds.png")
 
     def samples(self, root: Path, split: str) -> list[Sample]:
         folder = self.folder(split)
@@ -27,16 +35,10 @@ class Cityscapes(DatasetFormat):
         label_dir = root / "gtFine" / folder
         if not image_dir.is_dir():
             raise self.missing_layout(root, image_dir)
-        images = files(image_dir, recursive=True)
         labels = files(label_dir, (".png",), recursive=True) if label_dir.is_dir() else []
         tail = LABEL_TAIL if any(p.name.endswith(LABEL_TAIL) for p in labels) else TRAIN_ID_TAIL
-        pairs, orphans = pair_by_stem(images, labels, IMAGE_TAIL, tail)
-        found = [Sample(image, label, key, {"train_ids": tail == TRAIN_ID_TAIL})
-                 for key, image, label in pairs]
-        found += [Sample(image_dir / label.parent.name / (label.name[: -len(tail)] + IMAGE_TAIL),
-                         label, label.name[: -len(tail)], {"missing": "image"})
-                  for label in orphans]
-        return found
+        return pair_by_stem(image_dir, label_dir, IMAGE_TAIL, tail, recursive=True,
+                            extra={"train_ids": tail == TRAIN_ID_TAIL})
 
     @cached_property
     def _train_to_label(self) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsspn_cli.data.common import BadFile, DatasetFormat, Sample, files, image_size
+from dsspn_cli.data.common import BadFile, DatasetFormat, Sample, files, image_size, pair_by_stem
 from dsspn_cli.errors import UserError
 
 MAPS = "stuffthingmaps_trainval2017"
@@ -36,12 +36,7 @@ class CocoStuff(DatasetFormat):
             raise self.missing_layout(root, image_dir)
         map_dir = root / MAPS / folder
         if map_dir.is_dir() and not self.prefer_json:
-            labels = {p.stem: p for p in files(map_dir, (".png",))}
-            found = [Sample(image, labels.pop(image.stem, None), image.stem)
-                     for image in files(image_dir)]
-            found += [Sample(image_dir / f"{stem}.jpg", label, stem, {"missing": "image"})
-                      for stem, label in labels.items()]
-            return found
+            return pair_by_stem(image_dir, map_dir)
         annotation_files = annotation_paths(root, folder)
         if not annotation_files:
             raise UserError(f"{root}: no label maps ({map_dir}) and no COCO JSON "
@@ -82,9 +77,10 @@ def annotation_paths(root: Path, folder: str) -> list[Path]:
 @lru_cache(maxsize=8)
 def _index(path: str) -> dict:
     """A COCO annotation file indexed by image (pycocotools' COCO, loaded once per file)."""
-    from pycocotools.coco import COCO
     import contextlib
     import io
+
+    from pycocotools.coco import COCO
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):     # COCO() prints progress lines

@@ -114,25 +114,37 @@ class DatasetFormat:
                             f"expected {self.layout}")
 
 
-def pair_by_stem(images: list[Path], labels: list[Path], image_tail: str, label_tail: str,
-                 ) -> tuple[list[tuple[str, Path, Path | None]], list[Path]]:
-    """Match images and labels whose names differ only by their tails.
+def pair_by_stem(image_dir: Path, label_dir: Path, image_tail: str | None = None,
+                 label_tail: str | None = None, orphan_suffix: str = ".jpg",
+                 label_suffixes=(".png",), recursive: bool = False,
+                 extra: dict | None = None) -> list[Sample]:
+    """Every image of ``image_dir`` with the label map of ``label_dir`` whose name has the
+    same key, and every label map without an image (``extra['missing'] = 'image'``, at the
+    image path it would have). The key is a name without its tail (Cityscapes'
+    '_leftImg8bit.png' / '_gtFine_labelIds.png'), or without its suffix when no tail is given
+    ('x.jpg' / 'x.png'); names without the tail are not part of the layout."""
 
-    Returns (key, image, label or None) for every image, and the labels without an image.
-    """
-    label_by_key = {p.name[: len(p.name) - len(label_tail)]: p for p in labels
-                    if p.name.endswith(label_tail)}
-    pairs, used = [], set()
-    for image in images:
-        if not image.name.endswith(image_tail):
-            continue
-        key = image.name[: len(image.name) - len(image_tail)]
-        label = label_by_key.get(key)
-        if label is not None:
-            used.add(key)
-        pairs.append((key, image, label))
-    orphans = [p for k, p in label_by_key.items() if k not in used]
-    return pairs, orphans
+    def key(path: Path, tail: str | None) -> str | None:
+        if tail is None:
+            return path.stem
+        return path.name[: -len(tail)] if path.name.endswith(tail) else None
+
+    labels = {}
+    if label_dir.is_dir():
+        for label in files(label_dir, label_suffixes, recursive):
+            name = key(label, label_tail)
+            if name is not None:
+                labels[name] = label
+    found = []
+    for image in files(image_dir, recursive=recursive):
+        name = key(image, image_tail)
+        if name is not None:
+            found.append(Sample(image, labels.pop(name, None), name, dict(extra or {})))
+    for name, label in labels.items():
+        where = image_dir / label.parent.relative_to(label_dir)
+        found.append(Sample(where / (name + (image_tail or orphan_suffix)), label, name,
+                            {**(extra or {}), "missing": "image"}))
+    return found
 
 
 def files(folder: Path, suffixes=IMAGE_SUFFIXES, recursive: bool = False) -> list[Path]:

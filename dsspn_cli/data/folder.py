@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dsspn_cli.data.common import DatasetFormat, Sample, files
+from dsspn_cli.data.common import DatasetFormat, Sample, pair_by_stem
 from dsspn_cli.errors import UserError
 
 
@@ -31,9 +31,4 @@ class Folder(DatasetFormat):
             image_dir, label_dir = root / "images", root / "labels"
         if not image_dir.is_dir():
             raise self.missing_layout(root, image_dir)
-        labels = {p.stem: p for p in files(label_dir, (".png",))} if label_dir.is_dir() else {}
-        found = [Sample(image, labels.pop(image.stem, None), image.stem)
-                 for image in files(image_dir)]
-        found += [Sample(image_dir / f"{stem}.png", label, stem, {"missing": "image"})
-                  for stem, label in labels.items()]
-        return found
+        return pair_by_stem(image_dir, label_dir, orphan_suffix=".png")

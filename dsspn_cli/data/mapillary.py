@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dsspn_cli.data.common import DatasetFormat, Sample, files
+from dsspn_cli.data.common import DatasetFormat, Sample, pair_by_stem
 from dsspn_cli.errors import UserError
 
 
@@ -28,13 +28,7 @@ class MapillaryVistas(DatasetFormat):
         if not image_dir.is_dir():
             raise self.missing_layout(root, image_dir)
         self.check_config(root)
-        labels = {p.stem: p for p in files(label_dir, (".png",))} if label_dir.is_dir() else {}
-        found = []
-        for image in files(image_dir):
-            found.append(Sample(image, labels.pop(image.stem, None), image.stem))
-        found += [Sample(image_dir / f"{stem}.jpg", label, stem, {"missing": "image"})
-                  for stem, label in labels.items()]
-        return found
+        return pair_by_stem(image_dir, label_dir)
 
     def check_config(self, root: Path) -> None:
         """The dataset's config must list the label set's names in id order."""

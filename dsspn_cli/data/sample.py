@@ -1101,3 +1101,25 @@ def write_sample_data(out, seed: int = 0, images: int = 16, size=(128, 256),
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary
+
+
+def sample_datasets(root: str | Path | None = None) -> dict[str, str]:
+    """The sample datasets under ``root`` (default: dsspn's cache), as ``{format: folder}``,
+    the way training and evaluation take data."""
+    root = Path(root) if root is not None else default_sample_root()
+    return {dataset: str(root / FOLDERS[dataset]) for dataset in DATASETS}
+
+
+def default_sample_root() -> Path:
+    """Where training and evaluation without data find the sample data (written once)."""
+    from dsspn_cli.hierarchy.wordnet import cache_dir
+
+    return cache_dir() / "sample-data"
+
+
+def ensure_sample_data(root: str | Path | None = None) -> dict[str, str]:
+    """The sample datasets, written first if they are not there yet."""
+    root = Path(root) if root is not None else default_sample_root()
+    if not (root / "README.txt").is_file():
+        write_sample_data(root)
+    return sample_datasets(root)

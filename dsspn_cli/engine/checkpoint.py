@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dsspn_cli.errors import UserError
-from dsspn_cli.io import atomic_write_bytes
+from dsspn_cli.files import atomic_write_bytes
 
 FORMAT = "dsspn-checkpoint"
 VERSION = 1
@@ -53,14 +53,16 @@ def restore_rng_states(states: dict) -> None:
 
 def save_checkpoint(path: str | Path, *, model, tree, config: dict, step: int, epoch: int,
                     optimizer=None, scheduler=None, metrics: dict | None = None,
-                    scaler=None) -> Path:
-    """Write a checkpoint atomically; ``model`` may be wrapped in DistributedDataParallel."""
+                    scaler=None, datasets: list[str] | None = None) -> Path:
+    """Write a checkpoint atomically; ``model`` may be wrapped in DistributedDataParallel.
+    ``datasets``: the datasets the model trains on (the flat head's classes are theirs)."""
     model = getattr(model, "module", model)
     payload = {
         "format": FORMAT, "version": VERSION,
         "model": model.state_dict(),
         "tree": tree.to_node_link(),
         "config": config,
+        "datasets": list(datasets or []),
         "step": step, "epoch": epoch,
         "metrics": metrics or {},
         "rng": rng_states(),
@@ -102,23 +104,27 @@ def tree_of(payload: dict, source: str = "checkpoint"):
     return ConceptTree(graph, datasets, max_depth, source=source)
 
 
+def model_config_of(payload: dict, path):
+    """The checkpoint's config, checked like any config."""
+    from dsspn_cli.engine.config import checked
+
+    config = payload.get("config")
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: the checkpoint holds no config; the file is damaged")
+    return checked(config, f"{path} (its config)")
+
+
 def load_model(path: str | Path, device="cpu"):
-    """(model in eval mode on ``device``, its MaskingTable, its ConceptTree, its config) from a
-    checkpoint, built exactly as it was trained."""
+    """(model in eval mode on ``device``, its MaskingTable, its ConceptTree, its TrainConfig)
+    from a checkpoint, built exactly as it was trained."""
     from dsspn_cli.hierarchy.tables import MaskingTable
-    from dsspn_cli.model.dsspn import DSSPN
-    from dsspn_cli.model.backbone import build_backbone
-    from dsspn_cli.model.neuron import HeadConfig
+    from dsspn_cli.model.segmenter import build_model
 
     payload = load_checkpoint(path)
     tree = tree_of(payload, str(path))
     table = MaskingTable.from_tree(tree)
-    config = payload["config"]
-    head = HeadConfig(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in config.get("head", {}).items()})
-    backbone = build_backbone(config["backbone"], config.get("output_stride", 8),
-                              norm=config.get("norm", "batch"))
-    model = DSSPN(backbone, table, head)
+    config = model_config_of(payload, path)
+    model = build_model(table, config, payload.get("datasets") or None, pretrained=False)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:

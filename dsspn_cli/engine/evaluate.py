@@ -11,24 +11,24 @@ from __future__ import annotations
 import torch
 
 from dsspn_cli.data.common import BadFile
-from dsspn_cli.engine.metrics import ConfusionMatrix, concept_levels
+from dsspn_cli.engine.metrics import ConfusionMatrix
 from dsspn_cli.errors import UserError
 from dsspn_cli.hierarchy.tables import IGNORE
 
 
 class DatasetClasses:
-    """A dataset's evaluated classes: label ids, names, and concept -> class index."""
+    """A dataset's evaluated classes: label ids, names, and concept -> class index (a concept
+    several labels map to is scored as the first of them, the label predictions write)."""
 
     def __init__(self, table, dataset: str):
         data = table.dataset(dataset)
-        self.label_ids = [i for i, c in enumerate(data.label_to_concept) if c >= 0]
+        self.label_ids = data.label_ids
         self.names = [data.label_names.get(i, table.concepts[data.label_to_concept[i]])
                       for i in self.label_ids]
         self.concept_to_class = torch.full((len(table.concepts),), IGNORE)
-        for k, label_id in enumerate(self.label_ids):
-            concept = data.label_to_concept[label_id]
-            if self.concept_to_class[concept] < 0:
-                self.concept_to_class[concept] = k
+        position = {label_id: k for k, label_id in enumerate(self.label_ids)}
+        for concept, label_id in data.concept_label.items():
+            self.concept_to_class[concept] = position[label_id]
 
     def of(self, concepts: torch.Tensor) -> torch.Tensor:
         lut = self.concept_to_class.to(concepts.device)
@@ -44,7 +44,7 @@ def _write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
     import numpy as np
     from PIL import Image
 
-    from dsspn_cli.io import atomic_write_bytes
+    from dsspn_cli.files import atomic_write_bytes
 
     values = labels.cpu().numpy()
     ignore = dataset.labelset.ignore_index
@@ -61,17 +61,17 @@ def _write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
 @torch.no_grad()
 def evaluate(model, dataset, device, track=lambda items, total, what: items,
              max_images: int | None = None, reduce: bool = True, labels_out=None) -> dict:
-    """Scores of ``model`` (a DSSPN) on a SegmentationDataset (evaluation transform).
+    """Scores of ``model`` (a Segmenter) on a SegmentationDataset (evaluation transform).
 
     ``reduce``: sum the counts over DistributedDataParallel ranks (each rank having scored
     its share); False when only one rank evaluates, as during training.
     ``labels_out``: a folder for each prediction as a PNG of the dataset's label ids, named
     ``<key>_labelIds.png`` (the Cityscapes submission format)."""
     core = getattr(model, "module", model)
-    table = core.head.tree.table
+    table = core.masking.table
     classes = DatasetClasses(table, dataset.name)
     matrix = ConfusionMatrix(len(classes.label_ids), device)
-    levels = concept_levels(table).to(device)
+    levels = core.masking.concept_at_level
     depth = levels.shape[1]
     level_matrices = [ConfusionMatrix(len(table.concepts), device) for _ in range(depth)]
     was_training = core.training
@@ -88,7 +88,7 @@ def evaluate(model, dataset, device, track=lambda items, total, what: items,
         concepts, _ = core.predict(image, dataset=dataset.name)
         matrix.update(classes.of(concepts), classes.of(target))
         if labels_out is not None:
-            _write_labels(labels_out, dataset, index, core.head.concepts_to_labels(
+            _write_labels(labels_out, dataset, index, core.concepts_to_labels(
                 concepts, dataset.name)[0])
         valid = target >= 0
         for level in range(depth):

@@ -1,11 +1,11 @@
-"""Exporting hierarchical inference as one static graph (ONNX or TorchScript).
+"""Exporting inference as one static graph (ONNX or TorchScript).
 
-``StaticPredictor`` computes what ``DSSPNHead.predict`` computes, for a dataset and level
-fixed at export time, without data-dependent control flow: every neuron runs on every image,
-and each pixel's descent is a chain of ``where`` over the concept map. (``predict`` skips the
-neurons no pixel reaches; skipping changes nothing in the result, only the cost.)
-Input: a float image batch normalised like training (ImageNet statistics); outputs: label map
-(the dataset's ids; concept ids without a dataset) and confidence.
+``StaticPredictor`` is the model's own ``predict`` for a dataset and level fixed at export
+time, run with ``static=True``: the same descent steps, without data-dependent control flow
+(every neuron of the plan runs, where eager prediction skips those no pixel reaches; the
+result is the same). Input: a float image batch normalised like training (ImageNet
+statistics); outputs: label map (the dataset's ids; concept ids without a dataset) and
+confidence.
 """
 
 from __future__ import annotations
@@ -13,80 +13,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dsspn_cli.errors import UserError
 
 
 class StaticPredictor(nn.Module):
-    def __init__(self, model, dataset: str | None = None, level: int | None = None,
-                 threshold: float = 0.5):
+    def __init__(self, model, dataset: str | None = None, level: int | None = None):
         super().__init__()
         self.model = model.eval()
-        head = model.head
-        tree = head.tree
-        self.d = None if dataset is None else tree.dataset_index(dataset)
-        self.root_concept = int(tree.neuron_concept[0])
-        self.dataset = dataset
-        self.threshold = threshold
-        # Static per-neuron decisions, resolved now: which neurons can move pixels, which
-        # children are allowed, whether a pixel may stop at the neuron's concept.
-        self.plan = []
-        for k in range(len(head.neurons)):
-            if level is not None and int(tree.neuron_depth[k]) >= level:
-                continue
-            count = head.neurons[k].predict.out_channels
-            allowed = (tree.child_mask[self.d, k, :count] if self.d is not None
-                       else torch.ones(count, dtype=torch.bool))
-            if not bool(allowed.any()):
-                continue
-            concept = int(tree.neuron_concept[k])
-            stoppable = (bool(tree.exclusive[self.d, concept]) if self.d is not None
-                         else bool(tree.labelled_any[concept])) and head.config.loss == "bce"
-            self.plan.append((k, concept, stoppable))
-            self.register_buffer(f"allowed_{k}", allowed.clone(), False)
-            self.register_buffer(f"children_{k}", tree.neuron_children[k, :count].clone(), False)
-        if self.d is not None:
-            ignore = tree.table.datasets[dataset].ignore_index
-            lut = torch.where(tree.concept_label_up[self.d] >= 0, tree.concept_label_up[self.d],
-                              torch.full_like(tree.concept_label_up[self.d], ignore))
+        self.dataset, self.level = dataset, level
+        if dataset is not None:
+            masking = model.masking
+            lut = model.concepts_to_labels(torch.arange(len(masking.table.concepts),
+                                                        device=masking.concept_label.device),
+                                           dataset)
             self.register_buffer("to_label", lut, False)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor):
-        model = self.model
-        head = model.head
-        size = images.shape[-2:]
-        features = model.backbone(images)
-        root = head.transition(features)
-        current = torch.full((images.shape[0], size[0], size[1]), self.root_concept,
-                             dtype=torch.long, device=images.device)
-        confidence = torch.ones(current.shape, dtype=images.dtype, device=images.device)
-        hidden = {}
-        wanted = {k for k, _, _ in self.plan}
-        for k, neuron in enumerate(head.neurons):
-            needed = k in wanted or any(k in head.ancestors[j] for j in wanted)
-            if not needed:
-                continue
-            inputs = [root] + [hidden[a] for a in head.ancestors[k]]
-            hidden[k] = neuron.hidden(neuron.bottleneck(torch.cat(inputs, 1)))
-        for k, concept, stoppable in self.plan:
-            neuron = head.neurons[k]
-            logits = F.interpolate(neuron.predict(hidden[k]), size=size, mode="bilinear",
-                                   align_corners=False)
-            scores = torch.sigmoid(logits) if head.config.loss == "bce" else logits.softmax(1)
-            allowed = getattr(self, f"allowed_{k}")
-            scores = torch.where(allowed[None, :, None, None], scores,
-                                 torch.full_like(scores, -1.0))
-            best, index = scores.max(1)
-            move = current == concept
-            if stoppable:
-                move = move & (best >= self.threshold)
-            children = getattr(self, f"children_{k}")
-            current = torch.where(move, children[index], current)
-            confidence = torch.where(move, confidence * best, confidence)
-        labels = self.to_label[current] if self.d is not None else current
+        concepts, confidence = self.model.predict(images, self.dataset, self.level,
+                                                  static=True)
+        labels = self.to_label[concepts] if self.dataset is not None else concepts
         return labels, confidence
 
 
@@ -96,7 +44,7 @@ def export(checkpoint, output, fmt: str = "onnx", dataset: str | None = None,
     import io
 
     from dsspn_cli.engine.checkpoint import load_model
-    from dsspn_cli.io import atomic_write_bytes
+    from dsspn_cli.files import atomic_write_bytes
 
     model, _, tree, _ = load_model(checkpoint, "cpu")
     if dataset is not None:

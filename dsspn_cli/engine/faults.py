@@ -159,7 +159,7 @@ def scan(parts, run_root: Path, world, console=None, workers: int = 4) -> list[t
         dist.all_gather_object(gathered, found)
         found = sorted(item for part in gathered for item in part)
     if world.main:
-        from dsspn_cli.io import atomic_write_text
+        from dsspn_cli.files import atomic_write_text
 
         cache = {k: {"fingerprint": f, "bad": [[i, m] for p, i, m in found if p == n]}
                  for n, (k, f) in enumerate(zip(keys, prints))}
@@ -172,7 +172,7 @@ def handle_bad_samples(parts, bad: list[tuple], run_root: Path, world, console,
     """Report unusable samples; leave them out with ``skip_bad``, else stop with the list."""
     if not bad:
         return
-    from dsspn_cli.io import atomic_write_text
+    from dsspn_cli.files import atomic_write_text
 
     listing = run_root / BAD_FILES
     lines = [message for _, _, message in bad]

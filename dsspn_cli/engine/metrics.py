@@ -6,7 +6,7 @@ label, or its ignore value). Pixels whose ground truth is not evaluated are skip
 cityscapesScripts, such a prediction is a false negative for the true class and a false
 positive for none: IoU_c = TP / (TP + FN + FP), FP counted only over evaluated ground truth.
 
-``concept_levels`` cuts concept maps at a tree depth, for IoU per level of the hierarchy.
+IoU per level of the hierarchy cuts concept maps at a depth with ``MaskingTable.levels``.
 """
 
 from __future__ import annotations
@@ -64,17 +64,3 @@ class ConfusionMatrix:
 def _pct(value: torch.Tensor):
     value = float(value)
     return None if value != value else 100.0 * value       # NaN -> None (JSON null)
-
-
-def concept_levels(table) -> torch.Tensor:
-    """C x (max depth + 1): each concept's ancestor at every depth (itself where shallower)."""
-    depth = max(table.depth)
-    out = torch.empty(len(table.concepts), depth + 1, dtype=torch.long)
-    for concept in range(len(table.concepts)):
-        chain = [concept]
-        while table.parent[chain[-1]] >= 0:
-            chain.append(table.parent[chain[-1]])
-        chain.reverse()                      # root first
-        for level in range(depth + 1):
-            out[concept, level] = chain[min(level, len(chain) - 1)]
-    return out

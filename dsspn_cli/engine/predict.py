@@ -25,7 +25,7 @@ import numpy as np
 
 from dsspn_cli.data.common import IMAGE_SUFFIXES, BadFile, image_size, read_image
 from dsspn_cli.errors import UserError
-from dsspn_cli.io import atomic_write_bytes
+from dsspn_cli.files import atomic_write_bytes
 
 MIN_TILE = 64
 SUFFIXES = ("_labels.png", "_color.png", "_overlay.png", "_legend.png")
@@ -206,10 +206,10 @@ class Predictor:
             self.sixteen_bit = len(names) - 1 > 255
             self.colours = palette
             return
-        heads = self.model.head.tree
-        d = heads.dataset_index(self.dataset)
-        self.concept_label = heads.concept_label_up[d].cpu().numpy().astype(np.int64)
-        table = heads.table.datasets[self.dataset]
+        masking = self.model.masking
+        d = masking.dataset_index(self.dataset)
+        self.concept_label = masking.concept_label_up[d].cpu().numpy().astype(np.int64)
+        table = masking.table.datasets[self.dataset]
         defined = [i for i, c in enumerate(table.label_to_concept) if c >= 0]
         self.sixteen_bit = max(defined + [table.ignore_index]) > 255
         self.label_names, by_label = label_colours(self.tree, self.dataset)
@@ -227,8 +227,8 @@ class Predictor:
             return concepts
         import torch
 
-        return self.model.head.concepts_to_labels(
-            torch.from_numpy(concepts).to(self.model.head.tree.concept_label_up.device),
+        return self.model.concepts_to_labels(
+            torch.from_numpy(concepts).to(self.model.masking.concept_label_up.device),
             self.dataset).cpu().numpy()
 
     def summary(self, concepts: np.ndarray, confidence: np.ndarray) -> list[dict]:
@@ -357,7 +357,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
         raise UserError(f"{out}: exists and is not a folder; give a folder for --out")
     jobs = find_images(inputs, out)
     check_images(jobs)
-    from dsspn_cli.engine.train import resolve_device
+    from dsspn_cli.engine.world import resolve_device
 
     torch_device = resolve_device(device)
 

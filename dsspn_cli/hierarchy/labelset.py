@@ -16,8 +16,8 @@ A label set is a YAML file (the built-in ones live in ``hierarchies/labelsets/``
 Per label: ``synset`` is the WordNet 3.0 sense the label means (its identity across datasets),
 ``parent`` places it explicitly (a group or label of the same set, the synset of a concept in
 the tree, or the name of a concept of the datasets merged before it, like COCO's
-``outdoor-things``), ``ignore: true`` treats its pixels as unlabelled and ``used: false`` marks an id
-that is never annotated. Other keys (colours, train ids...) are kept in ``Label.extra``.
+``outdoor-things``), ``ignore: true`` treats its pixels as unlabelled and ``used: false``
+marks an id that is never annotated. Other keys (colours, train ids...) are kept in ``Label.extra``.
 
 A plain text file with one class name per line is a label set too: line ``i`` (comments and
 blank lines skipped) is label id ``i``, and synsets are looked up in WordNet by name.
@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from dsspn_cli.errors import UserError, one_line, shown
-from dsspn_cli.io import read_yaml
+from dsspn_cli.files import read_yaml
 from dsspn_cli.resources import labelsets_dir
 
 # Concepts are nouns: 'car.n.01'. Sense numbers start at 01 (NLTK reads '.00' as sense 1).

@@ -486,7 +486,7 @@ def merge_labelsets(labelsets: list[LabelSet], wn, max_depth: int = 5,
         builder.add_labelset(labelset, base=(i == 0), report=report)
     builder.add_intermediates(report)
     builder.fix_single_children(report)
-    for node, data in builder.graph.nodes(data=True):
+    for _, data in builder.graph.nodes(data=True):
         data["labels"] = {k: sorted(v) for k, v in data["labels"].items()}
     datasets = {ls.name: {"labelset": _reference(ls, output_dir), "title": ls.title,
                           "ignore_index": ls.ignore_index} for ls in labelsets}

@@ -73,7 +73,7 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dsspn_cli.io import atomic_write_bytes
+    from dsspn_cli.files import atomic_write_bytes
 
     keep = visible_concepts(tree, dataset, depth)
     children = {n: [c for c in tree.children(n) if c in keep] for n in keep}

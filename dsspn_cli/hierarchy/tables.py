@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsspn_cli.errors import UserError
+from dsspn_cli.files import atomic_write_text
 from dsspn_cli.hierarchy.tree import ConceptTree
-from dsspn_cli.io import atomic_write_text
 
 FORMAT = "dsspn-masking-tables"
 VERSION = 1
@@ -46,6 +46,20 @@ class DatasetTable:
         if 0 <= label_id < len(self.label_to_concept):
             return self.label_to_concept[label_id]
         return IGNORE
+
+    @property
+    def label_ids(self) -> list[int]:
+        """The label ids that map to a concept: the classes evaluation scores."""
+        return [i for i, c in enumerate(self.label_to_concept) if c >= 0]
+
+    @property
+    def concept_label(self) -> dict[int, int]:
+        """Concept -> the dataset's label id for it; where several labels map to one concept,
+        the first (smallest id): the one every prediction of that concept is written as."""
+        found: dict[int, int] = {}
+        for label_id in self.label_ids:
+            found.setdefault(self.label_to_concept[label_id], label_id)
+        return found
 
 
 def _labelset_or_none(tree, info, dataset):
@@ -81,6 +95,21 @@ class MaskingTable:
     def path_child(self) -> list[list[int]]:
         return [[c for _, c in path] + [IGNORE] * (self.max_depth - len(path))
                 for path in self.concept_path]
+
+    def ancestors(self, concept: int) -> list[int]:
+        """The concepts above ``concept``, root first (each one a neuron: no concept of a tree
+        has a single child)."""
+        return [self.neuron_concept[n] for n, _ in self.concept_path[concept]]
+
+    def levels(self) -> list[list[int]]:
+        """Each concept's ancestor at every depth, itself where shallower: C x (depth + 1)
+        concept ids, to cut concept maps at a level of the tree."""
+        depth = max(self.depth)
+        rows = []
+        for concept in range(len(self.concepts)):
+            chain = self.ancestors(concept) + [concept]
+            rows.append([chain[min(level, len(chain) - 1)] for level in range(depth + 1)])
+        return rows
 
     def dataset(self, name: str) -> DatasetTable:
         try:

@@ -21,8 +21,8 @@ from pathlib import Path
 import networkx as nx
 
 from dsspn_cli.errors import UserError, one_line, shown
+from dsspn_cli.files import atomic_write_text, read_json, read_yaml
 from dsspn_cli.hierarchy.labelset import MAX_LABEL_ID
-from dsspn_cli.io import atomic_write_text, read_json, read_yaml
 
 FORMAT = "dsspn-concept-tree"
 VERSION = 1

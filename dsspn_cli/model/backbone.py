@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from dsspn_cli.errors import UserError
+from dsspn_cli.model.config import BACKBONES, OUTPUT_STRIDES, backbone_norm
 
 __all__ = [
     "BACKBONES",
@@ -45,9 +46,6 @@ __all__ = [
     "resnet101",
 ]
 
-#: The backbone names ``build_backbone`` accepts.
-BACKBONES = ("resnet18", "resnet50", "resnet101")
-OUTPUT_STRIDES = (8, 16, 32)
 NORMS = ("batch", "frozen")
 
 
@@ -284,7 +282,7 @@ def build_backbone(name: str, output_stride: int = 8, pretrained: str | Path | N
     if name not in BACKBONES:
         raise UserError(f"unknown backbone {name!r}; use one of: {', '.join(BACKBONES)}")
     if norm is None:
-        norm = "frozen" if pretrained is not None else "batch"
+        norm = backbone_norm(pretrained)
     model = _resnet(name, output_stride, norm)
     if pretrained is not None:
         load_backbone_weights(model, pretrained)

@@ -1,6 +1,13 @@
 """The flat baseline: DeepLabv2's ASPP (four 3x3 atrous branches, rates 6/12/18/24, each
-predicting every class, summed) and one softmax over a dataset's classes, on the same
-backbone, so every comparison the paper makes (Table 6: DeepLabv2 vs DSSPN) can be made."""
+predicting every class, summed) and one softmax, on the same backbone, so every comparison
+the paper makes (Table 6: DeepLabv2 vs DSSPN) can be made with everything else equal.
+
+Its classes are the concepts its datasets label, one logit each (a concept several datasets
+label, such as 'car', is one class). A batch of one dataset is trained with a softmax over
+that dataset's classes only (the flat counterpart of concept masking), and prediction for a
+dataset chooses among its classes; without a dataset, among all of them. It predicts concept
+ids, as the DSSPN head does, so both evaluate, predict and export alike.
+"""
 
 from __future__ import annotations
 
@@ -9,48 +16,68 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsspn_cli.hierarchy.tables import IGNORE
-from dsspn_cli.model.head import subsample_target
+from dsspn_cli.model.config import HeadConfig
+from dsspn_cli.model.masking import MaskingTensors
+
+MASKED = -1e4        # a logit no class reaches, representable in float16
 
 
 class FlatHead(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, rates=(6, 12, 18, 24)):
+    def __init__(self, table, in_channels: int, config: HeadConfig = HeadConfig(),
+                 datasets: list[str] | None = None):
         super().__init__()
+        self.config = config
+        self.masking = MaskingTensors(table)
+        names = list(datasets) if datasets else list(table.datasets)
+        self.datasets = names
+        classes = sorted({c for name in names for c in table.dataset(name).concept_label})
+        concept_class = torch.full((len(table.concepts),), IGNORE)
+        concept_class[classes] = torch.arange(len(classes))
+        member = torch.zeros(len(table.datasets), len(classes), dtype=torch.bool)
+        for d, name in enumerate(table.datasets):
+            if name in names:
+                member[d, concept_class[list(table.datasets[name].concept_label)]] = True
+        self.register_buffer("class_concept", torch.tensor(classes), False)
+        self.register_buffer("concept_class", concept_class, False)
+        self.register_buffer("dataset_classes", member, False)     # D x classes
         self.branches = nn.ModuleList(
-            nn.Conv2d(in_channels, num_classes, 3, padding=rate, dilation=rate)
-            for rate in rates)
+            nn.Conv2d(in_channels, len(classes), 3, padding=rate, dilation=rate)
+            for rate in config.flat_rates)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return sum(branch(features) for branch in self.branches)
+    def logits(self, features: torch.Tensor, dataset: str | None) -> torch.Tensor:
+        logits = sum(branch(features) for branch in self.branches)
+        if dataset is None:
+            return logits
+        if dataset not in self.datasets:
+            raise KeyError(f"dataset '{dataset}': this flat model was trained on "
+                           f"{', '.join(self.datasets)} only")
+        allowed = self.dataset_classes[self.masking.dataset_index(dataset)]
+        return logits.masked_fill(~allowed[None, :, None, None], MASKED)
 
-
-class FlatSegmenter(nn.Module):
-    """Backbone + FlatHead for one dataset; classes are its labels that map to a concept."""
-
-    def __init__(self, backbone: nn.Module, table, dataset: str):
-        super().__init__()
-        data = table.dataset(dataset)
-        self.dataset = dataset
-        self.label_ids = [i for i, c in enumerate(data.label_to_concept) if c >= 0]
-        concept_to_class = torch.full((len(table.concepts),), IGNORE)
-        for k, label_id in enumerate(self.label_ids):
-            concept_to_class[data.label_to_concept[label_id]] = k
-        self.register_buffer("concept_to_class", concept_to_class, False)
-        self.register_buffer("class_to_label", torch.tensor(self.label_ids), False)
-        self.backbone = backbone
-        self.head = FlatHead(backbone.out_channels, len(self.label_ids))
-
-    def forward(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over labelled pixels; ``target`` in concept ids (any size)."""
-        logits = self.head(self.backbone(images))
-        target = subsample_target(target, tuple(logits.shape[-2:]))
-        classes = torch.where(target >= 0, self.concept_to_class[target.clamp(min=0)], IGNORE)
+    def forward(self, features: torch.Tensor, target: torch.Tensor, dataset: str,
+                mode: str | None = None) -> torch.Tensor:
+        """Mean cross-entropy over the labelled pixels; ``target`` in concept ids at the
+        feature resolution."""
+        logits = self.logits(features, dataset)
+        classes = torch.where(target >= 0, self.concept_class[target.clamp(min=0)], IGNORE)
         labelled = (classes >= 0).sum().clamp(min=1)
         return F.cross_entropy(logits, classes, ignore_index=IGNORE, reduction="sum") / labelled
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Label ids of the dataset at the image size."""
-        logits = self.head(self.backbone(images))
-        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear",
-                               align_corners=False)
-        return self.class_to_label[logits.argmax(1)]
+    def predict(self, features: torch.Tensor, size: tuple[int, int] | None = None,
+                dataset: str | None = None, level: int | None = None,
+                threshold: float = 0.5, static: bool = False):
+        """Concept map and confidence (the class's softmax probability) at ``size``; with
+        ``level``, each concept is replaced by its ancestor at that depth."""
+        logits = self.logits(features, dataset)
+        size = tuple(size or logits.shape[-2:])
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        confidence, index = logits.softmax(1).max(1)
+        concepts = self.class_concept[index]
+        if level is not None:
+            levels = self.masking.concept_at_level
+            concepts = levels[concepts, min(level, levels.shape[1] - 1)]
+        return concepts, confidence
+
+
+__all__ = ["FlatHead"]

@@ -2,7 +2,7 @@
 
 - ``Transition``: the layer T from backbone features to the root's hidden features, an ASPP of
   three 3x3 atrous convolutions (rates 6, 12, 18) whose outputs are summed (DeepLabv2), then
-  ReLU. (The paper lost T's width; default c, as NOTES.md reconstructs.)
+  ReLU. (The paper lost T's width; default c.)
 - ``SemanticNeuron``: one per concept with two or more children. Its dense semantic-enhanced
   block reads the concatenated hidden features of all its ancestors, root first
   [h_root, ..., h_parent], through ReLU-Conv1x1 (bottleneck, default 4c) - ReLU-Conv3x3 (c),
@@ -11,33 +11,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """Every value the paper text lost is an option here, with NOTES.md's default."""
-
-    hidden: int = 48                          # c, the hidden channels of every neuron
-    bottleneck: int | None = None             # Conv1x1 width; None = 4c (DenseNet)
-    transition_rates: tuple[int, ...] = (6, 12, 18)
-    transition_width: int | None = None       # None = c
-    predict_kernel: int = 1
-    norm: str = "none"                        # none (the paper's block) | batch | group
-    loss: str = "bce"                         # bce (the paper's) | softmax (its ablation)
-    storage: str = "shared"                   # shared (memory-efficient) | concat
-    exclusive_negatives: bool = True          # see losses.neuron_targets
-
-    @property
-    def bottleneck_width(self) -> int:
-        return self.bottleneck or 4 * self.hidden
-
-    @property
-    def root_width(self) -> int:
-        return self.transition_width or self.hidden
+from dsspn_cli.model.config import HeadConfig
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -80,3 +57,8 @@ class SemanticNeuron(nn.Module):
 
     def hidden(self, bottleneck: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.norm2(self.conv(bottleneck)))
+
+    def forward(self, ancestors: torch.Tensor) -> torch.Tensor:
+        """The neuron's hidden features (c channels) from its combined ancestor features;
+        ``predict`` turns them into one map per child."""
+        return self.hidden(self.bottleneck(ancestors))

@@ -1,0 +1,134 @@
+"""What happens around the training steps, one hook per job (detectron2's HookBase): the
+metrics log, the progress display, validation with the best model kept, checkpoints, and the
+curves. The loop (``loop.Trainer``) calls every hook after every step, in order; each one
+decides from ``trainer.step`` whether it has work."""
+
+from __future__ import annotations
+
+from dsspn_cli.engine.run import RunFolder
+
+
+class Hook:
+    def before_train(self, trainer) -> None:
+        pass
+
+    def after_step(self, trainer) -> None:
+        pass
+
+    def after_train(self, trainer) -> None:
+        pass
+
+
+def due(trainer, every: int) -> bool:
+    """Every ``every`` steps, and at the last one."""
+    return trainer.step % every == 0 or trainer.step == trainer.total
+
+
+class MetricsLog(Hook):
+    """A metrics.jsonl line (and TensorBoard scalars) every ``every`` steps."""
+
+    def __init__(self, run: RunFolder, every: int):
+        self.run, self.every = run, every
+
+    def after_step(self, trainer) -> None:
+        if trainer.world.main and due(trainer, self.every):
+            self.run.log(trainer.record)
+
+
+class Checkpointer(Hook):
+    """A checkpoint every ``every`` steps, at the end, and when the run is asked to stop; the
+    newest is also last.pt, and only the last ``keep`` step files stay."""
+
+    def __init__(self, run: RunFolder, save, every: int, keep: int):
+        self.run, self.save_to, self.every, self.keep = run, save, every, keep
+        self.saved_at = -1
+        self.best = -1.0
+
+    def save(self, trainer) -> None:
+        if not trainer.world.main or self.saved_at == trainer.step:    # once per step
+            return
+        self.saved_at = trainer.step
+        named = self.run.step_checkpoint(trainer.step)
+        self.save_to(named, trainer.step, {**trainer.record, "best_mIoU": self.best})
+        self.run.link(named, self.run.last)
+        self.run.keep_last(self.keep)
+
+    def after_step(self, trainer) -> None:
+        if due(trainer, self.every) or trainer.stopping:
+            self.save(trainer)
+
+
+class Validation(Hook):
+    """Validation every ``every`` steps and at the end (not when stopping on a signal): the
+    scores go to metrics.jsonl, and a better mean mIoU is checkpointed as best.pt."""
+
+    def __init__(self, run: RunFolder, validate, every: int, checkpointer: Checkpointer):
+        self.run, self.validate, self.every = run, validate, every
+        self.checkpointer = checkpointer
+
+    def after_step(self, trainer) -> None:
+        if trainer.signum or not due(trainer, self.every):
+            return
+        scores = self.validate()
+        if not scores:
+            return
+        mean = sum(s["mIoU"] or 0 for s in scores.values()) / len(scores)
+        if trainer.world.main:
+            self.run.log({"step": trainer.step, "val_mIoU": mean, "val": {
+                name: {m: s[m] for m in ("mIoU", "pixel_acc", "mean_acc")}
+                for name, s in scores.items()}})
+        if mean > self.checkpointer.best:
+            self.checkpointer.best = mean
+            self.checkpointer.save(trainer)
+            if trainer.world.main:
+                self.run.link(self.run.last, self.run.best)
+
+
+class Progress(Hook):
+    """A progress bar on the console (rank 0): step, loss, learning rate, images/s, ETA."""
+
+    def __init__(self, console, enabled: bool):
+        self.console, self.enabled = console, enabled
+        self.bar = None
+
+    def before_train(self, trainer) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4f}"),
+                   TextColumn("lr {task.fields[lr]:.2e}"),
+                   TextColumn("{task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
+        self.bar = Progress(*columns, console=self.console, disable=not self.enabled,
+                            transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task("training", total=trainer.total, completed=trainer.step,
+                                      loss=float("nan"), lr=trainer.lr, ips=0.0)
+
+    def after_step(self, trainer) -> None:
+        record = trainer.record
+        self.bar.update(self.task, completed=trainer.step, loss=record["loss"],
+                        lr=record["lr"], ips=record["images_per_s"])
+
+    def after_train(self, trainer) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+class Curves(Hook):
+    """curves.png when the run ends or stops."""
+
+    def __init__(self, run: RunFolder):
+        self.run = run
+
+    def after_train(self, trainer) -> None:
+        if trainer.world.main and not trainer.failed:
+            self.run.plot_curves()
+
+
+__all__ = ["Hook", "MetricsLog", "Checkpointer", "Validation", "Progress", "Curves", "due"]

@@ -1,0 +1,81 @@
+"""A segmentation model: a dilated ResNet backbone and a head on the concept tree, the DSSPN
+head or the flat baseline; ``build_model`` is the one factory training and checkpoint loading
+use.
+
+Both heads train from concept maps and predict concept maps (the tree's ids);
+``concepts_to_labels`` writes a prediction in a dataset's own label ids.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsspn_cli.model.config import ModelConfig
+
+
+class Segmenter(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    @property
+    def masking(self):
+        return self.head.masking
+
+    def forward(self, images: torch.Tensor, target: torch.Tensor, dataset: str,
+                mode: str | None = None) -> torch.Tensor:
+        """Training loss; ``target`` is a concept map at image or feature resolution."""
+        features = self.backbone(images)
+        return self.head(features, subsample_target(target, features.shape[-2:]), dataset,
+                         mode)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, dataset: str | None = None,
+                level: int | None = None, static: bool = False):
+        """Concept map and confidence at the image size."""
+        return self.head.predict(self.backbone(images), tuple(images.shape[-2:]), dataset,
+                                 level, static=static)
+
+    def concepts_to_labels(self, concepts: torch.Tensor, dataset: str) -> torch.Tensor:
+        return self.masking.concepts_to_labels(concepts, dataset)
+
+
+def subsample_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A full-resolution concept map at the feature size, when the loader did not already
+    subsample it (the paper compares predictions with labels subsampled by 8).
+
+    Feature (i, j) of a stride-s ResNet sits on pixel (s*i, s*j) (its convolutions are padded
+    so), so the labels are taken there: target[::s, ::s] has exactly ceil(H/s) rows.
+    """
+    if tuple(target.shape[-2:]) == tuple(size):
+        return target
+    stride = max(1, round(target.shape[-2] / size[0]))
+    picked = target[..., ::stride, ::stride]
+    if tuple(picked.shape[-2:]) == tuple(size):
+        return picked
+    return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def build_model(table, config: ModelConfig = ModelConfig(), datasets: list[str] | None = None,
+                pretrained: bool = True) -> Segmenter:
+    """The model ``config`` describes on ``table``'s tree. ``datasets``: the datasets it will
+    train on (the flat head gets their classes; default: every dataset of the tree).
+    ``pretrained``: load ``config.backbone_weights`` (not when a checkpoint follows)."""
+    from dsspn_cli.model.backbone import build_backbone
+    from dsspn_cli.model.flat import FlatHead
+    from dsspn_cli.model.head import DSSPNHead
+
+    weights = config.backbone_weights if pretrained else None
+    backbone = build_backbone(config.backbone, config.output_stride, weights,
+                              norm=config.backbone_norm)
+    if config.head.type == "flat":
+        head = FlatHead(table, backbone.out_channels, config.head, datasets)
+    else:
+        head = DSSPNHead(table, backbone.out_channels, config.head)
+    return Segmenter(backbone, head)
+
+
+__all__ = ["Segmenter", "build_model", "subsample_target"]

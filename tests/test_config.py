@@ -1,0 +1,102 @@
+"""The training config: one schema for the options, YAML files, --set and config.yaml."""
+import pytest
+import yaml
+
+from dsspn_cli.cli.options import setting_options
+from dsspn_cli.engine.config import SAMPLE_DATA_DEFAULTS, TrainConfig, resolve_config
+from dsspn_cli.errors import UserError
+from dsspn_cli.model.config import HeadConfig
+
+
+def test_every_single_value_setting_is_an_option():
+    options = {key for key, _, _ in setting_options(TrainConfig).values()}
+    singles = {"iters", "epochs", "batch_size", "crop", "lr", "backbone_lr", "momentum",
+               "weight_decay", "poly_power", "workers", "device", "seed", "amp", "log_every",
+               "checkpoint_every", "keep", "val_every", "val_images", "init_from",
+               "finetune", "skip_bad", "backbone", "backbone_weights", "output_stride", "out",
+               "tree"}
+    assert singles <= options
+    assert "head.type" in options           # nested, with its own flag: --head
+    assert not {"data", "head", "weights", "scale"} & options     # --data and --set
+
+
+def test_help_lists_the_options_with_their_choices(run):
+    result = run("train", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.replace("│", " ").split())      # the help box unwrapped
+    for flag in ("--head", "--batch-size", "--output-stride", "--set", "--no-amp"):
+        assert flag in text
+    assert "one of 8, 16, 32" in text
+
+
+def test_file_then_options_then_set(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": {"ade": "/d"}, "iters": 7, "lr": "1e-3",
+                                    "head": {"hidden": 32, "norm": "group"}}))
+    config, demo = resolve_config(path, {"iters": 9, "head.type": "flat"},
+                                  ["head.hidden=64", "weights.ade=2", "scale=[0.75, 1.5]"])
+    assert demo == {}
+    assert config.iters == 9 and config.lr == 0.001          # YAML's '1e-3' is a number
+    assert config.head == HeadConfig(type="flat", hidden=64, norm="group")
+    assert config.weights == {"ade": 2.0} and config.scale == (0.75, 1.5)
+    # What a run saves reads back to the same config.
+    assert TrainConfig.model_validate(yaml.safe_load(yaml.safe_dump(config.to_dict()))) == config
+
+
+def test_sample_data_defaults_fill_only_what_is_not_given():
+    config, demo = resolve_config(None, {"iters": 5})
+    assert "iters" not in demo and config.iters == 5
+    assert config.backbone == SAMPLE_DATA_DEFAULTS["backbone"] == demo["backbone"]
+    config, demo = resolve_config(None, {"data": {"ade": "/d"}})
+    assert demo == {} and config.backbone == "resnet101"
+
+
+@pytest.mark.parametrize("where,values,fragments", [
+    ("file", {"head": {"norm": "bogus"}}, ["c.yaml: head.norm", "'none', 'batch' or 'group'"]),
+    ("file", {"head": {"loss": "focal"}}, ["head.loss", "'bce' or 'softmax'"]),
+    ("file", {"backbone_lr": -5}, ["backbone_lr: input should be greater than 0"]),
+    ("file", {"iters": True}, ["iters: input should be a valid integer"]),
+    ("file", {"amp": "maybe"}, ["amp: input should be a valid boolean"]),
+    ("file", {"momentum": 1.5}, ["momentum: input should be less than 1"]),
+    ("file", {"head": {"combine": "sum", "transition_width": 64}}, ["transition_width must "
+                                                                    "equal hidden"]),
+    ("file", {"weights": {"coco": 1}}, ["no weight for dataset 'ade'"]),
+    ("file", {"head": {"hiden": 3}}, ["unknown setting 'head.hiden' (did you mean "
+                                      "'hidden'?)"]),
+    ("set", ["head.transition_rates=[6, 0]"], ["--set head.transition_rates=[6, 0]",
+                                               "head.transition_rates.1"]),
+    ("set", ["head=3"], ["--set head=3", "head: input should be"]),
+    ("set", ["nonsense"], ["--set nonsense: write KEY=VALUE"]),
+    ("set", ["iters.x=1"], ["--set iters.x=1: iters: input should be a valid integer"]),
+    ("option", {"output_stride": 4}, ["--output-stride 4: output_stride: input should be "
+                                      "8, 16 or 32"]),
+])
+def test_a_bad_value_is_one_line_naming_the_key(tmp_path, where, values, fragments):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": {"ade": "/d"},
+                                    **(values if where == "file" else {})}))
+    options = values if where == "option" else {}
+    flags = {"output_stride": "--output-stride"}
+    if where == "set":
+        path.write_text(yaml.safe_dump({"data": {"ade": "/d"}, "iters": 3}))
+    with pytest.raises(UserError) as caught:
+        resolve_config(path, options, values if where == "set" else [], flags)
+    message = str(caught.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_a_bad_config_stops_before_any_file_is_written(tmp_path, run):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"head": {"norm": "bogus"}}))
+    result = run("train", "--config", path, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "head.norm" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_replace_checks_the_changes():
+    config = TrainConfig(data={"ade": "/d"})
+    assert config.replace(iters=3).iters == 3
+    with pytest.raises(UserError, match="iters"):
+        config.replace(iters=0)
