@@ -1,8 +1,16 @@
 """DSSPN model benchmark: parameters, training-step time and memory per execution mode,
-inference time against the flat head, and head memory with shared vs concatenated ancestor
-features by tree depth. Prints a table; ``--json FILE`` writes the figures.
+inference time against the flat head (the demo model at full Cityscapes resolution and
+ResNet-101), host syncs per predicted image and per training step, and head memory with
+shared vs concatenated ancestor features by tree depth. Prints a table; ``--json FILE``
+writes the figures.
 
     python benchmarks/model.py [--json FILE] [--device cpu|cuda] [--quick]
+                               [--checkpoint RUN/checkpoints/best.pt]
+
+Host syncs are the operations that make the host wait for the device, counted with a
+dispatch mode (``aten._local_scalar_dense``, ``aten.nonzero``); it works on the CPU too.
+Inference runs on random weights unless ``--checkpoint`` gives a trained model (random
+prediction weights are scaled up so that the maps are as varied as a trained model's).
 
 Memory: on CUDA, the peak of torch.cuda.max_memory_allocated over the step; on CPU (where
 torch keeps no allocator statistics) the bytes of tensors autograd saves for backward,
@@ -28,6 +36,23 @@ from dsspn_cli.model.segmenter import Segmenter, build_model
 
 DSSPN_R101 = ModelConfig(backbone="resnet101", output_stride=8)
 FLAT_R101 = ModelConfig(backbone="resnet101", output_stride=8, head=HeadConfig(type="flat"))
+DEMO = ModelConfig(backbone="resnet18", output_stride=16)      # what `make demo` trains
+FLAT_DEMO = ModelConfig(backbone="resnet18", output_stride=16, head=HeadConfig(type="flat"))
+
+
+class SyncCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the operations that make the host wait for the device."""
+
+    WAITS = (torch.ops.aten._local_scalar_dense, torch.ops.aten.nonzero)
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in self.WAITS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
 
 # Average neurons an image activates in the paper (section 4.5).
 PAPER_NEURONS = {"coco": 6, "ade": 5, "cityscapes": 10, "mapillary": 8}
@@ -126,22 +151,54 @@ def train_steps(table, device, batch, crop, repeat):
     return seconds, memory
 
 
-def inference(table, device, size, repeat):
-    dsspn = build_model(table, DSSPN_R101).to(device).eval()
+def varied(model):
+    """Random prediction weights scaled up, so that neighbouring cells choose differently."""
+    for neuron in getattr(model.head, "neurons", []):
+        neuron.predict.weight.data.mul_(20)
+    return model
+
+
+def inference(table, dsspn_config, flat_config, device, size, repeat, trained=None):
+    """Seconds per image: the shared backbone, each head on its features, and the sum."""
+    torch.manual_seed(0)
+    dsspn = trained or varied(build_model(table, dsspn_config))
+    dsspn = dsspn.to(device).eval()
     backbone = dsspn.backbone
-    flat = Segmenter(backbone, build_model(table, FLAT_R101, ["cityscapes"]).head)
+    flat = Segmenter(backbone, build_model(table, flat_config, ["cityscapes"]).head)
     flat = flat.to(device).eval()
     images = torch.randn(1, 3, *size, device=device)
+    stride = backbone.output_stride
     with torch.no_grad():
-        # Same backbone: time it once and each head on its features, plus the whole path.
         features = backbone(images)
-        head_dsspn = timed(lambda: dsspn.head.predict(features, size, "cityscapes"), device,
-                           repeat)
-        head_flat = timed(lambda: flat.head.predict(features, size, "cityscapes"), device,
-                          repeat)
+        head_dsspn = timed(lambda: dsspn.head.predict(features, size, "cityscapes",
+                                                      stride=stride), device, repeat)
+        head_flat = timed(lambda: flat.head.predict(features, size, "cityscapes",
+                                                    stride=stride), device, repeat)
         whole_backbone = timed(lambda: backbone(images), device, max(1, repeat // 2))
     return {"dsspn": whole_backbone + head_dsspn, "flat": whole_backbone + head_flat,
             "backbone": whole_backbone, "dsspn_head": head_dsspn, "flat_head": head_flat}
+
+
+def host_syncs(table, device, size, trained=None) -> dict:
+    """Waits on the device per predicted image (demo model, Cityscapes) and per head training
+    step (each dataset at the paper's neuron counts)."""
+    torch.manual_seed(0)
+    model = (trained or varied(build_model(table, DEMO))).to(device).eval()
+    images = torch.randn(1, 3, *size, device=device)
+    with torch.no_grad():
+        features = model.backbone(images)
+        with SyncCounter() as counter:
+            model.head.predict(features, size, "cityscapes",
+                               stride=model.backbone.output_stride)
+    result = {"predict_image": counter.count, "train_step": {}}
+    head = DSSPNHead(table, 2048, HeadConfig()).to(device)
+    for dataset, neurons in PAPER_NEURONS.items():
+        target = label_maps(table, dataset, 4, 17, neurons).to(device)
+        features = torch.randn(4, 2048, 17, 17, device=device)
+        with SyncCounter() as counter:
+            head(features, target, dataset).backward()
+        result["train_step"][dataset] = counter.count
+    return result
 
 
 def chain_tree(depth: int) -> ConceptTree:
@@ -183,6 +240,7 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--checkpoint", help="a trained model for the demo-model figures")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -195,8 +253,17 @@ def main():
     params = {"dsspn_r101": count(dsspn), "flat_r101": count(flat),
               "dsspn_head": count(dsspn.head), "backbone_r101": count(dsspn.backbone)}
     del dsspn, flat
+    trained = None
+    if args.checkpoint:
+        from dsspn_cli.engine.checkpoint import load_model
+
+        trained, table, _, _ = load_model(args.checkpoint)
+    full = (256, 512) if args.quick else (1024, 2048)
     step_s, step_bytes = train_steps(table, device, batch, crop, args.repeat)
-    infer = inference(table, device, size, args.repeat)
+    demo = inference(table, DEMO, FLAT_DEMO,
+                     device, full, args.repeat, trained)
+    infer = inference(table, DSSPN_R101, FLAT_R101, device, size, args.repeat)
+    syncs = host_syncs(table, device, full, trained)
     memory = head_memory(device, batch, (crop - 1) // 8 + 1)
 
     results = {
@@ -210,6 +277,10 @@ def main():
         "train_peak_bytes": step_bytes,
         "inference_s": {"dsspn": infer["dsspn"], "flat": infer["flat"]},
         "inference_detail_s": infer,
+        "demo_inference_size": list(full),
+        "demo_inference_s": demo,
+        "demo_model": "trained: " + args.checkpoint if args.checkpoint else "random weights",
+        "host_syncs": syncs,
         "head_peak_bytes": {"shared": memory[5]["shared"], "concat": memory[5]["concat"],
                             "by_depth": memory},
     }
@@ -230,6 +301,13 @@ def main():
     print(f"  DSSPN {infer['dsspn']:.3f} s (head {infer['dsspn_head']:.3f}), flat "
           f"{infer['flat']:.3f} s (head {infer['flat_head']:.3f}): "
           f"{infer['dsspn'] / infer['flat']:.2f}x")
+    print(f"inference at {full[0]}x{full[1]}, demo model (ResNet-18, stride 16, "
+          f"{results['demo_model']}; backbone {demo['backbone']:.3f} s)")
+    print(f"  DSSPN head {demo['dsspn_head']:.3f} s, flat head {demo['flat_head']:.3f} s: "
+          f"{demo['dsspn_head'] / demo['flat_head']:.2f}x; whole model "
+          f"{demo['dsspn'] / demo['flat']:.2f}x")
+    print(f"host syncs: {syncs['predict_image']} per predicted image, per training step "
+          + ", ".join(f"{k} {v}" for k, v in syncs["train_step"].items()))
     print("head memory by depth (MiB): depth, shared, concat, ratio")
     for depth, row in memory.items():
         print(f"  {depth}  {row['shared'] / mib:8.1f}  {row['concat'] / mib:8.1f}  "

@@ -246,3 +246,73 @@ def test_cut_predictions_map_to_the_nearest_labelled_ancestor():
     assert head.masking.concepts_to_labels(concepts, "a").tolist() == [[3, 255]]
     assert head.masking.concepts_to_labels(torch.tensor([[tree.id("dog")]]),
                                            "b").tolist() == [[0]]
+
+
+class SyncCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the operations that make the host wait for the device."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten._local_scalar_dense, torch.ops.aten.nonzero):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def reference_descent(head, features, size, dataset, level):
+    """Yesterday's descent: every reached neuron's child maps upsampled with F.interpolate,
+    every pixel on its own."""
+    import torch.nn.functional as F
+
+    masking = head.masking
+    root = head.transition(features)
+    d = None if dataset is None else masking.dataset_index(dataset)
+    current = torch.full((root.shape[0], *size), masking.table.neuron_concept[0])
+    confidence = torch.ones(current.shape)
+    hidden = {-1: root}
+    for step in masking.descent(dataset, level, False):
+        if not (current == step.concept).any():
+            continue
+        logits = F.interpolate(head._logits(step.neuron, hidden), size=size, mode="bilinear",
+                               align_corners=False)
+        scores = head._scores(logits, step, d)
+        from dsspn_cli.model.head import descend
+        current, confidence = descend(current, confidence, scores, step.concept,
+                                      masking.neuron_children[step.neuron, :step.children],
+                                      step.can_stop, 0.5)
+    return current, confidence
+
+
+@pytest.mark.parametrize("dataset,level", [(None, None), ("cityscapes", None), ("ade", 2),
+                                           ("mapillary", None), ("coco", 3)])
+def test_descent_on_cells_equals_the_descent_of_every_pixel(table, dataset, level):
+    torch.manual_seed(3)
+    head = DSSPNHead(table, 16, HeadConfig(hidden=8)).eval()
+    for neuron in head.neurons:                 # decisive, spatially varied children
+        neuron.predict.weight.data.mul_(20)
+    features = torch.randn(2, 16, 9, 13)
+    size = (67, 101)
+    with torch.no_grad():
+        fast = head.predict(features, size, dataset, level)
+        every = head.predict(features, size, dataset, level, static=True)
+        old = reference_descent(head, features, size, dataset, level)
+    assert torch.equal(fast[0], every[0]) and torch.equal(fast[0], old[0])
+    # Confidence to the last bits (a vectorised sigmoid rounds otherwise in its tail).
+    assert torch.allclose(fast[1], every[1], atol=1e-6, rtol=0)
+    assert torch.allclose(fast[1], old[1], atol=1e-5)
+    assert fast[0].unique().numel() > 3                  # the test sees a varied map
+
+
+def test_prediction_waits_on_the_device_about_once_per_depth(table):
+    torch.manual_seed(0)
+    head = DSSPNHead(table, 16, HeadConfig(hidden=8)).eval()
+    features = torch.randn(2, 16, 12, 24)
+    with torch.no_grad(), SyncCounter() as counter:
+        head.predict(features, (96, 192), "cityscapes")
+    depth = max(table.depth) + 1
+    assert counter.count <= 2 * depth + 2, counter.count
+    with SyncCounter() as counter:
+        head(features, random_target(table, "cityscapes", (2, 12, 24)), "cityscapes")
+    assert counter.count <= 4, counter.count

@@ -86,7 +86,8 @@ def agree(loss: torch.Tensor, signum: int, world: World) -> tuple[bool, int]:
                          device=loss.device)
     if world.distributed:
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-    return bool(flags[0].item()), int(flags[1].item())
+    non_finite, signum = flags.tolist()          # one wait on the device
+    return bool(non_finite), int(signum)
 
 
 def ranks_in_sync(model: torch.nn.Module) -> bool:

@@ -17,6 +17,7 @@ from torch import nn
 
 from dsspn_cli.hierarchy.tables import IGNORE
 from dsspn_cli.model.config import HeadConfig
+from dsspn_cli.model.grid import FeatureGrid
 from dsspn_cli.model.masking import MaskingTensors
 
 MASKED = -1e4        # a logit no class reaches, representable in float16
@@ -66,12 +67,13 @@ class FlatHead(nn.Module):
     @torch.no_grad()
     def predict(self, features: torch.Tensor, size: tuple[int, int] | None = None,
                 dataset: str | None = None, level: int | None = None,
-                threshold: float = 0.5, static: bool = False):
-        """Concept map and confidence (the class's softmax probability) at ``size``; with
-        ``level``, each concept is replaced by its ancestor at that depth."""
-        logits = self.logits(features, dataset)
-        size = tuple(size or logits.shape[-2:])
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+                threshold: float = 0.5, static: bool = False, stride: int | None = None):
+        """Concept map and confidence (the class's softmax probability) at ``size``, the
+        logits upsampled as the DSSPN head's (``grid.FeatureGrid``); with ``level``, each
+        concept is replaced by its ancestor at that depth."""
+        logits = self.logits(features, dataset).float()
+        grid = FeatureGrid(logits.shape[-2:], size or logits.shape[-2:], stride, logits.device)
+        logits = grid.upsample(logits)
         confidence, index = logits.softmax(1).max(1)
         concepts = self.class_concept[index]
         if level is not None:

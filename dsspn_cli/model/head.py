@@ -23,12 +23,12 @@ data-dependent control flow (export).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from dsspn_cli.hierarchy.tables import IGNORE
 from dsspn_cli.model.config import HeadConfig
+from dsspn_cli.model.grid import FeatureGrid
 from dsspn_cli.model.losses import neuron_loss
 from dsspn_cli.model.masking import MaskingTensors
 from dsspn_cli.model.neuron import SemanticNeuron, Transition
@@ -108,9 +108,13 @@ class DSSPNHead(nn.Module):
         outputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {-1: (every, root)}
         # Zero, but attached to the graph: a batch without labelled pixels still backpropagates.
         total = root.sum() * 0
+        # Each neuron's rows, sorted, with one wait on the device for the whole batch.
+        pairs = active.t().nonzero()
+        per_neuron = torch.bincount(pairs[:, 0], minlength=active.shape[1]).tolist()
+        rows_of = pairs[:, 1].split(per_neuron)
         for k, neuron in enumerate(self.neurons):          # concept order: parents first
-            rows = active[:, k].nonzero().flatten()
-            if rows.numel() == 0:
+            rows = rows_of[k]
+            if per_neuron[k] == 0:
                 continue
             hidden = self._hidden(neuron, rows, [outputs[s] for s in self.inputs[k]])
             outputs[k] = (rows, hidden)
@@ -142,38 +146,138 @@ class DSSPNHead(nn.Module):
     @torch.no_grad()
     def predict(self, features: torch.Tensor, size: tuple[int, int] | None = None,
                 dataset: str | None = None, level: int | None = None,
-                threshold: float = 0.5, static: bool = False):
+                threshold: float = 0.5, static: bool = False, stride: int | None = None):
         """Concept map and per-pixel confidence (B x H x W), H x W = ``size`` (default the
         feature size). Each pixel descends from the root to its best child until a leaf, a
         concept the dataset defines with no defined child, a concept it labels whose children
-        all score below ``threshold`` (BCE: 'none of them'), or depth ``level``. ``static``
-        runs every neuron of the plan (a traceable graph); otherwise neurons no pixel
-        reaches are skipped, which changes nothing in the result."""
-        masking = self.masking
+        all score below ``threshold`` (BCE: 'none of them'), or depth ``level``; the child
+        scores at a pixel are the neuron's upsampled maps there (``grid.FeatureGrid``).
+
+        The descent is decided on the feature cells, and only the pixels whose four cells
+        disagree are descended on their own: where the four cells a pixel interpolates
+        between take one path, so does the pixel (a sum of logits with positive weights keeps
+        their order and their sign), so the result equals the descent of every pixel, which
+        ``static`` (for export: no data-dependent control flow) and the softmax loss run."""
         softmax = self.config.loss == "softmax"
         root = self.transition(features)
-        size = tuple(size or root.shape[-2:])
-        d = None if dataset is None else masking.dataset_index(dataset)
-        current = torch.full((root.shape[0], *size), masking.table.neuron_concept[0],
+        grid = FeatureGrid(root.shape[-2:], size or root.shape[-2:], stride, root.device)
+        plan = self.masking.descent(dataset, level, softmax)
+        d = None if dataset is None else self.masking.dataset_index(dataset)
+        if static or softmax:
+            return self._descend_pixels(root, grid, plan, d, threshold, skip=not static)
+        return self._descend_cells(root, grid, plan, d, threshold)
+
+    def _logits(self, k: int, hidden: dict) -> torch.Tensor:
+        """Neuron k's child logits at feature resolution (its hidden features kept for its
+        descendants), in float32 whatever the autocast dtype."""
+        hidden[k] = self.neurons[k](self._combine([hidden[s] for s in self.inputs[k]]))
+        return self.neurons[k].predict(hidden[k]).float()
+
+    def _scores(self, logits: torch.Tensor, step, d) -> torch.Tensor:
+        """Child scores (children on dim 1); children the dataset does not define score -1."""
+        scores = logits.softmax(1) if self.config.loss == "softmax" else torch.sigmoid(logits)
+        if d is None:
+            return scores
+        allowed = self.masking.child_mask[d, step.neuron, :step.children]
+        shape = [1] * scores.dim()
+        shape[1] = -1
+        return scores.masked_fill(~allowed.view(shape), -1.0)
+
+    def _descend_pixels(self, root, grid: FeatureGrid, plan, d, threshold, skip: bool):
+        """Every pixel on its own, at full resolution."""
+        masking = self.masking
+        current = torch.full((root.shape[0], *grid.size), masking.table.neuron_concept[0],
                              dtype=torch.long, device=root.device)
-        confidence = torch.ones(current.shape, dtype=root.dtype, device=root.device)
+        confidence = torch.ones(current.shape, device=root.device)
         hidden: dict[int, torch.Tensor] = {-1: root}
-        for step in masking.descent(dataset, level, softmax):
-            k = step.neuron
+        for step in plan:
             # Pixels only move down, parents run first: nobody here means nobody below.
-            if not static and not bool((current == step.concept).any()):
+            if skip and not bool((current == step.concept).any()):
                 continue
-            hidden[k] = self.neurons[k](self._combine([hidden[s] for s in self.inputs[k]]))
-            logits = F.interpolate(self.neurons[k].predict(hidden[k]), size=size,
-                                   mode="bilinear", align_corners=False)
-            scores = logits.softmax(1) if softmax else torch.sigmoid(logits)
-            if d is not None:
-                allowed = masking.child_mask[d, k, :step.children]
-                scores = scores.masked_fill(~allowed[None, :, None, None], -1.0)
+            scores = self._scores(grid.upsample(self._logits(step.neuron, hidden)), step, d)
             current, confidence = descend(current, confidence, scores, step.concept,
-                                          masking.neuron_children[k, :step.children],
+                                          masking.neuron_children[step.neuron, :step.children],
                                           step.can_stop, threshold)
         return current, confidence
+
+    def _descend_cells(self, root, grid: FeatureGrid, plan, d, threshold):
+        """The descent on the feature cells, read at the pixels where the four cells around
+        agree, and on its own at the others; one wait on the device per depth and phase."""
+        masking = self.masking
+        cells = torch.full(root.shape[:1] + root.shape[2:], masking.table.neuron_concept[0],
+                           dtype=torch.long, device=root.device)
+        unit = torch.ones(cells.shape, device=root.device)
+        hidden: dict[int, torch.Tensor] = {-1: root}
+        logits: dict[int, torch.Tensor] = {}
+        chosen = []      # per depth: the logit of the child each cell took (SURE: none)
+        for steps in _by_depth(plan):
+            present = _present(cells, len(masking.table.concepts))
+            taken = torch.full(cells.shape, SURE, device=root.device)
+            for step in steps:
+                if not present[step.concept]:
+                    continue
+                k = step.neuron
+                logits[k] = self._logits(k, hidden)
+                scores = self._scores(logits[k], step, d)
+                before = cells
+                cells, _ = descend(cells, unit, scores, step.concept,
+                                   masking.neuron_children[k, :step.children], step.can_stop,
+                                   threshold)
+                best = logits[k].masked_fill(scores < 0, float("-inf")).max(1).values
+                taken = torch.where(cells != before, best, taken)
+            chosen.append(taken)
+        concepts = grid.agreed(cells)
+        confidence = torch.ones(concepts.shape, device=root.device)
+        for taken in chosen:
+            confidence = confidence * torch.sigmoid(grid.upsample(taken))
+        image, y, x = (concepts < 0).nonzero(as_tuple=True)
+        if image.numel():
+            concept, score = self._descend_points(grid, plan, d, threshold, hidden, logits,
+                                                  image, y, x)
+            concepts[image, y, x] = concept
+            confidence[image, y, x] = score
+        return concepts, confidence
+
+    def _descend_points(self, grid, plan, d, threshold, hidden, logits, image, y, x):
+        """The descent of single pixels, each with its neurons' upsampled logits; a neuron
+        no cell reached is run now."""
+        masking = self.masking
+        current = torch.full(image.shape, masking.table.neuron_concept[0], dtype=torch.long,
+                             device=image.device)
+        confidence = torch.ones(image.shape, device=image.device)
+        for steps in _by_depth(plan):
+            present = _present(current, len(masking.table.concepts))
+            for step in steps:
+                if not present[step.concept]:
+                    continue
+                k = step.neuron
+                if k not in logits:
+                    logits[k] = self._logits(k, hidden)
+                scores = self._scores(grid.at(logits[k], image, y, x), step, d)
+                current, confidence = descend(current, confidence, scores, step.concept,
+                                              masking.neuron_children[k, :step.children],
+                                              step.can_stop, threshold)
+        return current, confidence
+
+
+SURE = 1e4          # a logit whose sigmoid is 1.0: 'no step here' multiplies nothing
+
+
+def _by_depth(plan) -> list[list]:
+    levels: dict[int, list] = {}
+    for step in plan:
+        levels.setdefault(step.depth, []).append(step)
+    return [levels[depth] for depth in sorted(levels)]
+
+
+def _present(concepts: torch.Tensor, count: int) -> list[bool]:
+    """Which concepts some entry of ``concepts`` holds (one wait on the device)."""
+    flags = torch.zeros(count, dtype=torch.bool, device=concepts.device)
+    flags[concepts.flatten()] = True
+    found = [False] * count
+    for concept in flags.nonzero().flatten().tolist():
+        found[concept] = True
+    return found
 
 
 __all__ = ["DSSPNHead", "MODES", "descend", "IGNORE"]

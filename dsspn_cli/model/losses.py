@@ -23,8 +23,10 @@ def neuron_loss(logits: torch.Tensor, counts: torch.Tensor, child: torch.Tensor,
     num_children = logits.shape[1]
     mask = child_mask[:num_children]
     if kind == "bce":
-        onehot = F.one_hot(child.clamp(min=0), num_children).permute(0, 3, 1, 2).to(logits.dtype)
-        onehot = onehot * (child >= 0)[:, None]
+        # child -1 (exclusive: 'none of them') matches no child. (F.one_hot would check the
+        # range of child on the host: a wait on the device per neuron.)
+        index = torch.arange(num_children, device=child.device).view(1, -1, 1, 1)
+        onehot = (child[:, None] == index).to(logits.dtype)
         weight = counts[:, None] & mask[None, :, None, None]
         loss = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
         return (loss * weight).sum()

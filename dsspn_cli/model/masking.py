@@ -27,6 +27,7 @@ class DescentStep(NamedTuple):
 
     neuron: int
     concept: int
+    depth: int             # of its concept; a pixel meets the neurons of its path by depth
     children: int          # how many children it chooses among
     can_stop: bool         # a pixel may stay at its concept when no child scores high
 
@@ -157,8 +158,8 @@ def _descent(table: MaskingTable, dataset: str | None, level: int | None,
         # BCE scores each child on its own, so 'none of them' can be read off; a softmax
         # always picks one.
         stops = concept in data.exclusive if data is not None else concept in labelled
-        steps.append(DescentStep(k, concept, len(table.neuron_children[k]),
-                                 stops and not softmax))
+        steps.append(DescentStep(k, concept, table.depth[concept],
+                                 len(table.neuron_children[k]), stops and not softmax))
     return steps
 
 

@@ -37,7 +37,13 @@ class Segmenter(nn.Module):
                 level: int | None = None, static: bool = False):
         """Concept map and confidence at the image size."""
         return self.head.predict(self.backbone(images), tuple(images.shape[-2:]), dataset,
-                                 level, static=static)
+                                 level, static=static, stride=self.stride)
+
+    @property
+    def stride(self) -> int | None:
+        """Where feature cells sit among the pixels (see ``grid.FeatureGrid``): None places
+        them as ``F.interpolate(align_corners=False)`` does."""
+        return None
 
     def concepts_to_labels(self, concepts: torch.Tensor, dataset: str) -> torch.Tensor:
         return self.masking.concepts_to_labels(concepts, dataset)
