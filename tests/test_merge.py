@@ -158,3 +158,63 @@ def test_labelled_concept_left_with_one_child_gets_an_other_sibling(wn, base_set
     assert tree.children("chair") == ["armchair", "chair-other"]
     assert tree.node("chair-other")["kind"] == "other"
     assert report.others == ["chair-other"]
+
+
+def test_merging_onto_a_tree_moves_none_of_its_concepts(wn, base_set, fine_set, tmp_path):
+    """--onto: the fine set alone would adopt base's chair under a new 'armchair'-level
+    group or regroup its animals; onto a trained tree every old concept keeps its ancestors,
+    new labels go below or beside them, and old neurons keep their children (or gain)."""
+    from dsspn_cli.hierarchy.tables import MaskingTable
+
+    old, _ = merged(wn, base_set)
+    old.save(tmp_path / "old.yaml")
+    from dsspn_cli.hierarchy.tree import load_tree
+
+    old = load_tree(tmp_path / "old.yaml")
+    extra = write_yaml(tmp_path / "extra.yaml", {"name": "extra", "ignore_index": 255,
+                                                  "labels": [
+        {"id": 0, "name": "kitty", "synset": "cat.n.01"},
+        {"id": 1, "name": "armchair", "synset": "armchair.n.01"},
+        {"id": 2, "name": "furniture", "synset": "furniture.n.01"},
+        {"id": 3, "name": "seat", "synset": "seat.n.03"},
+        {"id": 4, "name": "horse", "synset": "horse.n.01"},
+        {"id": 5, "name": "cow", "synset": "cow.n.01"}]})
+    new, report = merge_labelsets([load_labelset(str(extra))], wn, onto=old,
+                                  output_dir=tmp_path)
+    for name in old.names:
+        assert name in new and new.ancestors(name) == old.ancestors(name), name
+        assert set(old.children(name)) <= set(new.children(name)), name
+    assert new.labels("cat") == {"base": [0], "extra": [0]}        # joined, not duplicated
+    assert new.parent("armchair") == "chair"
+    assert new.labels("furniture-things") == {"extra": [2]}
+    assert set(new.datasets) == {"base", "extra"}
+    assert not check_graph(new.graph, new.datasets, new.max_depth, tree_path=tmp_path / "t")
+    # Every old neuron survives: the same concept, the same ancestors, its children or more.
+    from dsspn_cli.model.grow import neuron_signature
+
+    before, after = MaskingTable.from_tree(old), MaskingTable.from_tree(new)
+    kept = {neuron_signature(before, k)[:2]: neuron_signature(before, k)[2]
+            for k in range(len(before.neuron_concept))}
+    grown = {neuron_signature(after, k)[:2]: neuron_signature(after, k)[2]
+             for k in range(len(after.neuron_concept))}
+    for key, children in kept.items():
+        assert key in grown and set(children) <= set(grown[key]), key
+
+
+def test_merging_onto_refuses_a_dataset_the_tree_has(wn, base_set, tmp_path):
+    old, _ = merged(wn, base_set)
+    with pytest.raises(UserError, match="already in"):
+        merge_labelsets([load_labelset(str(base_set))], wn, onto=old)
+
+
+def test_merge_onto_from_the_command_line(run, tmp_path, fine_set):
+    out = tmp_path / "grown.yaml"
+    result = run("hierarchy", "merge", "--onto", "", fine_set, "-o", out)
+    assert result.exit_code == 2
+    from dsspn_cli.resources import default_tree_path
+
+    result = run("hierarchy", "merge", "--onto", default_tree_path(), fine_set, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    result = run("hierarchy", "check", out)
+    assert result.exit_code == 0, result.stdout
+    assert "--onto" in out.read_text().splitlines()[0]

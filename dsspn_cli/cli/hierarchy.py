@@ -47,17 +47,24 @@ def merge(
     wordnet_dir: Optional[Path] = typer.Option(None, "--wordnet-dir", help="A WordNet 3.0 "
                                                "database folder to use (default: found "
                                                "automatically)."),
+    onto: Optional[Path] = typer.Option(None, "--onto", help="Place the label sets into this "
+                                        "tree without moving any of its concepts, so that a "
+                                        "model trained on it grows onto the new tree "
+                                        "(dsspn train --grow-from)."),
 ):
     """Merge dataset label sets into one WordNet-backed concept tree."""
     from dsspn_cli.hierarchy.labelset import load_labelset
     from dsspn_cli.hierarchy.merge import merge_labelsets
+    from dsspn_cli.hierarchy.tree import load_tree
     from dsspn_cli.hierarchy.wordnet import wordnet
 
+    base = load_tree(onto) if onto is not None else None
     labelsets = [load_labelset(ref) for ref in datasets]
     wn = wordnet(wordnet_dir)
     tree, report = merge_labelsets(labelsets, wn, max_depth=max_depth,
-                                   output_dir=output.parent)
+                                   output_dir=output.parent, onto=base)
     header = ("# dsspn concept tree, merged with: dsspn hierarchy merge "
+              + (f"--onto {onto} " if onto is not None else "")
               + " ".join(ls.name for ls in labelsets) + f" --max-depth {max_depth}\n"
               "# Each concept: name, WordNet 3.0 synset, labels (dataset: label ids mapped to it),"
               " children.\n# kind: wordnet marks the intermediate concepts the merge added.\n")

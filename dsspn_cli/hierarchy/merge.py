@@ -60,12 +60,28 @@ class MergeReport:
 
 
 class _Builder:
-    def __init__(self, wn, max_depth: int):
+    def __init__(self, wn, max_depth: int, onto: ConceptTree | None = None):
         self.wn = wn
         self.max_depth = max_depth
         self.graph = nx.DiGraph()
+        self.root = ROOT_NAME
         self.graph.add_node(ROOT_NAME, synset=ROOT_SYNSET, labels={}, kind="concept")
-        self.by_synset: dict[str, str] = {ROOT_SYNSET: ROOT_NAME}
+        # Concepts that must not move (merging onto a trained tree): each keeps its parent,
+        # so each keeps its ancestors, and nothing below them is spliced or regrouped.
+        self.frozen: frozenset[str] = frozenset()
+        if onto is not None:
+            self.graph = nx.DiGraph()
+            for name in onto.names:
+                data = onto.node(name)
+                self.graph.add_node(name, synset=data.get("synset"), kind=data.get(
+                    "kind", "concept"), labels={k: list(v) for k, v in onto.labels(name).items()})
+            for name in onto.names:
+                for child in onto.children(name):
+                    self.graph.add_edge(name, child)
+            self.root = onto.root
+            self.frozen = frozenset(onto.names)
+        self.by_synset: dict[str, str] = {d["synset"]: n for n, d in self.graph.nodes(data=True)
+                                          if d.get("synset")}
         self._closure_cache: dict[str, frozenset[str]] = {}
 
     # -------------------------------------------------------------------------- WordNet
@@ -126,7 +142,7 @@ class _Builder:
         return max(lengths.values())
 
     def order(self) -> dict[str, int]:
-        return {n: i for i, n in enumerate(nx.dfs_preorder_nodes(self.graph, ROOT_NAME))}
+        return {n: i for i, n in enumerate(nx.dfs_preorder_nodes(self.graph, self.root))}
 
     def set_children(self, parent: str, children: list[str]) -> None:
         for child in list(self.graph.successors(parent)):
@@ -158,7 +174,7 @@ class _Builder:
         if synset:
             self.by_synset[synset] = name
         siblings = list(self.graph.successors(parent))
-        adopt = [child for child in siblings if child in set(adopt)]
+        adopt = [child for child in siblings if child in set(adopt) and child not in self.frozen]
         if adopt:
             # The new concept takes the place of the first child it adopts.
             position = siblings.index(adopt[0])
@@ -176,15 +192,20 @@ class _Builder:
         """Where a concept with this synset goes: (parent, existing concepts it adopts)."""
         above = self.hypernyms(synset)
         order = self.order()
-        up = max((n for s, n in self.by_synset.items() if s in above),
-                 key=lambda n: (self.depth(n), -order[n]))
+        candidates = [n for s, n in self.by_synset.items() if s in above]
+        if not candidates:
+            raise UserError(f"{where or synset}: no concept of the tree is a WordNet hypernym "
+                            f"of {synset}; give the label a 'parent:'")
+        up = max(candidates, key=lambda n: (self.depth(n), -order[n]))
         # Concepts more specific than the new one, reachable below 'up': the new concept goes
         # beside them and adopts them, under the parent holding most of them.
         below_up = nx.descendants(self.graph, up) | {up}
         finer = {n for s, n in self.by_synset.items()
                  if n in below_up and n != up and synset in self.hypernyms(s)}
-        # Only the topmost of them: one below another moves along with its ancestor.
-        finer = [n for n in finer if not (nx.ancestors(self.graph, n) & finer)]
+        # Only the topmost of them: one below another moves along with its ancestor; and
+        # none that must not move (nor, so, anything below it).
+        finer = [n for n in finer if not (nx.ancestors(self.graph, n) & finer)
+                 and n not in self.frozen]
         counts: dict[str, list[str]] = {}
         for node in finer:
             counts.setdefault(self.parent(node), []).append(node)
@@ -230,7 +251,7 @@ class _Builder:
                                 "the datasets merged before it")
             # A concept of a built-in dataset not merged this time (COCO's 'outdoor-things'
             # when merging Mapillary alone): WordNet places the label, or the root takes it.
-            fallback = self.placement(synset)[0] if synset else ROOT_NAME
+            fallback = self.placement(synset)[0] if synset else self.root
             self.notes.append(f"{where}: parent '{ref}' is not in this tree (its dataset is not "
                               f"merged); placed under '{fallback}'")
             return fallback
@@ -243,7 +264,7 @@ class _Builder:
                     local[group.name] = self.by_synset[group.synset]
                     continue
             parent = resolve_parent(group.parent, where) if group.parent else (
-                self.placement(group.synset)[0] if group.synset else ROOT_NAME)
+                self.placement(group.synset)[0] if group.synset else self.root)
             name = self.unique_name(group.name, group.synset, labelset.name)
             local[group.name] = self.add(name, group.synset, self.within_depth(parent))
 
@@ -301,7 +322,7 @@ class _Builder:
     # -------------------------------------------------------------------------- WordTree
 
     def add_intermediates(self, report: MergeReport) -> None:
-        queue = [ROOT_NAME]
+        queue = [self.root]
         while queue:
             node = queue.pop(0)
             while self.group_once(node, report):
@@ -318,7 +339,7 @@ class _Builder:
         placed = 0      # children WordNet can place below the ceiling at all
         for child in children:
             synset = self.graph.nodes[child].get("synset")
-            if not synset:
+            if not synset or child in self.frozen:
                 continue
             between = self.between(ceiling, synset)
             placed += bool(between) or ceiling in self.hypernyms(synset)
@@ -367,19 +388,21 @@ class _Builder:
         its neuron chooses between the child and the rest.
         """
         while True:
-            for node in nx.dfs_postorder_nodes(self.graph, ROOT_NAME):
+            for node in nx.dfs_postorder_nodes(self.graph, self.root):
                 children = list(self.graph.successors(node))
-                if len(children) > 1 or (node == ROOT_NAME and not children):
+                if len(children) > 1 or (node == self.root and not children):
                     continue
                 data = self.graph.nodes[node]
                 if not children and not final:
                     continue
-                if node != ROOT_NAME and not data["labels"] and data["kind"] != "other":
+                if node != self.root and node not in self.frozen and not data["labels"] \
+                        and data["kind"] != "other":
                     self.splice(node)
                     report.spliced.append(node)
                 elif not children or not final:
                     continue
-                elif not self.graph.nodes[children[0]]["labels"] and \
+                elif children[0] not in self.frozen and \
+                        not self.graph.nodes[children[0]]["labels"] and \
                         self.graph.nodes[children[0]]["kind"] != "other":
                     self.splice(children[0])
                     report.spliced.append(children[0])
@@ -404,6 +427,22 @@ class _Builder:
         self.set_children(parent, siblings)
 
     notes: list[str]
+
+
+def _rebased(tree: ConceptTree, output_dir: Path | None) -> dict:
+    """A tree's datasets, their label-set files named relative to ``output_dir``."""
+    from dsspn_cli.hierarchy.labelset import builtin_labelsets
+
+    out = {}
+    for name, info in tree.datasets.items():
+        info = dict(info)
+        ref = str(info.get("labelset", name))
+        beside = Path(tree.source).parent / ref if tree.source else Path(ref)
+        if ref.lower() not in builtin_labelsets() and beside.is_file():
+            info["labelset"] = (str(beside.resolve()) if output_dir is None else
+                                os.path.relpath(beside.resolve(), Path(output_dir).resolve()))
+        out[name] = info
+    return out
 
 
 def _reference(labelset: LabelSet, output_dir: Path | None) -> str:
@@ -465,11 +504,16 @@ def _groups_in_order(labelset: LabelSet):
 
 
 def merge_labelsets(labelsets: list[LabelSet], wn, max_depth: int = 5,
-                    output_dir: Path | None = None) -> tuple[ConceptTree, MergeReport]:
+                    output_dir: Path | None = None, onto: ConceptTree | None = None
+                    ) -> tuple[ConceptTree, MergeReport]:
     """Merge label sets (the first one is the skeleton) into a concept tree.
 
     The tree names each dataset's label set: built-ins by name, files by a path relative to
     ``output_dir`` (where the tree will be written), so tree and label sets can move together.
+
+    ``onto``: an existing tree the label sets are placed into without moving any of its
+    concepts (each keeps its ancestors, so every neuron of a model trained on it survives,
+    with its children or more); new concepts go below or beside them.
     """
     if max_depth < 1:
         raise UserError(f"--max-depth {max_depth}: must be 1 or more")
@@ -477,18 +521,24 @@ def merge_labelsets(labelsets: list[LabelSet], wn, max_depth: int = 5,
     for name in names:
         if names.count(name) > 1:
             raise UserError(f"dataset '{name}' is given twice; name each label set once")
+        if onto is not None and name in onto.datasets:
+            raise UserError(f"dataset '{name}' is already in {onto.source or 'the tree'}; "
+                            "merge a label set it does not have")
+    if onto is not None:
+        max_depth = max(max_depth, onto.height)
     report = MergeReport()
-    builder = _Builder(wn, max_depth)
+    builder = _Builder(wn, max_depth, onto)
     builder.notes = report.notes
     for i, labelset in enumerate(labelsets):
         labelset, ambiguous = resolve_synsets(labelset, wn)
         report.notes.extend(ambiguous)
-        builder.add_labelset(labelset, base=(i == 0), report=report)
+        builder.add_labelset(labelset, base=(i == 0 and onto is None), report=report)
     builder.add_intermediates(report)
     builder.fix_single_children(report)
     for _, data in builder.graph.nodes(data=True):
         data["labels"] = {k: sorted(v) for k, v in data["labels"].items()}
-    datasets = {ls.name: {"labelset": _reference(ls, output_dir), "title": ls.title,
-                          "ignore_index": ls.ignore_index} for ls in labelsets}
+    datasets = dict(_rebased(onto, output_dir)) if onto is not None else {}
+    datasets.update({ls.name: {"labelset": _reference(ls, output_dir), "title": ls.title,
+                               "ignore_index": ls.ignore_index} for ls in labelsets})
     tree = ConceptTree(builder.graph, datasets, max_depth)
     return tree, report
