@@ -316,3 +316,34 @@ def test_prediction_waits_on_the_device_about_once_per_depth(table):
     with SyncCounter() as counter:
         head(features, random_target(table, "cityscapes", (2, 12, 24)), "cityscapes")
     assert counter.count <= 4, counter.count
+
+
+def test_classes_run_only_the_neurons_above_them_and_read_like_a_full_descent(table):
+    """--classes person,vehicle,sky: the same answer as the whole descent read in those
+    classes, from the neurons on their paths only."""
+    torch.manual_seed(5)
+    tree = load_tree()
+    model = dsspn(table, hidden=8).eval()
+    for neuron in model.head.neurons:
+        neuron.predict.weight.data.mul_(20)
+    vehicle = tree.by_synset()["vehicle.n.01"]
+    classes = tuple(tree.id(n) for n in ("person", vehicle, "sky-other", "car"))
+    images = torch.randn(2, 3, 96, 160)
+    ran = []
+    hooks = [n.register_forward_hook(lambda m, i, o, k=k: ran.append(k))
+             for k, n in enumerate(model.head.neurons)]
+    with torch.no_grad():
+        restricted, _ = model.predict(images, classes=classes)
+        chosen = set(ran)
+        ran.clear()
+        whole, _ = model.predict(images)
+    for hook in hooks:
+        hook.remove()
+    lut = model.masking.vocabulary(classes)
+    assert torch.equal(restricted, lut[whole])
+    above = {table.concept_neuron[a] for c in classes for a in table.ancestors(c)}
+    assert chosen <= above and len(set(ran)) > len(chosen)
+    assert set(restricted.unique().tolist()) <= {-1, 0, 1, 2, 3}
+    # 'car' is below 'vehicle': a pixel that reaches car says car, not vehicle.
+    assert lut[tree.id("car")] == 3 and lut[tree.id("bus")] == 1
+    assert lut[tree.id("road")] == -1

@@ -67,7 +67,8 @@ class FlatHead(nn.Module):
     @torch.no_grad()
     def predict(self, features: torch.Tensor, size: tuple[int, int] | None = None,
                 dataset: str | None = None, level: int | None = None,
-                threshold: float = 0.5, static: bool = False, stride: int | None = None):
+                threshold: float = 0.5, static: bool = False, stride: int | None = None,
+                classes: tuple[int, ...] | None = None):
         """Concept map and confidence (the class's softmax probability) at ``size``, the
         logits upsampled as the DSSPN head's (``grid.FeatureGrid``); with ``level``, each
         concept is replaced by its ancestor at that depth."""

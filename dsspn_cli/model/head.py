@@ -146,7 +146,8 @@ class DSSPNHead(nn.Module):
     @torch.no_grad()
     def predict(self, features: torch.Tensor, size: tuple[int, int] | None = None,
                 dataset: str | None = None, level: int | None = None,
-                threshold: float = 0.5, static: bool = False, stride: int | None = None):
+                threshold: float = 0.5, static: bool = False, stride: int | None = None,
+                classes: tuple[int, ...] | None = None):
         """Concept map and per-pixel confidence (B x H x W), H x W = ``size`` (default the
         feature size). Each pixel descends from the root to its best child until a leaf, a
         concept the dataset defines with no defined child, a concept it labels whose children
@@ -157,11 +158,14 @@ class DSSPNHead(nn.Module):
         disagree are descended on their own: where the four cells a pixel interpolates
         between take one path, so does the pixel (a sum of logits with positive weights keeps
         their order and their sign), so the result equals the descent of every pixel, which
-        ``static`` (for export: no data-dependent control flow) and the softmax loss run."""
+        ``static`` (for export: no data-dependent control flow) and the softmax loss run.
+
+        ``classes`` (concept ids): only the neurons above them run, and a pixel ends at the
+        concept where its path leaves them (``MaskingTensors.vocabulary`` reads it)."""
         softmax = self.config.loss == "softmax"
         root = self.transition(features)
         grid = FeatureGrid(root.shape[-2:], size or root.shape[-2:], stride, root.device)
-        plan = self.masking.descent(dataset, level, softmax)
+        plan = self.masking.descent(dataset, level, softmax, classes)
         d = None if dataset is None else self.masking.dataset_index(dataset)
         if static or softmax:
             return self._descend_pixels(root, grid, plan, d, threshold, skip=not static)

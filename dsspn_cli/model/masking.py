@@ -132,28 +132,46 @@ class MaskingTensors(torch.nn.Module):
 
     # ------------------------------------------------------------------------------ inference
 
-    def descent(self, dataset: str | None, level: int | None, softmax: bool
-                ) -> list[DescentStep]:
+    def descent(self, dataset: str | None, level: int | None, softmax: bool,
+                classes: tuple[int, ...] | None = None) -> list[DescentStep]:
         """The neurons that can move a pixel, parents first, for predictions in ``dataset``'s
-        concepts (None: any concept) cut at depth ``level``; decided from the tables alone,
-        so that building the plan never waits on the device."""
-        key = (dataset, level, softmax)
+        concepts (None: any concept) cut at depth ``level``, and, given ``classes``, only the
+        neurons above one of them; decided from the tables alone, so that building the plan
+        never waits on the device."""
+        key = (dataset, level, softmax, classes)
         if key not in self._plans:
-            self._plans[key] = _descent(self.table, dataset, level, softmax)
+            self._plans[key] = _descent(self.table, dataset, level, softmax, classes)
         return self._plans[key]
+
+    def vocabulary(self, classes: tuple[int, ...]) -> torch.Tensor:
+        """Concept -> the index in ``classes`` of the deepest of them at or above it, or -1
+        ('other'): how a descent restricted to ``classes`` is read."""
+        lut = torch.full((len(self.table.concepts),), IGNORE, dtype=torch.long)
+        position = {c: i for i, c in enumerate(classes)}
+        for concept in range(len(self.table.concepts)):
+            for above in reversed(self.table.ancestors(concept) + [concept]):
+                if above in position:
+                    lut[concept] = position[above]
+                    break
+        return lut.to(self.neuron_concept.device)
 
 
 def _descent(table: MaskingTable, dataset: str | None, level: int | None,
-             softmax: bool) -> list[DescentStep]:
+             softmax: bool, classes: tuple[int, ...] | None = None) -> list[DescentStep]:
     data = table.datasets[dataset] if dataset is not None else None
     labelled = set()
     for t in table.datasets.values():
         labelled.update(t.concept_label)
+    above_classes = None
+    if classes is not None:
+        above_classes = {a for c in classes for a in table.ancestors(c)}
     steps = []
     for k, concept in enumerate(table.neuron_concept):
         if level is not None and table.depth[concept] >= level:
             continue
         if data is not None and not any(data.child_mask[k]):
+            continue
+        if above_classes is not None and concept not in above_classes:
             continue
         # BCE scores each child on its own, so 'none of them' can be read off; a softmax
         # always picks one.

@@ -34,10 +34,16 @@ class Segmenter(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, dataset: str | None = None,
-                level: int | None = None, static: bool = False):
-        """Concept map and confidence at the image size."""
-        return self.head.predict(self.backbone(images), tuple(images.shape[-2:]), dataset,
-                                 level, static=static, stride=self.stride)
+                level: int | None = None, static: bool = False,
+                classes: tuple[int, ...] | None = None):
+        """Concept map and confidence at the image size. With ``classes`` (concept ids), the
+        map holds each pixel's index among them, or -1 for none of them ('other')."""
+        concepts, confidence = self.head.predict(
+            self.backbone(images), tuple(images.shape[-2:]), dataset, level, static=static,
+            stride=self.stride, classes=classes)
+        if classes is not None:
+            concepts = self.masking.vocabulary(tuple(classes))[concepts]
+        return concepts, confidence
 
     @property
     def stride(self) -> int | None:
