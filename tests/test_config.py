@@ -61,6 +61,9 @@ def test_sample_data_defaults_fill_only_what_is_not_given():
     ("file", {"head": {"combine": "sum", "transition_width": 64}}, ["transition_width must "
                                                                     "equal hidden"]),
     ("file", {"weights": {"coco": 1}}, ["no weight for dataset 'ade'"]),
+    ("file", {"batch_size": {"coco": 4}}, ["no batch size for dataset 'ade'"]),
+    ("file", {"batch_size": {"ade": 0}}, ["batch_size.ade: input should be greater than 0"]),
+    ("file", {"batch_size": "x"}, ["batch_size: input should be a valid integer"]),
     ("file", {"head": {"hiden": 3}}, ["unknown setting 'head.hiden' (did you mean "
                                       "'hidden'?)"]),
     ("set", ["head.transition_rates=[6, 0]"], ["--set head.transition_rates=[6, 0]",

@@ -121,3 +121,21 @@ def test_zero_weight_dataset_may_be_small_and_nan_is_refused():
     assert all(i < 40 for batch in sampler for i, _ in batch)
     with pytest.raises(UserError, match="weights"):
         DatasetBatchSampler([8, 8], 4, weights=[1, float("nan")])
+
+
+def test_per_dataset_batch_sizes_split_whole_batches_over_ranks():
+    """batch_size {coco: 4, cityscapes: 6}: every batch holds one dataset's images at its
+    own size, and the ranks of a job share an epoch's batches without overlap."""
+    from dsspn_cli.data.sampler import DatasetBatchSampler
+
+    sizes, batch = [40, 60], [4, 6]
+    seen = []
+    for rank in range(2):
+        sampler = DatasetBatchSampler(sizes, batch, seed=3, rank=rank, world_size=2)
+        assert len(sampler) == (10 + 10) // 2
+        for indices in sampler:
+            dataset = 0 if indices[0][0] < 40 else 1
+            assert len(indices) == batch[dataset]
+            assert all((i < 40) == (dataset == 0) for i, _ in indices)
+            seen += [i for i, _ in indices]
+    assert len(seen) == len(set(seen)) == 100

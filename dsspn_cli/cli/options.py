@@ -22,10 +22,13 @@ def _base(annotation):
         if origin is typing.Annotated:
             annotation = typing.get_args(annotation)[0]
         elif origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+            # Optional[X] is X; X | dict (one value or one per dataset) is X on the command
+            # line, the rest by --set.
             args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
+            singles = [a for a in args if _base(a) in SINGLE]
+            if len(args) != 1 and not singles:
                 return None
-            annotation = args[0]
+            annotation = singles[0] if singles else args[0]
         else:
             return annotation
 

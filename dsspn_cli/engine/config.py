@@ -51,7 +51,10 @@ class TrainConfig(ModelConfig):
     iters: Optional[PositiveInt] = Field(None, description="training steps (default: one "
                                          "epoch, or --epochs)")
     epochs: Optional[PositiveInt] = Field(None, description="epochs, when --iters is not given")
-    batch_size: PositiveInt = Field(8, description="images per step, over all processes")
+    batch_size: PositiveInt | dict[str, PositiveInt] = Field(
+        8, description="images per step and process; in YAML or --set also one per dataset "
+        "(batch_size.coco=4: the paper's 4 for COCO-Stuff and ADE20K, 6 for Cityscapes and "
+        "Mapillary)")
     crop: Int = Field(513, ge=32, description="training crop side in pixels")
     scale: tuple[PositiveFloat, PositiveFloat] = Field(
         (0.5, 2.0), strict=False, description="random rescale range [low, high]")
@@ -98,13 +101,21 @@ class TrainConfig(ModelConfig):
         return value
 
     @model_validator(mode="after")
-    def _weights_name_datasets(self):
-        if self.weights and self.data:
-            missing = sorted(set(self.data) - set(self.weights))
-            if missing:
-                raise ValueError(f"weights: no weight for dataset '{missing[0]}'; give one "
-                                 "per --data")
+    def _per_dataset_settings_name_the_datasets(self):
+        for key, what in (("weights", "weight"), ("batch_size", "batch size")):
+            value = getattr(self, key)
+            if isinstance(value, dict) and self.data:
+                missing = [fmt for fmt in self.data if fmt not in value]
+                if missing:
+                    raise ValueError(f"{key}: no {what} for dataset '{missing[0]}'; give one "
+                                     "per --data")
         return self
+
+    def batch_sizes(self) -> list[int]:
+        """The batch size of each dataset, in the order of ``data``."""
+        if isinstance(self.batch_size, int):
+            return [self.batch_size] * len(self.data)
+        return [self.batch_size[fmt] for fmt in self.data]
 
     @property
     def backbone_learning_rate(self) -> float:
@@ -136,8 +147,12 @@ def checked(values: dict, where: Any, origins: dict | None = None) -> TrainConfi
 
 def describe(exc: ValidationError) -> str:
     """The first problem of a pydantic ValidationError, as 'key: what is wrong (got X)'."""
-    error = exc.errors(include_url=False)[0]
-    key = ".".join(str(part) for part in error["loc"]) or "config"
+    errors = exc.errors(include_url=False)
+    # A value that fits no branch of 'one or one per dataset' gets an error per branch: the
+    # one that got furthest into the value says what is wrong.
+    first = errors[0]["loc"][:1]
+    error = max((e for e in errors if e["loc"][:1] == first), key=lambda e: len(e["loc"]))
+    key = ".".join(str(part) for part in error["loc"] if not _is_branch(part))
     if error["type"] == "extra_forbidden":
         import difflib
 
@@ -151,7 +166,16 @@ def describe(exc: ValidationError) -> str:
     message = message[:1].lower() + message[1:]
     # YAML's words, not Python's.
     message = message.replace("valid tuple", "list").replace("valid dictionary", "mapping")
+    if not key:                   # a rule between settings: the message names them
+        return message
     return f"{key}: {message} (got {shown(error.get('input'))})"
+
+
+def _is_branch(part) -> bool:
+    """pydantic's name of a union member in an error's location ('constrained-int',
+    'dict[str,constrained-int]'), not a key."""
+    return isinstance(part, str) and ("[" in part or bool(re.fullmatch(
+        r"(constrained-)?(int|float|str|bool)|function-.*", part)))
 
 
 def known_keys(prefix: tuple = ()) -> list[str]:

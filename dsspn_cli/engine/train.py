@@ -58,7 +58,7 @@ def build_data(config: TrainConfig, table, world: World, run: RunFolder, console
     handle_bad_samples(parts, bad, run.root, world, console, config.skip_bad)
     weights = [config.weights[fmt] for fmt in config.data] if config.weights else None
     joint = JointDataset(datasets)
-    sampler = DatasetBatchSampler(joint.sizes, config.batch_size, weights, config.seed,
+    sampler = DatasetBatchSampler(joint.sizes, config.batch_sizes(), weights, config.seed,
                                   world.rank, world.size, names=[d.name for d in datasets])
     loader = torch.utils.data.DataLoader(
         joint, batch_sampler=sampler, num_workers=config.workers, collate_fn=collate,
@@ -295,6 +295,7 @@ def _finetune(config: TrainConfig, run: RunFolder, world: World, console, stop) 
         folder = run.root / f"finetune-{fmt}"
         stage = config.replace(
             data={fmt: root}, out=str(folder), iters=config.finetune, epochs=None,
+            batch_size=config.batch_sizes()[list(config.data).index(fmt)],
             lr=config.lr / 10, backbone_lr=config.backbone_learning_rate / 10, finetune=0,
             weights=None, init_from=str(run.last))
         _say(console, world, f"fine-tuning on {fmt}: {config.finetune} iterations at lr "
