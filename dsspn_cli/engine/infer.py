@@ -79,11 +79,13 @@ class ImageFiles(torch.utils.data.Dataset):
 def image_loader(items: torch.utils.data.Dataset, indices: Sequence[int], workers: int,
                  device: torch.device) -> torch.utils.data.DataLoader:
     """``items[i]`` for each of ``indices`` in order, decoded by ``workers`` processes (0: in
-    this one), one item at a time."""
+    this one; never more than there are items), one item at a time."""
     from dsspn_cli.engine.faults import ignore_stop_signals
 
+    indices = list(indices)
+    workers = min(workers, len(indices))
     return torch.utils.data.DataLoader(
-        items, batch_size=None, sampler=list(indices), num_workers=workers,
+        items, batch_size=None, sampler=indices, num_workers=workers,
         pin_memory=device.type == "cuda",
         worker_init_fn=ignore_stop_signals if workers > 0 else None)
 
