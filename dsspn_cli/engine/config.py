@@ -109,6 +109,13 @@ class TrainConfig(ModelConfig):
             values.setdefault("precision", "auto" if values.pop("amp") else "fp32")
         return values
 
+    @model_validator(mode="after")
+    def _skip_bad_needs_the_scan(self):
+        if self.skip_bad and not self.scan:
+            raise ValueError("skip_bad leaves out the files the scan before step 1 finds; "
+                             "drop --no-scan, or --skip-bad")
+        return self
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -122,13 +129,6 @@ class TrainConfig(ModelConfig):
         if value[0] > value[1]:
             raise ValueError("give [low, high] with low <= high")
         return value
-
-    @model_validator(mode="after")
-    def _skip_bad_needs_the_scan(self):
-        if self.skip_bad and not self.scan:
-            raise ValueError("skip_bad leaves out the files the scan before step 1 finds; "
-                             "drop --no-scan, or --skip-bad")
-        return self
 
     @model_validator(mode="after")
     def _weights_name_datasets(self):
