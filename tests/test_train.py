@@ -242,7 +242,7 @@ def test_validation_uses_the_same_images_spread_over_the_split(data):
     cut = validation_sets(config(data, "unused", val_images=1), table)
     assert [len(d) for d in full] == [2, 2] and [len(d) for d in cut] == [1, 1]
     assert [d.samples[0] for d in cut] == [d.samples[0] for d in full]
-    assert TrainConfig().val_images == 500 and TrainConfig().val_every == 2000
+    assert TrainConfig().val_images == 500 and TrainConfig().val_every == 5000
 
 
 def test_buffers_are_broadcast_only_when_training_changes_them(tmp_path):

@@ -80,7 +80,7 @@ class TrainConfig(ModelConfig):
     log_every: PositiveInt = Field(10, description="steps between metrics.jsonl lines")
     checkpoint_every: PositiveInt = Field(100, description="steps between checkpoints")
     keep: PositiveInt = Field(3, description="step checkpoints kept besides last and best")
-    val_every: NonNegativeInt = Field(2000, description="steps between validations, and "
+    val_every: NonNegativeInt = Field(5000, description="steps between validations, and "
                                       "one at the end (0: at each checkpoint)")
     val_images: Optional[NonNegativeInt] = Field(
         500, description="validation images per dataset, spread evenly over its validation "
