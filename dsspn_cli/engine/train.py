@@ -185,6 +185,7 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
     def validate() -> dict:
         # Every rank scores its share of each validation set and the counts are summed: the
         # same collectives on every rank, none waiting for another's whole validation.
+        share_running_stats(model, world)
         return {d.name: evaluate(model, d, world, precision=config.precision,
                                  workers=config.workers) for d in val_sets}
 
@@ -202,6 +203,7 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
                           trainer.signum)
     last = dict(trainer.record)
     if world.distributed:
+        share_running_stats(model, world)
         last["ranks_in_sync"] = ranks_in_sync(model)
         if world.main:
             run.log({"step": trainer.step, "ranks_in_sync": last["ranks_in_sync"]})
@@ -240,10 +242,25 @@ def _distributed(model, world: World):
         find_unused_parameters=True, broadcast_buffers=has_running_stats(model))
 
 
+def running_stats(model) -> list[torch.Tensor]:
+    """The buffers training updates (batch norm's running statistics); none when frozen."""
+    return [buffer for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            for buffer in (m.running_mean, m.running_var, m.num_batches_tracked)
+            if buffer is not None]
+
+
 def has_running_stats(model) -> bool:
-    """Whether training updates buffers of ``model`` (batch norm's running statistics)."""
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-               for m in model.modules())
+    return bool(running_stats(model))
+
+
+def share_running_stats(model, world: World) -> None:
+    """Rank 0's batch-norm statistics on every rank. DDP broadcasts them before each step's
+    forward, which then updates each rank's own: before validating (every rank scores with
+    the model rank 0 saves) and at the end, they are made equal again."""
+    if world.distributed:
+        for buffer in running_stats(model):
+            torch.distributed.broadcast(buffer, 0)
 
 
 def _restore(payload, run: RunFolder, model, optimizer, scheduler, scaler) -> tuple[int, float]:
@@ -347,4 +364,4 @@ def _say(console, world: World, text: str) -> None:
 
 
 __all__ = ["train", "build_data", "build_optimizer", "poly_schedule", "validation_sets",
-           "spread", "has_running_stats"]
+           "spread", "has_running_stats", "share_running_stats"]

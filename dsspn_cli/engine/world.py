@@ -122,11 +122,12 @@ def agree(loss: torch.Tensor, signum: int, world: World) -> tuple[bool, int]:
 
 
 def ranks_in_sync(model: torch.nn.Module) -> bool:
-    """Whether every rank holds bit-identical weights (DDP must keep them so, also for the
-    neurons some ranks did not use)."""
+    """Whether every rank holds bit-identical weights and buffers (DDP must keep them so,
+    also for the neurons some ranks did not use)."""
     import torch.distributed as dist
 
-    flat = torch.cat([p.detach().flatten().double() for p in model.parameters()])
+    tensors = list(model.parameters()) + list(model.buffers())
+    flat = torch.cat([t.detach().flatten().double() for t in tensors])
     positions = torch.arange(flat.numel(), dtype=flat.dtype, device=flat.device)
     digest = torch.stack([flat.sum(), (flat * flat).sum(), (flat * positions).sum()])
     gathered = [torch.zeros_like(digest) for _ in range(dist.get_world_size())]
