@@ -111,12 +111,12 @@ def bands(table, batch: int, size: int, count: int = 8) -> torch.Tensor:
 
 
 def training(table, head: str, precision: str, args, device) -> dict:
+    dtype = resolve_precision(precision, device)
     torch.manual_seed(0)
     model = build_model(table, model_config(head, args.backbone, args.quick), [DATASET],
                         pretrained=False).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9,
                                 weight_decay=1e-4)
-    dtype = resolve_precision(precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     def step(images, target):

@@ -104,7 +104,7 @@ def test_validation_longer_than_the_timeout_still_finishes(data, tmp_path):
     image = Image.open(image_file).convert("RGB").resize(size, Image.BILINEAR)
     label = Image.open(label_file).resize(size, Image.NEAREST)
     per_image = _seconds_per_image(np.array(image))
-    copies = min(80, max(4, math.ceil(2 * 1.6 * timeout_s / per_image)))   # 1.6x, per rank
+    copies = min(80, max(4, math.ceil(2 * 1.4 * timeout_s / per_image)))   # 1.4x, per rank
     shutil.rmtree(root / "leftImg8bit" / "val")
     shutil.rmtree(root / "gtFine" / "val")
     (root / "leftImg8bit" / "val" / "lindau").mkdir(parents=True)
