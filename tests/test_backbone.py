@@ -175,6 +175,34 @@ def test_frozen_bn_matches_batchnorm_in_eval():
     assert torch.allclose(frozen(x), bn.eval()(x), atol=1e-6)
 
 
+def test_frozen_backbone_stays_in_the_autocast_dtype():
+    """Under bfloat16 autocast every activation of a frozen-BN backbone stays bfloat16 (a
+    float32 scale would promote each one back to float32), and the result stays close to the
+    float32 one; outside autocast it is float32 throughout."""
+    torch.manual_seed(0)
+    model = resnet18(output_stride=16, norm="frozen").eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1), m.running_var.uniform_(0.5, 1.5)
+    dtypes = set()
+    hooks = [m.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+             for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+        assert dtypes == {torch.float32}
+        dtypes.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    for hook in hooks:
+        hook.remove()
+    assert dtypes == {torch.bfloat16} and low.dtype == torch.bfloat16
+    error = (low.float() - reference).abs().mean() / reference.abs().mean()
+    assert error < 0.05
+
+
 def test_load_accepts_wrapped_state_dicts(tmp_path):
     sd = resnet18().state_dict()
     path = tmp_path / "wrapped.pth"

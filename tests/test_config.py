@@ -11,10 +11,10 @@ from dsspn_cli.model.config import HeadConfig
 def test_every_single_value_setting_is_an_option():
     options = {key for key, _, _ in setting_options(TrainConfig).values()}
     singles = {"iters", "epochs", "batch_size", "crop", "lr", "backbone_lr", "momentum",
-               "weight_decay", "poly_power", "workers", "device", "seed", "amp", "log_every",
+               "weight_decay", "poly_power", "workers", "device", "seed", "precision", "log_every",
                "checkpoint_every", "keep", "val_every", "val_images", "init_from",
-               "finetune", "skip_bad", "backbone", "backbone_weights", "output_stride", "out",
-               "tree"}
+               "finetune", "skip_bad", "scan", "dist_timeout", "backbone", "backbone_weights",
+               "output_stride", "out", "tree"}
     assert singles <= options
     assert "head.type" in options           # nested, with its own flag: --head
     assert not {"data", "head", "weights", "scale"} & options     # --data and --set
@@ -24,9 +24,11 @@ def test_help_lists_the_options_with_their_choices(run):
     result = run("train", "--help")
     assert result.exit_code == 0
     text = " ".join(result.stdout.replace("│", " ").split())      # the help box unwrapped
-    for flag in ("--head", "--batch-size", "--output-stride", "--set", "--no-amp"):
+    for flag in ("--head", "--batch-size", "--output-stride", "--set", "--no-scan",
+                 "--precision", "--dist-timeout", "--val-every", "--val-images"):
         assert flag in text
     assert "one of 8, 16, 32" in text
+    assert "one of auto, fp32, fp16, bf16" in text
 
 
 def test_file_then_options_then_set(tmp_path):
@@ -56,7 +58,10 @@ def test_sample_data_defaults_fill_only_what_is_not_given():
     ("file", {"head": {"loss": "focal"}}, ["head.loss", "'bce' or 'softmax'"]),
     ("file", {"backbone_lr": -5}, ["backbone_lr: input should be greater than 0"]),
     ("file", {"iters": True}, ["iters: input should be a valid integer"]),
-    ("file", {"amp": "maybe"}, ["amp: input should be a valid boolean"]),
+    ("file", {"precision": "fp8"}, ["precision: input should be 'auto', 'fp32', 'fp16' or "
+                                    "'bf16'"]),
+    ("file", {"skip_bad": True, "scan": False}, ["skip_bad leaves out the files the scan"]),
+    ("file", {"dist_timeout": 0}, ["dist_timeout: input should be greater than 0"]),
     ("file", {"momentum": 1.5}, ["momentum: input should be less than 1"]),
     ("file", {"head": {"combine": "sum", "transition_width": 64}}, ["transition_width must "
                                                                     "equal hidden"]),
@@ -103,3 +108,11 @@ def test_replace_checks_the_changes():
     assert config.replace(iters=3).iters == 3
     with pytest.raises(UserError, match="iters"):
         config.replace(iters=0)
+
+
+def test_configs_and_checkpoints_from_before_precision_still_load():
+    """'amp: true|false' was the setting before 'precision': it reads as auto or fp32."""
+    assert TrainConfig.model_validate({"amp": True}).precision == "auto"
+    assert TrainConfig.model_validate({"amp": False}).precision == "fp32"
+    assert TrainConfig.model_validate({"amp": False, "precision": "bf16"}).precision == "bf16"
+    assert "amp" not in TrainConfig.model_validate({"amp": True}).to_dict()

@@ -278,6 +278,18 @@ def test_skip_bad_reports_and_leaves_out_the_unusable_files(damaged, tmp_path, c
     assert cache.stat().st_mtime_ns != written
 
 
+def test_no_scan_reads_nothing_first_and_stops_at_the_first_bad_file(damaged, tmp_path):
+    """--no-scan: no reading before step 1 (no data-scan.json); the first unusable file
+    read stops the run with its name (an epoch of 4 steps reads all 8 samples)."""
+    root, names = damaged
+    config = TrainConfig(**settings({"cityscapes": str(root)}, iters=4, checkpoint_every=1,
+                                    out=str(tmp_path / "run"), scan=False))
+    with pytest.raises(UserError, match=r"--no-scan: the files were not checked") as caught:
+        train(config)
+    assert any(name in str(caught.value) for name in names), caught.value
+    assert not (tmp_path / "run" / "data-scan.json").exists()
+
+
 def test_a_file_that_goes_bad_during_training_is_named(data, tmp_path, monkeypatch):
     from dsspn_cli.data.dataset import SegmentationDataset
 

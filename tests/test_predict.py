@@ -240,3 +240,45 @@ def test_palette_is_fixed_and_legend_caps_rows():
     with Image.open(io.BytesIO(data)) as image:
         assert image.format == "PNG"
         assert image.height < 0.3 * 100 * (LEGEND_ROWS + 4)     # capped, not 60 rows
+
+
+def test_evaluate_and_predict_give_the_same_labels(checkpoint, model, tmp_path, run):
+    """One inference path: the labels 'dsspn evaluate --labels-out' scores are the ones
+    'dsspn predict' writes, for images larger than the tile (so both tile them)."""
+    from dsspn_cli.data.sample import write_sample_data
+
+    write_sample_data(tmp_path / "data", images=4, size=(64, 128))
+    root = tmp_path / "data" / "cityscapes"
+    images = sorted((root / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))
+    assert len(images) >= 2
+    scored, predicted = tmp_path / "scored", tmp_path / "predicted"
+    result = run("evaluate", checkpoint, "--data", f"cityscapes={root}", "--labels-out",
+                 scored, "--tile", "64", "--device", "cpu", "--workers", "1")
+    assert result.exit_code == 0, result.stderr
+    result = run("predict", checkpoint, *images, "--dataset", "cityscapes", "--out",
+                 predicted, "--tile", "64", "--device", "cpu", "--workers", "1")
+    assert result.exit_code == 0, result.stderr
+    tiled_somewhere = False
+    for image in images:
+        key = image.name[:-len("_leftImg8bit.png")]
+        _, from_evaluate = _labels(scored / "cityscapes" / f"{key}_labelIds.png")
+        _, from_predict = _labels(predicted / f"{image.stem}_labels.png")
+        assert from_evaluate.shape == (64, 128)
+        np.testing.assert_array_equal(from_evaluate, from_predict)
+        # Whole, the model sees other context: the labels differ, so the tiles were used.
+        whole, _ = predict_array(model[0], np.asarray(Image.open(image).convert("RGB")),
+                                 "cityscapes")
+        labels = model[0].concepts_to_labels(torch.from_numpy(whole), "cityscapes").numpy()
+        tiled_somewhere |= not np.array_equal(labels, from_predict)
+    assert tiled_somewhere
+
+
+def test_precision_choices(checkpoint, images, tmp_path):
+    with pytest.raises(UserError, match="--precision fp16: float16 autocast needs a CUDA"):
+        predict(checkpoint, [images], out=tmp_path / "o", device="cpu", precision="fp16")
+    with pytest.raises(UserError, match="--precision fp8: use one of"):
+        predict(checkpoint, [images], out=tmp_path / "o", device="cpu", precision="fp8")
+    assert not (tmp_path / "o").exists()
+    report = predict(checkpoint, [images / "a.png"], out=tmp_path / "bf16", device="cpu",
+                     precision="bf16", dataset="cityscapes")
+    assert report.images and (tmp_path / "bf16" / "a_labels.png").is_file()

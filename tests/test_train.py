@@ -228,3 +228,37 @@ def test_the_flat_baseline_trains_evaluates_and_predicts_through_the_cli(data, t
                  tmp_path / "pred")
     assert result.exit_code == 0, result.stderr
     assert list((tmp_path / "pred").rglob("*_labels.png"))
+
+
+def test_validation_uses_the_same_images_spread_over_the_split(data):
+    from dsspn_cli.engine.train import spread, validation_sets
+    from dsspn_cli.hierarchy.tables import MaskingTable
+    from dsspn_cli.hierarchy.tree import load_tree
+
+    assert spread(10, 3) == [0, 3, 6] and spread(4, 10) == [0, 1, 2, 3]
+    assert spread(2000, 500)[:3] == [0, 4, 8] and len(set(spread(2000, 500))) == 500
+    table = MaskingTable.from_tree(load_tree())
+    full = validation_sets(config(data, "unused", val_images=0), table)
+    cut = validation_sets(config(data, "unused", val_images=1), table)
+    assert [len(d) for d in full] == [2, 2] and [len(d) for d in cut] == [1, 1]
+    assert [d.samples[0] for d in cut] == [d.samples[0] for d in full]
+    assert TrainConfig().val_images == 500 and TrainConfig().val_every == 5000
+
+
+def test_buffers_are_broadcast_only_when_training_changes_them(tmp_path):
+    """DistributedDataParallel broadcasts buffers only for batch norm trained from scratch
+    (its running statistics); frozen batch norm and the tree's tables never change."""
+    from dsspn_cli.engine.train import has_running_stats
+    from dsspn_cli.hierarchy.tables import MaskingTable
+    from dsspn_cli.hierarchy.tree import load_tree
+    from dsspn_cli.model.backbone import resnet18
+    from dsspn_cli.model.segmenter import build_model
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(resnet18().state_dict(), weights)
+    table = MaskingTable.from_tree(load_tree())
+    small = dict(backbone="resnet18", output_stride=16)
+    assert has_running_stats(build_model(table, TrainConfig(**small)))
+    frozen = TrainConfig(**small, backbone_weights=str(weights))
+    assert not has_running_stats(build_model(table, frozen))
+    assert has_running_stats(build_model(table, frozen.replace(head={"norm": "batch"})))

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from dsspn_cli.engine.config import MIN_TILE, TILE
+
 
 def predict_command(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by 'dsspn train' "
@@ -23,10 +25,13 @@ def predict_command(
                                         "the tree (0 = the root)."),
     as_json: bool = typer.Option(False, "--json", help="Also write NAME.json: the concepts "
                                  "present, their pixels, tree paths and mean confidence."),
-    tile: int = typer.Option(1024, "--tile", help="Largest tile side in pixels (at least "
-                             "64); larger images run in overlapping tiles."),
+    tile: int = typer.Option(TILE, "--tile", help=f"Largest tile side in pixels (at least "
+                             f"{MIN_TILE}); larger images run in overlapping tiles."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, "
                                "cuda or cuda:N."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16, fp16 (CUDA) or "
+                                  "auto (bf16 where the GPU has it)."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Processes decoding images."),
 ):
     """Segment images with a trained model: for each image NAME, write NAME_labels.png
     (label ids), NAME_color.png, NAME_overlay.png and NAME_legend.png (and NAME.json with
@@ -42,7 +47,8 @@ def predict_command(
         return track(items, total=total, description=what, console=progress, transient=True)
 
     report = predict(checkpoint, inputs, dataset=dataset, out=out, level=level,
-                     as_json=as_json, tile=tile, device=device, track=bar)
+                     as_json=as_json, tile=tile, device=device, precision=precision,
+                     workers=workers, track=bar)
     count = len(report.images)
     what = (f"{report.dataset} label ids" if report.dataset is not None else "concept ids")
     names = ", ".join(SUFFIXES) + (", .json" if as_json else "")

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from dsspn_cli.cli.options import with_settings
-from dsspn_cli.engine.config import TrainConfig
+from dsspn_cli.engine.config import MIN_TILE, TILE, TrainConfig
 from dsspn_cli.errors import UserError
 
 
@@ -85,9 +85,16 @@ def evaluate_command(
     labels_out: Optional[Path] = typer.Option(None, "--labels-out", help="Also write each "
                                               "prediction as <DIR>/<dataset>/<key>_labelIds"
                                               ".png (the Cityscapes submission format)."),
+    tile: int = typer.Option(TILE, "--tile", help=f"Largest tile side in pixels (at least "
+                             f"{MIN_TILE}); larger images run in overlapping tiles, as in "
+                             "'dsspn predict'."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16, fp16 (CUDA) or "
+                                  "auto (bf16 where the GPU has it)."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Processes decoding images."),
 ):
     """Mean IoU, pixel accuracy, mean class accuracy, per class and per tree level, with
-    hierarchical prediction restricted to each dataset's concepts."""
+    hierarchical prediction restricted to each dataset's concepts; under torchrun
+    --nproc_per_node N each process scores its share of the images."""
     from rich.console import Console
     from rich.progress import track
     from rich.table import Table
@@ -96,24 +103,33 @@ def evaluate_command(
     from dsspn_cli.data.sample import sample_datasets
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.evaluate import evaluate
-    from dsspn_cli.engine.world import setup_world
+    from dsspn_cli.engine.world import resolve_precision, setup_world, teardown_world
     from dsspn_cli.files import atomic_write_text
 
+    if tile < MIN_TILE:
+        raise UserError(f"--tile {tile}: tiles must be at least {MIN_TILE} pixels")
     world = setup_world(device)
-    model, table, _, _ = load_model(checkpoint, world.device)
-    sets = parse_data(data) or sample_datasets()
+    try:
+        resolve_precision(precision, world.device)      # a bad choice fails before any work
+        model, table, _, _ = load_model(checkpoint, world.device)
+        sets = parse_data(data) or sample_datasets()
+        err = Console(stderr=True)
+
+        def bar(items, total, what):
+            return track(items, total=total, description=what, console=err, transient=True,
+                         disable=not world.main)
+
+        results = {}
+        for fmt, root in sets.items():
+            dataset = SegmentationDataset(root, fmt, split, table)
+            results[dataset.name] = evaluate(
+                model, dataset, world, track=bar, tile=tile, precision=precision,
+                workers=workers, labels_out=labels_out / dataset.name if labels_out else None)
+    finally:
+        teardown_world(world)
+    if not world.main:                 # under torchrun, rank 0 speaks for the job
+        return
     console = Console()
-    err = Console(stderr=True)
-
-    def bar(items, total, what):
-        return track(items, total=total, description=what, console=err, transient=True)
-
-    results = {}
-    for fmt, root in sets.items():
-        dataset = SegmentationDataset(root, fmt, split, table)
-        results[dataset.name] = evaluate(
-            model, dataset, world.device, track=bar,
-            labels_out=labels_out / dataset.name if labels_out else None)
     summary = Table("dataset", "images", "mIoU", "pixel acc", "mean acc", "IoU per tree level",
                     title=f"{checkpoint} on {split}", title_justify="left")
     for name, scores in results.items():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -32,12 +32,18 @@ from dsspn_cli.model.config import (
 )
 
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+# Number formats (``world.resolve_precision``); auto: bf16 on a GPU that has it, else fp16
+# on CUDA, fp32 on CPU.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# Inference (evaluate, predict, validation): images with a side above TILE run in tiles.
+TILE = 2048
+MIN_TILE = 64
 
 # Without data, the built-in sample data with settings a 2-core CPU trains in minutes,
 # for the settings the user did not give.
 SAMPLE_DATA_DEFAULTS = {"backbone": "resnet18", "output_stride": 16, "crop": 112,
                         "iters": 1500, "batch_size": 8, "lr": 0.01, "checkpoint_every": 500,
-                        "val_images": 8}
+                        "val_every": 500, "val_images": 8}
 
 
 class TrainConfig(ModelConfig):
@@ -70,14 +76,21 @@ class TrainConfig(ModelConfig):
     workers: NonNegativeInt = Field(2, description="data loader processes")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     seed: Int = Field(0, description="random seed (weights, sampling, augmentation)")
-    amp: Bool = Field(True, description="automatic mixed precision (CUDA only)")
+    precision: Literal[PRECISIONS] = Field(
+        "auto", description="number format of training and validation: fp32, fp16 (CUDA, "
+        "with loss scaling), bf16 (GPUs of compute capability 8.0+, and CPUs), or auto: bf16 "
+        "where the GPU has it, else fp16 on CUDA, fp32 on CPU")
     log_every: PositiveInt = Field(10, description="steps between metrics.jsonl lines")
     checkpoint_every: PositiveInt = Field(100, description="steps between checkpoints")
     keep: PositiveInt = Field(3, description="step checkpoints kept besides last and best")
-    val_every: NonNegativeInt = Field(0, description="steps between validations (0: at "
-                                      "each checkpoint and at the end)")
-    val_images: Optional[PositiveInt] = Field(None, description="images per dataset for "
-                                              "periodic validation (default: all)")
+    val_every: NonNegativeInt = Field(5000, description="steps between validations, and "
+                                      "one at the end (0: at each checkpoint)")
+    val_images: Optional[NonNegativeInt] = Field(
+        500, description="validation images per dataset, spread evenly over its validation "
+        "split, the same ones each time (0 or null: all; the full score is 'dsspn evaluate')")
+    dist_timeout: PositiveFloat = Field(30.0, description="minutes a process waits in a "
+                                        "collective for the others (torchrun) before the job "
+                                        "stops")
     init_from: Optional[str] = Field(None, description="start from this checkpoint's weights "
                                      "(same tree)")
     finetune: NonNegativeInt = Field(0, description="universal schedule: after joint "
@@ -85,6 +98,26 @@ class TrainConfig(ModelConfig):
                                      "of the learning rates")
     skip_bad: Bool = Field(False, description="leave out samples that cannot be read "
                            "(listed in RUN/bad-files.txt) instead of stopping before step 1")
+    scan: Bool = Field(True, description="read every training and validation sample once "
+                       "before step 1 to find unusable files (--no-scan: a bad file then stops "
+                       "the run when it is read)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _amp_is_precision(cls, values):
+        # Before 'precision' there was 'amp: true|false' (fp16 on CUDA); configs and
+        # checkpoints of that time still load.
+        if isinstance(values, dict) and isinstance(values.get("amp"), bool):
+            values = dict(values)
+            values.setdefault("precision", "auto" if values.pop("amp") else "fp32")
+        return values
+
+    @model_validator(mode="after")
+    def _skip_bad_needs_the_scan(self):
+        if self.skip_bad and not self.scan:
+            raise ValueError("skip_bad leaves out the files the scan before step 1 finds; "
+                             "drop --no-scan, or --skip-bad")
+        return self
 
     @field_validator("device")
     @classmethod
@@ -273,4 +306,4 @@ def resolve_config(file: str | Path | None = None, options: dict | None = None,
 
 
 __all__ = ["TrainConfig", "resolve_config", "checked", "describe", "parse_assignment",
-           "SAMPLE_DATA_DEFAULTS"]
+           "SAMPLE_DATA_DEFAULTS", "PRECISIONS", "TILE", "MIN_TILE"]

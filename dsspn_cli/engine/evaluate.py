@@ -1,5 +1,6 @@
 """Evaluation: hierarchical prediction restricted to a dataset's concepts, scored on its own
-classes (mean IoU, pixel accuracy, mean class accuracy, per class), and IoU per tree level.
+classes (mean IoU, pixel accuracy, mean class accuracy, per class), and IoU per tree level;
+under torchrun sharded over the ranks, the counts summed exactly.
 
 The evaluated classes of a dataset are its labels that map to a concept (Cityscapes: the 19
 train classes); other ground truth is not scored, and a prediction outside them counts as a
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from dsspn_cli.data.common import BadFile
-from dsspn_cli.engine.metrics import ConfusionMatrix
+from dsspn_cli.engine.infer import TILE, Inference, LabelledImages, Track, image_loader, no_track
+from dsspn_cli.engine.metrics import ConfusionMatrix, all_reduce
 from dsspn_cli.errors import UserError
 from dsspn_cli.hierarchy.tables import IGNORE
 
@@ -59,53 +60,57 @@ def _write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def evaluate(model, dataset, device, track=lambda items, total, what: items,
-             max_images: int | None = None, reduce: bool = True, labels_out=None) -> dict:
-    """Scores of ``model`` (a Segmenter) on a SegmentationDataset (evaluation transform).
+def evaluate(model, dataset, world=None, *, indices=None, track: Track = no_track,
+             labels_out=None, tile: int = TILE, precision: str = "fp32",
+             workers: int = 0) -> dict:
+    """Scores of ``model`` (a Segmenter, or its DistributedDataParallel wrapper) on the
+    images ``indices`` (default: all) of a SegmentationDataset, through the inference path
+    prediction uses (``infer.Inference``: ``tile``, ``precision``; ``workers`` decoding).
 
-    ``reduce``: sum the counts over DistributedDataParallel ranks (each rank having scored
-    its share); False when only one rank evaluates, as during training.
+    ``world``: under torchrun each rank scores its share of the images and the counts are
+    summed exactly over the ranks (one all-reduce of integers per dataset, which every rank
+    calls, also one left without images), so every rank returns the scores of all of them.
     ``labels_out``: a folder for each prediction as a PNG of the dataset's label ids, named
-    ``<key>_labelIds.png`` (the Cityscapes submission format)."""
+    ``<key>_labelIds.png`` (the Cityscapes submission format); each rank writes its own."""
+    from dsspn_cli.engine.world import World
+
     core = getattr(model, "module", model)
+    world = world or World(device=next(core.parameters()).device)
+    device = world.device
     table = core.masking.table
     classes = DatasetClasses(table, dataset.name)
     matrix = ConfusionMatrix(len(classes.label_ids), device)
     levels = core.masking.concept_at_level
     depth = levels.shape[1]
     level_matrices = [ConfusionMatrix(len(table.concepts), device) for _ in range(depth)]
+    indices = list(range(len(dataset)) if indices is None else indices)
+    mine = indices[world.rank::world.size]
+    infer = Inference(core, dataset.name, None, tile, precision, device)
+    loader = image_loader(LabelledImages(dataset), mine, workers, device)
     was_training = core.training
     core.eval()
-    count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    for index in track(range(count), count, f"evaluating {dataset.name}"):
-        try:
-            item = dataset[index]
-        except BadFile as exc:
-            raise UserError(f"{exc}; run 'dsspn data check {dataset.root} --format "
-                            f"{dataset.format.name}' for every such file") from None
-        image = item["image"][None].to(device)
-        target = item["target"][None].to(device)
-        concepts, _ = core.predict(image, dataset=dataset.name)
+    for item in track(loader, len(mine), f"evaluating {dataset.name}"):
+        if "bad" in item:
+            raise UserError(f"{item['bad']}; run 'dsspn data check {dataset.root} --format "
+                            f"{dataset.format.name}' for every such file")
+        concepts = infer(item["image"])[0][None]
+        target = item["target"][None].to(device, non_blocking=True)
         matrix.update(classes.of(concepts), classes.of(target))
         if labels_out is not None:
-            _write_labels(labels_out, dataset, index, core.concepts_to_labels(
+            _write_labels(labels_out, dataset, item["index"], core.concepts_to_labels(
                 concepts, dataset.name)[0])
         valid = target >= 0
         for level in range(depth):
             cut_truth = torch.where(valid, levels[target.clamp(min=0), level], IGNORE)
             level_matrices[level].update(levels[concepts, level], cut_truth)
     core.train(was_training)
-    if reduce:
-        matrix.all_reduce()
+    all_reduce([matrix] + level_matrices, world)
     scores = matrix.scores(classes.names)
     per_level = {}
     for level, level_matrix in enumerate(level_matrices):
-        if reduce:
-            level_matrix.all_reduce()
         present = level_matrix.matrix.sum(1) > 0
         if bool(present.any()):
-            result = level_matrix.scores()
-            per_level[str(level)] = result["mIoU"]
+            per_level[str(level)] = level_matrix.scores()["mIoU"]
     scores["iou_per_level"] = per_level
-    scores["images"] = count
+    scores["images"] = len(indices)
     return scores

@@ -5,6 +5,8 @@ decides from ``trainer.step`` whether it has work."""
 
 from __future__ import annotations
 
+import time
+
 from dsspn_cli.engine.run import RunFolder
 
 
@@ -59,8 +61,10 @@ class Checkpointer(Hook):
 
 
 class Validation(Hook):
-    """Validation every ``every`` steps and at the end (not when stopping on a signal): the
-    scores go to metrics.jsonl, and a better mean mIoU is checkpointed as best.pt."""
+    """Validation every ``every`` steps and at the end (not when stopping on a signal), on
+    every rank (each scores its share; the scores are the same everywhere, so every rank
+    agrees on the best): the scores and the seconds it took go to metrics.jsonl, and a
+    better mean mIoU is checkpointed as best.pt."""
 
     def __init__(self, run: RunFolder, validate, every: int, checkpointer: Checkpointer):
         self.run, self.validate, self.every = run, validate, every
@@ -69,14 +73,17 @@ class Validation(Hook):
     def after_step(self, trainer) -> None:
         if trainer.signum or not due(trainer, self.every):
             return
+        started = time.perf_counter()
         scores = self.validate()
         if not scores:
             return
         mean = sum(s["mIoU"] or 0 for s in scores.values()) / len(scores)
         if trainer.world.main:
-            self.run.log({"step": trainer.step, "val_mIoU": mean, "val": {
-                name: {m: s[m] for m in ("mIoU", "pixel_acc", "mean_acc")}
-                for name, s in scores.items()}})
+            self.run.log({"step": trainer.step, "val_mIoU": mean,
+                          "val_seconds": round(time.perf_counter() - started, 3), "val": {
+                              name: {m: s[m] for m in ("mIoU", "pixel_acc", "mean_acc",
+                                                       "images")}
+                              for name, s in scores.items()}})
         if mean > self.checkpointer.best:
             self.checkpointer.best = mean
             self.checkpointer.save(trainer)

@@ -26,11 +26,12 @@ class BadSample(Exception):
 
 class Trainer:
     def __init__(self, model, loader, sampler, optimizer, scheduler, scaler, world: World, *,
-                 total: int, step: int = 0, amp: bool = False, stop=None,
+                 total: int, step: int = 0, dtype: torch.dtype | None = None, stop=None,
                  stop_at: int | None = None, hooks=()):
+        """``dtype``: autocast's (float16, bfloat16), or None for float32."""
         self.model, self.loader, self.sampler = model, loader, sampler
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
-        self.world, self.total, self.step, self.amp = world, total, step, amp
+        self.world, self.total, self.step, self.dtype = world, total, step, dtype
         self.stop, self.stop_at, self.hooks = stop, stop_at, list(hooks)
         self.signum = 0           # a stop signal, agreed by every rank at the same step
         self.record: dict = {}    # the last step's metrics
@@ -84,7 +85,8 @@ class Trainer:
         device = self.world.device
         images = batch["image"].to(device, non_blocking=True)
         target = batch["target"].to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=self.amp):
+        with torch.autocast(device.type, dtype=self.dtype or torch.float32,
+                            enabled=self.dtype is not None):
             loss = self.model(images, target, batch["dataset"])
         non_finite, self.signum = agree(loss, self.stop.signum if self.stop else 0, self.world)
         if non_finite:

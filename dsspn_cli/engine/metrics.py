@@ -31,11 +31,6 @@ class ConfusionMatrix:
         self.matrix += torch.bincount(truth * (n + 1) + guess,
                                       minlength=n * (n + 1)).view(n, n + 1)
 
-    def all_reduce(self) -> None:
-        """Sum the counts of every DistributedDataParallel rank (no-op when not distributed)."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(self.matrix)
-
     def scores(self, names: list[str] | None = None) -> dict:
         """Percentages: mIoU, pixel accuracy, mean class accuracy and per class IoU/accuracy.
 
@@ -59,6 +54,19 @@ class ConfusionMatrix:
             "mean_acc": _pct(torch.nanmean(acc)) if bool((gt > 0).any()) else None,
             "per_class": per_class,
         }
+
+
+def all_reduce(matrices: list[ConfusionMatrix], world) -> None:
+    """Sum the counts of ``matrices`` over the ranks of ``world``, exactly (int64), in one
+    collective; nothing to do on a single process."""
+    if not world.distributed:
+        return
+    flat = torch.cat([m.matrix.flatten() for m in matrices])
+    torch.distributed.all_reduce(flat)
+    start = 0
+    for m in matrices:
+        m.matrix.copy_(flat[start:start + m.matrix.numel()].view_as(m.matrix))
+        start += m.matrix.numel()
 
 
 def _pct(value: torch.Tensor):

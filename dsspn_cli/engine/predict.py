@@ -1,10 +1,9 @@
 """Prediction with a trained checkpoint: label maps, colour maps, overlays, legends, JSON.
 
 Each pixel descends the concept tree from the root (``DSSPN.predict``): to a leaf concept, or,
-for a target dataset, to a concept that dataset labels, written in its own label ids. Large
-images run in tiles of at most ``tile`` x ``tile`` pixels that overlap by ``tile // 4``; each
-tile keeps only its central part (up to the middle of each overlap), so every output pixel
-comes from the tile where it has the most context. An image that fits in one tile runs whole.
+for a target dataset, to a concept that dataset labels, written in its own label ids. Images
+are decoded in loader workers and run through the inference path evaluation uses
+(``infer.Inference``: large images in overlapping tiles), so both give the same labels.
 
 For an image ``NAME`` the outputs are ``NAME_labels.png`` (label ids: 8-bit, or 16-bit when
 the ids exceed 255), ``NAME_color.png``, ``NAME_overlay.png`` (photo and colours 50/50),
@@ -19,19 +18,24 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from dsspn_cli.data.common import IMAGE_SUFFIXES, BadFile, image_size, read_image
+from dsspn_cli.data.common import IMAGE_SUFFIXES, BadFile, image_size
+from dsspn_cli.engine.infer import (
+    MIN_TILE,
+    TILE,
+    Inference,
+    Track,
+    predict_array,
+    tile_spans,
+)
 from dsspn_cli.errors import UserError
 from dsspn_cli.files import atomic_write_bytes
 
-MIN_TILE = 64
 SUFFIXES = ("_labels.png", "_color.png", "_overlay.png", "_legend.png")
 LEGEND_ROWS = 40          # classes listed in a legend; the rest are summed on one line
-
-Track = Callable[[Iterable, int, str], Iterable]
 
 
 # ----------------------------------------------------------------------------------- inputs
@@ -99,53 +103,6 @@ def check_images(jobs: Sequence[ImageJob]) -> None:
             raise UserError(f"{exc}; give PNG or JPEG images") from None
 
 
-# ----------------------------------------------------------------------------------- tiling
-
-
-def tile_spans(length: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """Along one axis: (start, end, keep_start, keep_end) per tile, absolute pixels. Tiles are
-    at most ``tile`` long and overlap by at least ``tile // 4``; the kept parts split each
-    overlap in the middle and together cover [0, length) once."""
-    if length <= tile:
-        return [(0, length, 0, length)]
-    step = tile - tile // 4
-    starts = list(range(0, length - tile, step)) + [length - tile]
-    spans = []
-    for i, start in enumerate(starts):
-        end = start + tile
-        keep_start = 0 if i == 0 else (start + starts[i - 1] + tile) // 2
-        keep_end = length if i == len(starts) - 1 else (starts[i + 1] + end) // 2
-        spans.append((start, end, keep_start, keep_end))
-    return spans
-
-
-def predict_array(model, image: np.ndarray, dataset: str | None = None,
-                  level: int | None = None, tile: int = 1024, device=None):
-    """Concept map (H x W int64) and confidence (H x W float32) of an RGB uint8 image, tiled
-    when larger than ``tile``; on ``device`` (default: the model's)."""
-    import torch
-
-    from dsspn_cli.data.transforms import normalise, to_tensors
-
-    if device is None:
-        device = next(model.parameters()).device
-    tensor = normalise(to_tensors(image, np.zeros((1, 1), np.int64))[0])
-    tensor = tensor[None].to(device)
-    height, width = image.shape[:2]
-    rows, cols = tile_spans(height, tile), tile_spans(width, tile)
-    if len(rows) == 1 and len(cols) == 1:
-        concepts, confidence = model.predict(tensor, dataset, level)
-        return concepts[0].cpu().numpy(), confidence[0].float().cpu().numpy()
-    concepts = torch.empty((height, width), dtype=torch.long, device=device)
-    confidence = torch.empty((height, width), dtype=torch.float32, device=device)
-    for y0, y1, ky0, ky1 in rows:
-        for x0, x1, kx0, kx1 in cols:
-            part, score = model.predict(tensor[..., y0:y1, x0:x1], dataset, level)
-            concepts[ky0:ky1, kx0:kx1] = part[0, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
-            confidence[ky0:ky1, kx0:kx1] = score[0, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
-    return concepts.cpu().numpy(), confidence.cpu().numpy()
-
-
 # ----------------------------------------------------------------------------------- colours
 
 
@@ -185,20 +142,24 @@ def label_colours(tree, dataset: str) -> tuple[dict[int, str], dict[int, tuple]]
 @dataclass
 class Predictor:
     """A loaded model and everything fixed across images: the dataset, the colour and label
-    look-ups, the output format."""
+    look-ups, the output format, the inference path."""
 
     model: object
     tree: object
     dataset: str | None = None
     level: int | None = None
-    tile: int = 1024
+    tile: int = TILE
     device: object = None
+    precision: str = "fp32"
+    inference: Inference = field(init=False)
     colours: np.ndarray = field(init=False)            # concept -> colour
     concept_label: np.ndarray = field(init=False)      # concept -> label id or -1
     sixteen_bit: bool = field(init=False)
     label_names: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self):
+        self.inference = Inference(self.model, self.dataset, self.level, self.tile,
+                                   self.precision, self.device)
         names = self.tree.names
         palette = concept_palette(len(names))
         if self.dataset is None:
@@ -219,8 +180,11 @@ class Predictor:
                 self.colours[concept] = by_label[int(label)]
 
     def run(self, image: np.ndarray):
-        return predict_array(self.model, image, self.dataset, self.level, self.tile,
-                             self.device)
+        """Concept map and confidence of an H x W x 3 uint8 image, as numpy arrays."""
+        import torch
+
+        concepts, confidence = self.inference(torch.from_numpy(image))
+        return concepts.cpu().numpy(), confidence.cpu().numpy()
 
     def labels(self, concepts: np.ndarray) -> np.ndarray:
         if self.dataset is None:
@@ -252,13 +216,11 @@ class Predictor:
             })
         return rows
 
-    def write(self, job: ImageJob, out: Path, as_json: bool = False) -> list[Path]:
+    def write(self, job: ImageJob, image: np.ndarray, out: Path,
+              as_json: bool = False) -> list[Path]:
+        """Predict ``image`` (``job``'s file, decoded) and write its outputs."""
         from PIL import Image
 
-        try:
-            image = read_image(job.image)
-        except BadFile as exc:
-            raise UserError(f"{exc}; give PNG or JPEG images") from None
         concepts, confidence = self.run(image)
         labels = self.labels(concepts)
         colour = self.colours[concepts]
@@ -343,11 +305,12 @@ class PredictReport:
 
 def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
             dataset: str | None = None, out: str | Path = "predictions",
-            level: int | None = None, as_json: bool = False, tile: int = 1024,
-            device: str = "auto", track: Track | None = None) -> PredictReport:
+            level: int | None = None, as_json: bool = False, tile: int = TILE,
+            device: str = "auto", precision: str = "fp32", workers: int = 2,
+            track: Track | None = None) -> PredictReport:
     """Predict every image of ``inputs`` (files and folders) with the checkpoint's model and
-    write the outputs into ``out``. ``track(items, total, what)`` may wrap the image loop
-    (a progress bar)."""
+    write the outputs into ``out``; ``workers`` processes decode the images.
+    ``track(items, total, what)`` may wrap the image loop (a progress bar)."""
     if tile < MIN_TILE:
         raise UserError(f"--tile {tile}: tiles must be at least {MIN_TILE} pixels")
     if level is not None and level < 0:
@@ -357,22 +320,26 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
         raise UserError(f"{out}: exists and is not a folder; give a folder for --out")
     jobs = find_images(inputs, out)
     check_images(jobs)
-    from dsspn_cli.engine.world import resolve_device
+    from dsspn_cli.engine.checkpoint import load_model
+    from dsspn_cli.engine.infer import ImageFiles, image_loader
+    from dsspn_cli.engine.world import resolve_device, resolve_precision
 
     torch_device = resolve_device(device)
-
-    from dsspn_cli.engine.checkpoint import load_model
-
+    resolve_precision(precision, torch_device)      # a bad choice fails before any work
     model, _table, tree, _config = load_model(checkpoint, torch_device)
     if dataset is not None:
         dataset = tree.dataset_name(dataset)
-    predictor = Predictor(model, tree, dataset, level, tile, torch_device)
+    predictor = Predictor(model, tree, dataset, level, tile, torch_device, precision)
     report = PredictReport(out, dataset, device=str(torch_device))
-    loop: Iterable[ImageJob] = jobs
+    loop: Iterable[dict] = image_loader(ImageFiles([job.image for job in jobs]),
+                                        range(len(jobs)), workers, torch_device)
     if track is not None and len(jobs) > 1:
-        loop = track(jobs, len(jobs), "predicting")
-    for job in loop:
-        report.files += predictor.write(job, out, as_json)
+        loop = track(loop, len(jobs), "predicting")
+    for item in loop:
+        if "bad" in item:
+            raise UserError(f"{item['bad']}; give PNG or JPEG images")
+        job = jobs[item["index"]]
+        report.files += predictor.write(job, item["image"].numpy(), out, as_json)
         report.images.append(job.image)
     return report
 

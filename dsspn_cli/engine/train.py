@@ -16,7 +16,13 @@ import torch
 
 from dsspn_cli.engine.config import TrainConfig
 from dsspn_cli.engine.run import RunFolder
-from dsspn_cli.engine.world import World, ranks_in_sync, setup_world, teardown_world
+from dsspn_cli.engine.world import (
+    World,
+    ranks_in_sync,
+    resolve_precision,
+    setup_world,
+    teardown_world,
+)
 from dsspn_cli.errors import UserError
 
 # What a resumed run must share with its checkpoint: the settings its weights depend on.
@@ -29,7 +35,7 @@ def train(config: TrainConfig, resume: bool = False, console=None,
     that step's checkpoint, as an interruption would (resume continues it)."""
     from dsspn_cli.engine.faults import StopRequest
 
-    world = setup_world(config.device)
+    world = setup_world(config.device, config.dist_timeout)
     try:
         with StopRequest() as stop:
             return _train(config, resume, world, console, stop_at, stop)
@@ -52,10 +58,11 @@ def build_data(config: TrainConfig, table, world: World, run: RunFolder, console
     datasets = [SegmentationDataset(root, fmt, "train", table, transform=transform,
                                     seed=config.seed) for fmt, root in config.data.items()]
     val_sets = validation_sets(config, table)
-    parts = [(d, "train", range(len(d))) for d in datasets] + [
-        (d, "val", range(len(d))) for d in val_sets]
-    bad = scan(parts, run.root, world, console, workers=max(2, config.workers))
-    handle_bad_samples(parts, bad, run.root, world, console, config.skip_bad)
+    if config.scan:
+        parts = [(d, "train", range(len(d))) for d in datasets] + [
+            (d, "val", range(len(d))) for d in val_sets]
+        bad = scan(parts, run.root, world, console, workers=max(2, config.workers))
+        handle_bad_samples(parts, bad, run.root, world, console, config.skip_bad)
     weights = [config.weights[fmt] for fmt in config.data] if config.weights else None
     joint = JointDataset(datasets)
     sampler = DatasetBatchSampler(joint.sizes, config.batch_sizes(), weights, config.seed,
@@ -68,16 +75,29 @@ def build_data(config: TrainConfig, table, world: World, run: RunFolder, console
 
 
 def validation_sets(config: TrainConfig, table) -> list:
+    """Each dataset's validation split, cut to ``val_images`` spread evenly over it (the same
+    images at every validation, so that scores compare and the best model is the best)."""
     from dsspn_cli.data.common import MissingSplit
     from dsspn_cli.data.dataset import SegmentationDataset
 
     found = []
     for fmt, root in config.data.items():
         try:
-            found.append(SegmentationDataset(root, fmt, "val", table))
+            dataset = SegmentationDataset(root, fmt, "val", table)
         except MissingSplit:
             continue
+        kept = set(spread(len(dataset), config.val_images or len(dataset)))
+        dataset.drop(i for i in range(len(dataset)) if i not in kept)
+        found.append(dataset)
     return found
+
+
+def spread(total: int, count: int) -> list[int]:
+    """``count`` of ``range(total)``, evenly spaced from the first (all when count >= total):
+    a cut of a validation split that still covers all its cities, scenes or sources."""
+    if count >= total:
+        return list(range(total))
+    return [i * total // count for i in range(count)]
 
 
 def build_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
@@ -140,8 +160,9 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
     optimizer = build_optimizer(model, config)
     total = config.iters or (config.epochs or 1) * len(sampler)
     scheduler = poly_schedule(optimizer, total, config.poly_power)
-    amp = config.amp and world.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    dtype = resolve_precision(config.precision, world.device)
+    # float16 needs loss scaling (its range is small); bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler(world.device.type, enabled=dtype == torch.float16)
     if config.init_from and payload is None:
         initial = load_checkpoint(config.init_from)
         if initial["tree"] != tree.to_node_link():
@@ -155,22 +176,25 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
             save_checkpoint(path, model=model, tree=tree, config=config.to_dict(), step=step,
                             epoch=step // len(sampler), optimizer=optimizer,
                             scheduler=scheduler, metrics=metrics,
-                            scaler=scaler if amp else None, datasets=names)
+                            scaler=scaler if scaler.is_enabled() else None,
+                            datasets=names)
         except UserError as exc:     # disk full, folder gone read-only: say what is left
             raise UserError(f"{exc}; training stopped at step {step}, {last_good(run)}"
                             ) from None
 
     def validate() -> dict:
-        # Only rank 0 validates (nothing to validate elsewhere): no collective here.
-        return {d.name: evaluate(model, d, world.device, max_images=config.val_images,
-                                 reduce=False) for d in (val_sets if world.main else [])}
+        # Every rank scores its share of each validation set and the counts are summed: the
+        # same collectives on every rank, none waiting for another's whole validation.
+        share_running_stats(model, world)
+        return {d.name: evaluate(model, d, world, precision=config.precision,
+                                 workers=config.workers) for d in val_sets}
 
     checkpointer, hooks = build_hooks(config, run, world, console, save, validate, best)
     model.train()
     trainer = Trainer(_distributed(model, world), loader, sampler, optimizer, scheduler,
-                      scaler, world, total=total, step=step, amp=amp, stop=stop,
+                      scaler, world, total=total, step=step, dtype=dtype, stop=stop,
                       stop_at=stop_at, hooks=hooks)
-    _run_loop(trainer, run, world)
+    _run_loop(trainer, run, world, config.scan)
 
     if trainer.signum and trainer.step < total:
         name = signal.Signals(trainer.signum).name
@@ -179,6 +203,7 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
                           trainer.signum)
     last = dict(trainer.record)
     if world.distributed:
+        share_running_stats(model, world)
         last["ranks_in_sync"] = ranks_in_sync(model)
         if world.main:
             run.log({"step": trainer.step, "ranks_in_sync": last["ranks_in_sync"]})
@@ -208,10 +233,34 @@ def build_hooks(config: TrainConfig, run: RunFolder, world: World, console, save
 def _distributed(model, world: World):
     if not world.distributed:
         return model
-    # Each rank activates other neurons: unused parameters must be expected.
+    # Each rank activates other neurons: unused parameters must be expected. Buffers are
+    # broadcast from rank 0 before each step only when training changes some (the running
+    # statistics of batch norm trained from scratch): then every rank validates and saves
+    # rank 0's statistics. Frozen batch norm and the tree's look-up tables never change.
     return torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[world.local_rank] if world.device.type == "cuda" else None,
-        find_unused_parameters=True)
+        find_unused_parameters=True, broadcast_buffers=has_running_stats(model))
+
+
+def running_stats(model) -> list[torch.Tensor]:
+    """The buffers training updates (batch norm's running statistics); none when frozen."""
+    return [buffer for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            for buffer in (m.running_mean, m.running_var, m.num_batches_tracked)
+            if buffer is not None]
+
+
+def has_running_stats(model) -> bool:
+    return bool(running_stats(model))
+
+
+def share_running_stats(model, world: World) -> None:
+    """Rank 0's batch-norm statistics on every rank. DDP broadcasts them before each step's
+    forward, which then updates each rank's own: before validating (every rank scores with
+    the model rank 0 saves) and at the end, they are made equal again."""
+    if world.distributed:
+        for buffer in running_stats(model):
+            torch.distributed.broadcast(buffer, 0)
 
 
 def _restore(payload, run: RunFolder, model, optimizer, scheduler, scaler) -> tuple[int, float]:
@@ -229,7 +278,7 @@ def _restore(payload, run: RunFolder, model, optimizer, scheduler, scaler) -> tu
     return int(payload["step"]), float(payload.get("metrics", {}).get("best_mIoU", -1.0))
 
 
-def _run_loop(trainer, run: RunFolder, world: World) -> None:
+def _run_loop(trainer, run: RunFolder, world: World, scanned: bool = True) -> None:
     """The loop, its failures told in one line with the checkpoint to go on from."""
     from dsspn_cli.engine.faults import lost_peer
     from dsspn_cli.engine.loop import BadSample, NonFiniteLoss
@@ -241,9 +290,14 @@ def _run_loop(trainer, run: RunFolder, world: World) -> None:
         raise UserError(f"{exc}; training stopped, last good checkpoint: {where}; lower --lr "
                         "or check the data") from None
     except BadSample as exc:
-        raise UserError(f"{exc} (read for step {exc.step}; it passed the check before step 1);"
-                        f" training stopped, {last_good(run)}, after fixing the file or with "
-                        "--skip-bad to leave it out") from None
+        if scanned:
+            raise UserError(f"{exc} (read for step {exc.step}; it passed the check before "
+                            f"step 1); training stopped, {last_good(run)}, after fixing the "
+                            "file or with --skip-bad to leave it out") from None
+        raise UserError(f"{exc} (read for step {exc.step}; --no-scan: the files were not "
+                        f"checked before step 1); training stopped, {last_good(run)}, after "
+                        "fixing the file, or without --no-scan to find every such file "
+                        "first") from None
     except RuntimeError as exc:
         if world.distributed and lost_peer(exc):
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no detail"
@@ -310,4 +364,5 @@ def _say(console, world: World, text: str) -> None:
         console.print(text, markup=False, highlight=False)
 
 
-__all__ = ["train", "build_data", "build_optimizer", "poly_schedule", "validation_sets"]
+__all__ = ["train", "build_data", "build_optimizer", "poly_schedule", "validation_sets",
+           "spread", "has_running_stats", "share_running_stats"]

@@ -1,17 +1,22 @@
-"""Where a job runs: its device, and, under ``torchrun``, its place among the processes.
+"""Where a job runs: its device, its number format, and, under ``torchrun``, its place among
+the processes.
 
 ``setup_world`` gives a single-process World, or joins the process group torchrun describes
-(gloo on CPU, NCCL on GPU, each rank on the GPU of its local rank). The collectives every rank
-calls at the same moment live here too.
+(gloo on CPU, NCCL on GPU, each rank on the GPU of its local rank), with an explicit timeout:
+how long a rank waits in a collective for the others before the job stops. The collectives
+every rank calls at the same moment live here too. ``resolve_precision`` turns ``fp32``,
+``fp16``, ``bf16`` or ``auto`` into the dtype autocast runs in.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 
+from dsspn_cli.engine.config import PRECISIONS, TrainConfig
 from dsspn_cli.errors import UserError
 
 
@@ -49,8 +54,34 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def setup_world(device: str = "auto") -> World:
-    """Single process, or the process group torchrun describes."""
+DIST_TIMEOUT_MINUTES = TrainConfig.model_fields["dist_timeout"].default
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes in, or None for plain fp32. ``auto``: bf16 on a GPU that
+    has it, else fp16 on CUDA, fp32 on CPU. bf16 runs on any CPU (fast where it has bf16
+    instructions); fp16 needs CUDA."""
+    if name not in PRECISIONS:
+        raise UserError(f"--precision {name}: use one of {', '.join(PRECISIONS)}")
+    cuda = device.type == "cuda"
+    bf16 = not cuda or torch.cuda.is_bf16_supported(including_emulation=False)
+    if name == "auto":
+        name = ("bf16" if bf16 else "fp16") if cuda else "fp32"
+    if name == "fp32":
+        return None
+    if name == "fp16" and not cuda:
+        raise UserError("--precision fp16: float16 autocast needs a CUDA device; use bf16 or "
+                        "fp32 on CPU")
+    if name == "bf16" and not bf16:
+        raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no "
+                        "bfloat16 arithmetic (it needs compute capability 8.0 or newer); use "
+                        "fp16 or fp32")
+    return torch.float16 if name == "fp16" else torch.bfloat16
+
+
+def setup_world(device: str = "auto", timeout_minutes: float = DIST_TIMEOUT_MINUTES) -> World:
+    """Single process, or the process group torchrun describes; ``timeout_minutes``: how long
+    a collective waits for the other ranks before it fails."""
     chosen = resolve_device(device)
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
@@ -70,7 +101,8 @@ def setup_world(device: str = "auto") -> World:
         store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=size))
         store = dist.PrefixStore(f"dsspn-attempt-{restart_count()}", store)
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo",
-                                store=store, rank=rank, world_size=size)
+                                store=store, rank=rank, world_size=size,
+                                timeout=timedelta(minutes=timeout_minutes))
     return World(rank, size, local, chosen)
 
 
@@ -91,11 +123,12 @@ def agree(loss: torch.Tensor, signum: int, world: World) -> tuple[bool, int]:
 
 
 def ranks_in_sync(model: torch.nn.Module) -> bool:
-    """Whether every rank holds bit-identical weights (DDP must keep them so, also for the
-    neurons some ranks did not use)."""
+    """Whether every rank holds bit-identical weights and buffers (DDP must keep them so,
+    also for the neurons some ranks did not use)."""
     import torch.distributed as dist
 
-    flat = torch.cat([p.detach().flatten().double() for p in model.parameters()])
+    tensors = list(model.parameters()) + list(model.buffers())
+    flat = torch.cat([t.detach().flatten().double() for t in tensors])
     positions = torch.arange(flat.numel(), dtype=flat.dtype, device=flat.device)
     digest = torch.stack([flat.sum(), (flat * flat).sum(), (flat * positions).sum()])
     gathered = [torch.zeros_like(digest) for _ in range(dist.get_world_size())]
@@ -103,5 +136,5 @@ def ranks_in_sync(model: torch.nn.Module) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-__all__ = ["World", "resolve_device", "setup_world", "teardown_world", "agree",
-           "ranks_in_sync"]
+__all__ = ["World", "resolve_device", "resolve_precision", "setup_world", "teardown_world",
+           "agree", "ranks_in_sync", "DIST_TIMEOUT_MINUTES"]

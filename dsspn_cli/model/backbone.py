@@ -77,9 +77,12 @@ class FrozenBatchNorm2d(nn.Module):
                                       missing_keys, unexpected_keys, error_msgs)
 
     def forward(self, x: Tensor) -> Tensor:
+        # The affine is folded in float32 and applied in the activation's dtype: under
+        # autocast a float32 scale would promote every activation back to float32.
         scale = self.weight * (self.running_var + self.eps).rsqrt()
         shift = self.bias - self.running_mean * scale
-        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        return x * scale.to(x.dtype).reshape(1, -1, 1, 1) + \
+            shift.to(x.dtype).reshape(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"

@@ -1,0 +1,58 @@
+"""benchmarks/gpu.py cannot run its figures here (no GPU): it refuses cleanly without CUDA,
+and its measurements run, tiny, on the CPU."""
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from dsspn_cli.hierarchy.tables import MaskingTable
+from dsspn_cli.hierarchy.tree import load_tree
+
+
+@pytest.fixture(scope="module")
+def gpu_benchmark():
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "benchmarks" /
+                                                  "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")
+def test_without_cuda_it_says_so_and_exits_2():
+    proc = subprocess.run([sys.executable, "benchmarks/gpu.py"], capture_output=True,
+                          text=True, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("benchmarks/gpu.py: no CUDA device here")
+    assert "Traceback" not in proc.stderr
+
+
+def test_each_measurement_runs_and_a_failure_is_recorded(gpu_benchmark):
+    cpu = torch.device("cpu")
+    args = argparse.Namespace(backbone="resnet18", quick=True, size=(64, 96), crop=33,
+                              batches=[1], images=1, steps=1, warmup=0, seconds=1.0)
+    table = MaskingTable.from_tree(load_tree())
+    results = {"device": "cpu", "torch": torch.__version__, "seconds": 1.0,
+               "settings": {"backbone": "resnet18", "size": [64, 96], "precisions": ["bf16"]},
+               "inference": {}, "training": {}}
+    for head in ("dsspn", "flat"):
+        gpu_benchmark.measured("inference", results["inference"], f"{head} bf16",
+                               gpu_benchmark.inference, table, head, "bf16", args, cpu)
+    gpu_benchmark.measured("training", results["training"], "dsspn bf16",
+                           gpu_benchmark.training, table, "dsspn", "bf16", args, cpu)
+    gpu_benchmark.measured("training", results["training"], "dsspn fp16",
+                           gpu_benchmark.training, table, "dsspn", "fp16", args, cpu)
+    assert results["inference"]["dsspn bf16"]["images_per_s"] > 0
+    assert results["inference"]["flat bf16"]["peak_bytes"] is None          # CPU: no peak
+    assert results["training"]["dsspn bf16"]["batch"] == 1
+    assert "float16 autocast needs a CUDA device" in results["training"]["dsspn fp16"][
+        "error"]
+    text = gpu_benchmark.summary(results)
+    assert "inference 64x96 dsspn bf16" in text and "failed:" in text
+    assert "DSSPN time / flat time at inference: bf16" in text
