@@ -120,7 +120,7 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
         raise UserError(f"{run.root}: already holds a run; use --resume to continue it or "
                         "another --out")
     tree = load_tree(config.tree)
-    payload = load_checkpoint(run.last) if resume else None
+    payload = load_checkpoint(run.last, resume=True) if resume else None
     if payload is not None:         # checked before anything is written: a failed resume
         _check_resumable(payload, config, tree, run)      # leaves the run as it was
     if not config.data:
