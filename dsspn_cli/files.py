@@ -71,11 +71,13 @@ def _check_names(path: Path, folder: Path) -> None:
                                      f"than the file system allows ({limit}); shorten it"))
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _identity(path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, None otherwise: one file under any name."""
     try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):       # one of them does not exist (yet)
-        return False
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
 
 def check_output(path: str | os.PathLike, *, inputs=(), folder: bool = False,
@@ -96,14 +98,15 @@ def check_output(path: str | os.PathLike, *, inputs=(), folder: bool = False,
                                      "folder"))
         if not folder and not stat.S_ISREG(st.st_mode):
             raise _not_regular(path, st.st_mode)
-    targets = [path / name for name in writes] if folder else [path]
-    for target in targets:
-        for given in inputs:
-            if given is not None and _same_file(target, Path(given)):
-                raise UserError(one_line(
-                    f"{target}: is also an input of this command ({given}); writing it would "
-                    "replace what is being read; give another output "
-                    + ("folder" if folder else "name")))
+    read = {_identity(given): given for given in inputs if given is not None}
+    read.pop(None, None)
+    for target in [path / name for name in writes] if folder else [path]:
+        given = read.get(_identity(target)) if read else None
+        if given is not None:
+            raise UserError(one_line(
+                f"{target}: is also an input of this command ({given}); writing it would "
+                "replace what is being read; give another output "
+                + ("folder" if folder else "name")))
     if not os.access(above, os.W_OK | os.X_OK):
         raise UserError(one_line(f"{path}: cannot write: {above} is not writable "
                                  f"({_why_not_writable(above)}); choose another place"))
@@ -122,9 +125,9 @@ def _why_not_writable(folder: Path) -> str:
 def _not_regular(path: Path, mode: int) -> UserError:
     if stat.S_ISDIR(mode):
         return UserError(one_line(f"{path}: is a folder; give a file name (inside it, say)"))
-    return UserError(one_line(f"{path}: is {kind_of(mode)}, not a regular file; outputs are "
-                              "written whole and renamed into place, which dsspn does not do "
-                              "to it; give a file name"))
+    return UserError(one_line(f"{path}: is {kind_of(mode)}; dsspn writes an output as a new "
+                              "regular file renamed into place and does not replace this; give "
+                              "a file name"))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

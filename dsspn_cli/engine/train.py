@@ -31,7 +31,7 @@ def train(config: TrainConfig, resume: bool = False, console=None,
 
     world = setup_world(config.device)
     try:
-        with StopRequest() as stop:
+        with StopRequest(config.out) as stop:
             return _train(config, resume, world, console, stop_at, stop)
     finally:
         teardown_world(world)
