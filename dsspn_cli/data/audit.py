@@ -45,6 +45,8 @@ def splits_present(fmt, root: Path, splits=None) -> tuple[dict[str, list[Sample]
     cannot be read (a missing annotation file, a broken JSON); a clear error when no split
     exists at all."""
     found, problems, missing = {}, [], None
+    for split in splits or ():         # an unknown split is a usage error, not a problem
+        fmt.folder(split)
     for split in splits or fmt.splits:
         try:
             found[split] = fmt.samples(root, split)
