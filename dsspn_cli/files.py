@@ -57,9 +57,12 @@ def _nearest_folder(path: Path, target: Path) -> Path:
     return current
 
 
-def _check_names(path: Path, folder: Path) -> None:
+def _check_names(path: Path) -> None:
     """Every name in the path fits the file system (255 bytes on most): checked up front,
     where the system would say only 'File name too long'."""
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder) and folder != os.path.dirname(folder):
+        folder = os.path.dirname(folder)
     try:
         limit = os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError):
@@ -88,8 +91,7 @@ def check_output(path: str | os.PathLike, *, inputs=(), folder: bool = False,
     (outputs are replaced whole), names the file system accepts, and a writable folder to
     hold it. A one-line UserError otherwise; nothing is created."""
     path = Path(path)
-    above = _nearest_folder(path.parent if not folder else path, path)
-    _check_names(path, above)
+    _check_names(path)
     st = stat_path(path, "write")
     if st is not None:
         if folder and not stat.S_ISDIR(st.st_mode):
@@ -98,6 +100,7 @@ def check_output(path: str | os.PathLike, *, inputs=(), folder: bool = False,
                                      "folder"))
         if not folder and not stat.S_ISREG(st.st_mode):
             raise _not_regular(path, st.st_mode)
+    above = _nearest_folder(path if folder else path.parent, path)
     read = {_identity(given): given for given in inputs if given is not None}
     read.pop(None, None)
     for target in [path / name for name in writes] if folder else [path]:

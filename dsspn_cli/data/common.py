@@ -50,7 +50,7 @@ DEFAULT_MAX_PIXELS = 500_000_000       # 22,000 x 22,000: a huge aerial photo, n
 _16_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _LABEL_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N")
 _quiet = threading.Lock()
-_quieted = False
+_PILLOW = r"PIL(\.|$)"                  # Pillow's modules, which issue its warnings
 
 
 def max_pixels() -> int | None:
@@ -69,15 +69,15 @@ def max_pixels() -> int | None:
 def _quiet_pillow() -> None:
     """Pillow's warnings (corrupt EXIF, odd palettes, malformed MPO...) never reach the
     user raw: a file is read, or it is a BadFile that says why. Pillow's own pixel limit is
-    replaced by ours (checked from the header, with the size in the message)."""
-    global _quieted
-    with _quiet:
-        if not _quieted:
-            from PIL import Image
+    replaced by ours (checked from the header, with the size in the message). Checked at
+    every read: a caller (a test runner) may have reset the warning filters since."""
+    from PIL import Image
 
-            warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
-            Image.MAX_IMAGE_PIXELS = None
-            _quieted = True
+    Image.MAX_IMAGE_PIXELS = None
+    with _quiet:
+        if not any(action == "ignore" and module is not None and module.pattern == _PILLOW
+                   for action, _, _, module, _ in warnings.filters):
+            warnings.filterwarnings("ignore", module=_PILLOW)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import random
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,9 @@ def load_checkpoint(path: str | Path, map_location="cpu", resume: bool = False) 
         raise UserError(f"{path}: no such checkpoint; give a file written by 'dsspn train' "
                         "(RUN/checkpoints/last.pt or best.pt)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():     # torch's notes on odd pickles: the file is judged
+            warnings.simplefilter("ignore")  # below, in one line
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:      # weights_only refuses code; torch raises many kinds here
         what = ("it carries code, which is not loaded" if carries_code(path) else
                 f"damaged, or not a PyTorch file: {exc.__class__.__name__}")
@@ -123,8 +126,8 @@ def check_payload(payload: dict, path, resume: bool = False) -> None:
             continue
         value = payload[key]
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise UserError(f"{path}: the checkpoint's '{key}' is a {type(value).__name__}, "
-                            f"not a {kind.__name__}{damaged}")
+            raise UserError(f"{path}: the checkpoint's '{key}' has type "
+                            f"{type(value).__name__}, expected {kind.__name__}{damaged}")
     if payload["version"] != VERSION:
         raise UserError(f"{path}: a checkpoint of version {shown(payload['version'])}; this "
                         f"dsspn reads version {VERSION}: use the dsspn that wrote it")

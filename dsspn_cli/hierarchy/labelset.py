@@ -289,16 +289,18 @@ def builtin_names() -> list[str]:
 
 def load_labelset(ref: str | Path) -> LabelSet:
     """A built-in label set by name or alias (``coco``, ``ade20k``...), or a file by path."""
+    from dsspn_cli.files import stat_path
+
     text = str(ref)
     builtin = builtin_labelsets().get(text.lower())
-    if builtin is not None and not Path(text).is_file():
+    if builtin is not None and stat_path(text) is None:
         return parse_labelset(read_yaml(builtin, "label set"), builtin, source=builtin.stem)
     try:
         path = Path(text).expanduser()
     except RuntimeError:            # '~someone/...' for a user without a home folder
         raise UserError(one_line(f"{text}: cannot expand '~' (no such user or home folder); "
                                  "give the full path of the label-set file")) from None
-    if path.is_file():
+    if stat_path(path, "read the label set") is not None and not path.is_dir():
         if path.suffix.lower() in (".yaml", ".yml"):
             return parse_labelset(read_yaml(path, "label set"), path)
         if path.suffix.lower() in (".txt", ""):
