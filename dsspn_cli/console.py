@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dsspn_cli.errors import one_line
+
 WIDE = 10_000                   # the width of a console that is not a terminal: nothing folds
 PLAIN = {"markup": False, "emoji": False, "highlight": False}
 PROGRESS_SECONDS = "DSSPN_PROGRESS_SECONDS"
@@ -48,8 +50,20 @@ def table(*columns: str, title: str | None = None) -> Table:
 
 
 def add_row(made: Table, *cells) -> None:
-    """A row of literal text (a cell that is already a ``Text`` keeps its styles)."""
-    made.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in cells))
+    """A row of literal text (a cell that is already a ``Text`` keeps its styles), each cell
+    on one line: a line break inside a name is shown escaped, so a row stays grep-able."""
+    made.add_row(*(cell if isinstance(cell, Text) else Text(printable(str(cell)))
+                   for cell in cells))
+
+
+def printable(text: str) -> str:
+    """``text`` on one line, with the bytes of a file name that is not UTF-8 shown as \\xNN
+    escapes (Python keeps them as lone surrogates, which no terminal can print)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:          # a surrogate that is no escaped byte (from JSON)
+        raw = text.encode("utf-8", "surrogatepass")
+    return one_line(raw.decode("utf-8", "backslashreplace"))
 
 
 def styled(*parts) -> Text:
@@ -171,5 +185,5 @@ def track(items, total: int, what: str, out: Console | None = None, unit: str = 
         progress.close()
 
 
-__all__ = ["console", "live", "table", "add_row", "styled", "Progress", "track", "stop_all",
-           "progress_seconds", "WIDE"]
+__all__ = ["console", "live", "table", "add_row", "printable", "styled", "Progress", "track",
+           "stop_all", "progress_seconds", "WIDE"]

@@ -633,13 +633,27 @@ def test_resuming_needs_the_optimiser_state(ws):
 # ------------------------------------------------------------------------------ signals
 
 
+def wait_for_handler(proc, signum, timeout=60):
+    """Until the process catches ``signum`` (Linux: the SigCgt mask of /proc/PID/status), so
+    that a signal sent next meets dsspn's handler, not the default one of a process still
+    importing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        status = open(f"/proc/{proc.pid}/status").read()
+        caught = int(status.split("SigCgt:")[1].split()[0], 16)
+        if caught & (1 << (signum - 1)):
+            return
+        time.sleep(0.01)
+
+
 def test_sigterm_and_sigint_stop_any_command_with_one_line(tmp_path):
     for signum in (signal.SIGTERM, signal.SIGINT):
         proc = subprocess.Popen([sys.executable, "-m", "dsspn_cli", "hierarchy", "merge",
                                  "coco", "ade", "cityscapes", "mapillary", "-o",
                                  str(tmp_path / "t.yaml")], cwd=REPO, env=ENV, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(1.5)                     # inside the command (it takes about 4 s)
+        wait_for_handler(proc, signal.SIGTERM)     # inside the command (it takes about 4 s)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
         name = signal.Signals(signum).name
@@ -699,3 +713,44 @@ def test_sample_size_bounds_are_one_and_checked_before_writing(tmp_path, run):
 def test_an_unknown_split_is_a_usage_error_naming_the_splits(ws, run, command):
     expect_error(run("data", command, ws["city"], "--format", "cityscapes", "--split", "nope"),
                  "--split nope: cityscapes has splits train, val, test")
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped(ws, tmp_path, run):
+    data = tmp_path / "city"
+    shutil.copytree(ws["city"], data)
+    first = sorted((data / "leftImg8bit" / "train").rglob("*.png"))[0]
+    odd = os.fsencode(first.parent) + b"/\xff\xfe_leftImg8bit.png"
+    os.rename(os.fsencode(first), odd)
+    result = run("data", "check", data, "--format", "cityscapes")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "\\xff\\xfe_leftImg8bit.png" in result.stdout
+
+
+def test_a_line_break_in_a_name_stays_on_its_row(tmp_path, run):
+    tree = write_yaml(tmp_path / "tree.yaml", tree_doc([{"name": "two\nlines", "children": [
+        {"name": "only-child"}]}]))
+    result = run("hierarchy", "check", tree)
+    assert result.exit_code == 1
+    assert any("two\\nlines" in line and "no single-child chain" in line
+               for line in result.stdout.splitlines()), result.stdout
+
+
+def test_export_sizes_are_bounded(ws, run):
+    expect_error(run("export", ws["ckpt"], "--size", "100000x100000"), "at most 16,777,216")
+    expect_error(run("export", ws["ckpt"], "--size", "8x8"), "at least 16x16")
+
+
+def test_a_checkpoint_that_is_a_folder_or_a_fifo_says_so(tmp_path, run):
+    (tmp_path / "dir.pt").mkdir()
+    expect_error(run("evaluate", tmp_path / "dir.pt"), "dir.pt: is a folder")
+    os.mkfifo(tmp_path / "pipe.pt")
+    expect_error(run("evaluate", tmp_path / "pipe.pt"), "pipe.pt: is a FIFO")
+
+
+def test_a_label_set_reference_to_a_fifo_is_not_read(tmp_path, run):
+    os.mkfifo(tmp_path / "labels.txt")
+    tree = write_yaml(tmp_path / "tree.yaml", tree_doc(
+        [{"name": "a", "labels": {"x": [0]}}, {"name": "b", "labels": {"x": [1]}}],
+        {"x": {"labelset": "labels.txt"}}))
+    result = run("hierarchy", "check", tree)                # would block reading the FIFO
+    assert result.exit_code == 1 and "is not a regular file" in result.stdout

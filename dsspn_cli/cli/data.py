@@ -32,13 +32,18 @@ def _track():
     return wrapped
 
 
-def _size(text: str, least: int = 16) -> tuple[int, int]:
+def _size(text: str, least: int | None = 16,
+          most: int | None = 4096 * 4096) -> tuple[int, int]:
+    """HEIGHTxWIDTH, each side at least ``least``, at most ``most`` pixels in all (None: the
+    caller checks)."""
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise UserError(f"--size {text}: write it as HEIGHTxWIDTH, like 128x256") from None
-    if height < least or width < least:
+    if least is not None and (height < least or width < least):
         raise UserError(f"--size {text}: at least {least}x{least}")
+    if most is not None and height * width > most:
+        raise UserError(f"--size {text}: at most {most:,} pixels, like 1024x2048")
     return height, width
 
 
@@ -53,9 +58,9 @@ def sample(
     """Write small procedural datasets in the four real layouts (Cityscapes, ADE20K,
     COCO-Stuff with its JSON, Mapillary Vistas), labelled at each dataset's own granularity."""
     from dsspn_cli.console import add_row, console, table
-    from dsspn_cli.data.sample import FOLDERS, MIN_SIDE, check_size, write_sample_data
+    from dsspn_cli.data.sample import FOLDERS, check_size, write_sample_data
 
-    dims = check_size(_size(size, MIN_SIDE), "--size")
+    dims = check_size(_size(size, least=None, most=None), "--size")   # the writer's bounds
     summary = write_sample_data(out, seed=seed, images=images, size=dims)
     splits = sorted({s for v in summary.values() for s in v})
     shown = table("dataset", "folder", *splits, title=f"sample data in {out}")

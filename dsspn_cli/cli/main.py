@@ -49,6 +49,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main(argv: list[str] | None = None) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not valid UTF-8 (or a lone surrogate from JSON) is shown with
+        # backslash escapes, never an encoding traceback halfway through a table.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     previous = _catch_signals()
     shown_warning = warnings.showwarning
     warnings.showwarning = _warning_line
@@ -69,13 +74,20 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:               # a path the system refused that no check foresaw
         _fail(str(os_error(exc)), 2)
     except MemoryError:
-        _fail("out of memory; give smaller inputs (images, sizes, batch) or use a machine with "
-              "more memory", 2)
+        _fail(OUT_OF_MEMORY, 2)
+    except RuntimeError as exc:          # torch's allocators say it with a RuntimeError
+        if type(exc).__name__ != "OutOfMemoryError" and "can't allocate memory" not in str(exc):
+            raise
+        _fail(f"{OUT_OF_MEMORY} ({one_line(str(exc))[:160]})", 2)
     finally:
         warnings.showwarning = shown_warning
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+OUT_OF_MEMORY = ("out of memory; give smaller inputs (image size, --crop, --batch-size, --tile) "
+                 "or use a machine with more memory")
 
 
 def _catch_signals() -> dict:

@@ -93,12 +93,13 @@ RESUME_FIELDS = ("optimizer", "scheduler", "rng")
 def load_checkpoint(path: str | Path, map_location="cpu", resume: bool = False) -> dict:
     """The checkpoint's content, its schema checked (``resume``: with what continuing
     training needs) and its weights finite; a one-line error for anything else."""
-    from dsspn_cli.files import stat_path
+    from dsspn_cli.files import kind_of, stat_path
 
     path = Path(path)
     st = stat_path(path, "read the checkpoint")
     if st is None or not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{path}: no such checkpoint; give a file written by 'dsspn train' "
+        what = "no such checkpoint" if st is None else f"is {kind_of(st.st_mode)}"
+        raise UserError(f"{path}: {what}; give a file written by 'dsspn train' "
                         "(RUN/checkpoints/last.pt or best.pt)")
     try:
         with warnings.catch_warnings():     # torch's notes on odd pickles: the file is judged

@@ -16,6 +16,7 @@ json``). Both carry ``datasets``: per dataset, the label set it came from and it
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import networkx as nx
@@ -495,6 +496,9 @@ def labelset_of(tree_path, info: dict, dataset: str):
     beside = Path(tree_path).parent / ref if tree_path is not None else None
     if beside is not None and stat_path(beside) is not None:
         ref = str(beside)
+    found = stat_path(ref, "read the label set")
+    if found is not None and not stat.S_ISREG(found.st_mode):    # a FIFO would block
+        raise _error(f"{where}: {shown(ref)} is not a regular file; name a label-set file")
     try:
         return load_labelset(ref)
     except UserError as exc:
