@@ -754,3 +754,24 @@ def test_a_label_set_reference_to_a_fifo_is_not_read(tmp_path, run):
         {"x": {"labelset": "labels.txt"}}))
     result = run("hierarchy", "check", tree)                # would block reading the FIFO
     assert result.exit_code == 1 and "is not a regular file" in result.stdout
+
+
+def test_resuming_from_a_checkpoint_with_a_damaged_optimiser_state_is_one_line(ws, tmp_path,
+                                                                                run):
+    from dsspn_cli.engine.train import train
+
+    settings = dict(data={"cityscapes": str(ws["city"])}, out=str(tmp_path / "run"), iters=1,
+                    batch_size=1, crop=32, backbone="resnet18", output_stride=16, workers=0,
+                    val_every=100, head={"hidden": 8})
+    train(TrainConfig(**settings))
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    payload["optimizer"] = {"state": {}, "param_groups": []}
+    torch.save(payload, last)
+    expect_error(run("train", "--out", tmp_path / "run", "--resume", "--iters", "2"),
+                 "last.pt: its optimiser, schedule or random states do not fit")
+
+
+def test_predicting_a_device_file_says_what_it_is(ws, run, tmp_path):
+    expect_error(run("predict", ws["ckpt"], "/dev/null", "--out", tmp_path / "p"),
+                 "/dev/null: is a character device, not an image or a folder")

@@ -26,7 +26,7 @@ import numpy as np
 
 from dsspn_cli.data.common import IMAGE_SUFFIXES, BadFile, image_size, read_image
 from dsspn_cli.errors import UserError
-from dsspn_cli.files import atomic_write_bytes, check_output, stat_path
+from dsspn_cli.files import atomic_write_bytes, check_output, kind_of, stat_path
 
 MIN_TILE = 64
 SUFFIXES = ("_labels.png", "_color.png", "_overlay.png", "_legend.png")
@@ -79,6 +79,8 @@ def find_images(inputs: Sequence[str | Path], out: str | Path | None = None) -> 
             if resolved not in seen:
                 seen.add(resolved)
                 jobs.append(ImageJob(path, Path(path.stem)))
+        elif st is not None:
+            raise UserError(f"{path}: is {kind_of(st.st_mode)}, not an image or a folder")
         else:
             raise UserError(f"{path}: no such image or folder; check the path")
     if not jobs:

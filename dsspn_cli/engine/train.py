@@ -221,11 +221,16 @@ def _restore(payload, run: RunFolder, model, optimizer, scheduler, scaler) -> tu
     if payload is None:
         return 0, -1.0
     _load_weights(model, payload, run.last)
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    if "scaler" in payload:
-        scaler.load_state_dict(payload["scaler"])
-    restore_rng_states(payload["rng"])
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        if "scaler" in payload:
+            scaler.load_state_dict(payload["scaler"])
+        restore_rng_states(payload["rng"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise UserError(f"{run.last}: its optimiser, schedule or random states do not fit this "
+                        f"run ({type(exc).__name__}); the file is damaged: resume from an "
+                        "earlier step-*.pt copied to last.pt, or start a new run") from None
     return int(payload["step"]), float(payload.get("metrics", {}).get("best_mIoU", -1.0))
 
 
