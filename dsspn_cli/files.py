@@ -152,8 +152,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         if not path.parent.is_dir():
             _nearest_folder(path.parent, path)
             path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp",
-                                   dir=path.parent)
+        # The temporary name must fit too: at most 180 bytes of the name (255 is the limit).
+        short = os.fsdecode(os.fsencode(path.name)[:180])
+        fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             # mkstemp creates 0600; give the file the permissions a plain open() would.
             os.fchmod(handle.fileno(), 0o666 & ~_umask())
