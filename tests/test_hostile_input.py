@@ -508,20 +508,36 @@ def test_progress_is_plain_lines_with_step_rate_and_eta_when_not_a_terminal(ws, 
     assert "\x1b" not in result.stderr                   # no terminal control codes
 
 
-def test_training_progress_when_not_a_terminal(ws, tmp_path, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def trained(ws, tmp_path_factory):
+    """A 3-step run whose console is a file (not a terminal), progress lines at every step:
+    (run folder, what the console printed)."""
     from dsspn_cli.console import console
     from dsspn_cli.engine.train import train
 
-    monkeypatch.setenv("DSSPN_PROGRESS_SECONDS", "0")
-    config = TrainConfig(data={"cityscapes": str(ws["city"])}, out=str(tmp_path / "run"),
-                         iters=3, batch_size=1, crop=32, backbone="resnet18",
-                         output_stride=16, workers=0, val_every=100, head={"hidden": 8})
-    train(config, console=console(stderr=True))
-    err = capsys.readouterr().err
-    steps = [l for l in err.splitlines() if l.startswith("training: ")]
-    assert [l.split()[1] for l in steps][:3] == ["1/3", "2/3", "3/3"], err
+    out = tmp_path_factory.mktemp("trained") / "run"
+    printed = io.StringIO()
+    before = os.environ.get("DSSPN_PROGRESS_SECONDS")
+    os.environ["DSSPN_PROGRESS_SECONDS"] = "0"
+    try:
+        train(TrainConfig(data={"cityscapes": str(ws["city"])}, out=str(out), iters=3,
+                          batch_size=1, crop=32, backbone="resnet18", output_stride=16,
+                          workers=0, val_every=100, head={"hidden": 8}),
+              console=console(file=printed))
+    finally:
+        os.environ.pop("DSSPN_PROGRESS_SECONDS")
+        if before is not None:
+            os.environ["DSSPN_PROGRESS_SECONDS"] = before
+    return out, printed.getvalue()
+
+
+def test_training_progress_when_not_a_terminal(trained):
+    _, printed = trained
+    steps = [l for l in printed.splitlines() if l.startswith("training: ")]
+    assert [l.split()[1] for l in steps][:3] == ["1/3", "2/3", "3/3"], printed
     assert "loss " in steps[0] and "steps/s, ETA" in steps[0] and "took" in steps[-1]
-    assert any(l.startswith("reading the data once: ") for l in err.splitlines())
+    assert any(l.startswith("reading the data once: ") for l in printed.splitlines())
+    assert "\x1b" not in printed
 
 
 def test_progress_is_quiet_for_quick_work(ws, run):
@@ -756,19 +772,15 @@ def test_a_label_set_reference_to_a_fifo_is_not_read(tmp_path, run):
     assert result.exit_code == 1 and "is not a regular file" in result.stdout
 
 
-def test_resuming_from_a_checkpoint_with_a_damaged_optimiser_state_is_one_line(ws, tmp_path,
-                                                                                run):
-    from dsspn_cli.engine.train import train
-
-    settings = dict(data={"cityscapes": str(ws["city"])}, out=str(tmp_path / "run"), iters=1,
-                    batch_size=1, crop=32, backbone="resnet18", output_stride=16, workers=0,
-                    val_every=100, head={"hidden": 8})
-    train(TrainConfig(**settings))
+def test_resuming_from_a_checkpoint_with_a_damaged_optimiser_state_is_one_line(trained,
+                                                                                tmp_path, run):
+    shutil.copytree(trained[0], tmp_path / "run")
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     payload = torch.load(last, weights_only=True)
     payload["optimizer"] = {"state": {}, "param_groups": []}
+    last.unlink()                                    # a hard link: leave the step file be
     torch.save(payload, last)
-    expect_error(run("train", "--out", tmp_path / "run", "--resume", "--iters", "2"),
+    expect_error(run("train", "--out", tmp_path / "run", "--resume", "--iters", "4"),
                  "last.pt: its optimiser, schedule or random states do not fit")
 
 
