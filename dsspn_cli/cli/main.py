@@ -120,6 +120,9 @@ def _usage_error(exc) -> str:
 
 
 def _fail(message: str, code: int, prefix: str = "error") -> None:
+    from dsspn_cli.console import stop_all
+
+    stop_all()                           # a live bar left by the failed work goes first
     if message:
         print(f"{prefix}: {message}", file=sys.stderr)
     sys.exit(code)
