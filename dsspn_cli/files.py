@@ -87,11 +87,13 @@ def check_output(path: str | os.PathLike, *, inputs=(), folder: bool = False,
                  writes=()) -> Path:
     """Check, before any work, that an output can be written where the user asked: not one
     of the command's ``inputs`` (for a folder: none of the files it ``writes`` inside), not a
-    folder where a file goes (or a file where a folder goes), never a FIFO, device or socket
-    (outputs are replaced whole), names the file system accepts, and a writable folder to
-    hold it. A one-line UserError otherwise; nothing is created."""
+    folder where a file goes (or a file where a folder goes), never a link, FIFO, device or
+    socket (outputs are replaced whole), names the file system accepts, and a writable
+    folder to hold it. A one-line UserError otherwise; nothing is created."""
     path = Path(path)
     _check_names(path)
+    if not folder:
+        _refuse_link(path)
     st = stat_path(path, "write")
     if st is not None:
         if folder and not stat.S_ISDIR(st.st_mode):
@@ -104,6 +106,11 @@ def check_output(path: str | os.PathLike, *, inputs=(), folder: bool = False,
     read = {_identity(given): given for given in inputs if given is not None}
     read.pop(None, None)
     for target in [path / name for name in writes] if folder else [path]:
+        if folder and st is not None:        # files already in the folder, to be replaced
+            _refuse_link(target)
+            found = stat_path(target, "write")
+            if found is not None and not stat.S_ISREG(found.st_mode):
+                raise _not_regular(target, found.st_mode)
         given = read.get(_identity(target)) if read else None
         if given is not None:
             raise UserError(one_line(
@@ -125,6 +132,13 @@ def _why_not_writable(folder: Path) -> str:
     return "permission denied, EACCES"
 
 
+def _refuse_link(path: Path) -> None:
+    if os.path.islink(path):
+        raise UserError(one_line(f"{path}: is a symbolic link (to {os.readlink(path)}); dsspn "
+                                 "neither replaces a link nor writes through one: give the "
+                                 "path of the file itself"))
+
+
 def _not_regular(path: Path, mode: int) -> UserError:
     if stat.S_ISDIR(mode):
         return UserError(one_line(f"{path}: is a folder; give a file name (inside it, say)"))
@@ -138,12 +152,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
     A reader never sees a half-written file, and a failed write (unwritable folder, full disk)
     leaves the old file intact and raises a one-line UserError that says which. A symbolic
-    link is written through (its target is replaced); a folder, FIFO, device or socket at
-    ``path`` is never replaced.
+    link, a folder, a FIFO, a device or a socket at ``path`` is never replaced nor written
+    through (a link planted where an output goes must not aim the write elsewhere, and
+    replacing '/dev/stdout' would break the system).
     """
     path = Path(path)
-    if os.path.islink(path):
-        path = Path(os.path.realpath(path))
+    _refuse_link(path)
     st = stat_path(path, "write")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise _not_regular(path, st.st_mode)

@@ -277,28 +277,37 @@ def test_merge_and_show_refuse_to_overwrite_their_input(tmp_path, run):
                  "summary.txt: is also an input")
 
 
-def test_a_fifo_or_a_link_to_one_is_never_replaced(tmp_path, run):
+def test_a_fifo_a_device_or_a_link_is_never_replaced_nor_written_through(tmp_path, run):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    link = tmp_path / "link.yaml"
-    link.symlink_to(fifo)
-    for target in (fifo, link):
-        expect_error(run("hierarchy", "show", "--format", "yaml", "-o", target),
-                     "is a FIFO (named pipe)")
-        with pytest.raises(UserError, match="FIFO"):
-            atomic_write_text(target, "x")
-    assert fifo.is_fifo() and link.is_symlink()
+    expect_error(run("hierarchy", "show", "--format", "yaml", "-o", fifo),
+                 "is a FIFO (named pipe)")
+    with pytest.raises(UserError, match="FIFO"):
+        atomic_write_text(fifo, "x")
     with pytest.raises(UserError, match="character device"):
         atomic_write_bytes("/dev/null", b"x")
-
-
-def test_a_link_to_a_regular_file_is_written_through(tmp_path):
-    real = tmp_path / "real.txt"
+    real = tmp_path / "real.yaml"
     real.write_text("old")
-    link = tmp_path / "link.txt"
-    link.symlink_to(real)
-    atomic_write_text(link, "new")
-    assert link.is_symlink() and real.read_text() == "new"
+    for target in (fifo, real, "/proc/self/fd/1", tmp_path / "nowhere"):
+        link = tmp_path / f"link-{abs(hash(str(target)))}.yaml"
+        link.symlink_to(target)
+        expect_error(run("hierarchy", "show", "--format", "yaml", "-o", link),
+                     "is a symbolic link")
+        with pytest.raises(UserError, match="is a symbolic link"):
+            atomic_write_text(link, "x")
+        assert link.is_symlink()
+    assert fifo.is_fifo() and real.read_text() == "old"
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_link_planted_among_a_commands_outputs_is_refused(ws, run, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (out / "photo_labels.png").symlink_to(victim)
+    expect_error(run("predict", ws["ckpt"], ws["photo"], "--out", out), "is a symbolic link")
+    assert victim.read_text() == "keep me"
 
 
 def test_evaluate_checks_its_outputs_before_the_work(ws, run, tmp_path):
