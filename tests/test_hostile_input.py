@@ -106,6 +106,14 @@ def test_a_decompression_bomb_is_a_bad_file_naming_the_file_and_the_limit(ws):
         image_size(ws["bomb"])
 
 
+def test_photos_over_pillows_own_limit_are_read(tmp_path):
+    """180 MP is over Pillow's 179 MP bomb limit, under ours: the header is read, where
+    Pillow alone raises DecompressionBombError (not decoded here: 540 MB of pixels)."""
+    path = tmp_path / "pano.png"
+    path.write_bytes(png_bytes(15000, 12000))
+    assert image_size(path) == (12000, 15000)
+
+
 def test_the_pixel_limit_is_a_setting(ws, monkeypatch):
     monkeypatch.setenv("DSSPN_MAX_IMAGE_PIXELS", "1000")
     with pytest.raises(BadFile, match="64x48 pixels is over the limit of 1,000 pixels"):
