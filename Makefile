@@ -41,9 +41,11 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-# The fault tests alone (kills, signals, full disk, bad files, lost ranks, bad input, fuzzing).
+# The fault tests alone (kills, signals, full disk, bad files, lost ranks, bad and hostile
+# input, fuzzing).
 reliability: setup
-	$(BIN)/python -m pytest -q tests/test_faults.py tests/test_bad_input.py tests/test_fuzz.py
+	$(BIN)/python -m pytest -q tests/test_faults.py tests/test_bad_input.py tests/test_hostile_input.py \
+		tests/test_fuzz.py
 
 # Re-merge the shipped four-dataset tree after editing a built-in label set.
 tree: setup

@@ -196,6 +196,10 @@ def test_interrupted_run_leaves_no_half_dataset(tmp_path, monkeypatch):
     out = tmp_path / "data"
     with pytest.raises(KeyboardInterrupt):
         write_sample_data(out, images=1, size=(32, 64))
+    assert not out.exists()                 # not even the folder it made
+    out.mkdir()                             # a folder that was there stays, empty
+    with pytest.raises(KeyboardInterrupt):
+        write_sample_data(out, images=1, size=(32, 64))
     assert list(out.iterdir()) == []
 
 

@@ -22,24 +22,28 @@ PAPER_NEURONS = {"coco": 6, "ade": 5, "cityscapes": 10, "mapillary": 8}
 
 
 def _track():
-    """A rich progress bar on stderr for the data layer's ``track`` hook."""
-    from rich.console import Console
-    from rich.progress import track
+    """Progress on stderr for the data layer's ``track`` hook."""
+    from dsspn_cli.console import console, track
 
-    console = Console(stderr=True)
+    err = console(stderr=True)
 
     def wrapped(items, total, what):
-        return track(items, total=total, description=what, console=console, transient=True)
+        return track(items, total, what, err, "images")
     return wrapped
 
 
-def _size(text: str) -> tuple[int, int]:
+def _size(text: str, least: int | None = 16,
+          most: int | None = 4096 * 4096) -> tuple[int, int]:
+    """HEIGHTxWIDTH, each side at least ``least``, at most ``most`` pixels in all (None: the
+    caller checks)."""
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise UserError(f"--size {text}: write it as HEIGHTxWIDTH, like 128x256") from None
-    if height < 16 or width < 16:
-        raise UserError(f"--size {text}: at least 16x16")
+    if least is not None and (height < least or width < least):
+        raise UserError(f"--size {text}: at least {least}x{least}")
+    if most is not None and height * width > most:
+        raise UserError(f"--size {text}: at most {most:,} pixels, like 1024x2048")
     return height, width
 
 
@@ -53,19 +57,16 @@ def sample(
 ):
     """Write small procedural datasets in the four real layouts (Cityscapes, ADE20K,
     COCO-Stuff with its JSON, Mapillary Vistas), labelled at each dataset's own granularity."""
-    from rich.console import Console
-    from rich.table import Table
+    from dsspn_cli.console import add_row, console, table
+    from dsspn_cli.data.sample import FOLDERS, check_size, write_sample_data
 
-    from dsspn_cli.data.sample import FOLDERS, write_sample_data
-
-    summary = write_sample_data(out, seed=seed, images=images, size=_size(size))
-    table = Table("dataset", "folder", *sorted({s for v in summary.values() for s in v}),
-                  title=f"sample data in {out}", title_justify="left")
+    dims = check_size(_size(size, least=None, most=None), "--size")   # the writer's bounds
+    summary = write_sample_data(out, seed=seed, images=images, size=dims)
     splits = sorted({s for v in summary.values() for s in v})
+    shown = table("dataset", "folder", *splits, title=f"sample data in {out}")
     for name, counts in summary.items():
-        table.add_row(name, str(out / FOLDERS[name]),
-                      *(str(counts.get(s, 0)) for s in splits))
-    Console().print(table)
+        add_row(shown, name, out / FOLDERS[name], *(counts.get(s, 0) for s in splits))
+    console().print(shown)
 
 
 @app.command()
@@ -77,28 +78,24 @@ def check(
 ):
     """Count images per split and find unreadable files, missing pairs, image/label size
     mismatches and label values the label set does not define. Exit 1 when any."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from dsspn_cli.console import add_row, console, styled, table
     from dsspn_cli.data.audit import check_dataset
 
     report = check_dataset(root, fmt, split or None, track=_track())
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=1) + "\n")
     else:
-        console = Console(highlight=False)
+        out = console()
         counts = ", ".join(f"{s}: {n}" for s, n in report.counts.items())
-        console.print(f"{report.root} ({report.format}): {counts}")
+        out.print(f"{report.root} ({report.format}): {counts}")
         if report.ok:
-            console.print("[green]clean[/]: every image has a readable label map of its size "
-                          "with values from the label set")
+            out.print(styled(("clean", "green"), ": every image has a readable label map of "
+                             "its size with values from the label set"))
         else:
-            table = Table(title=f"{len(report.problems)} problems", title_justify="left")
-            table.add_column("file", overflow="fold")
-            table.add_column("problem", overflow="fold")
+            shown = table("file", "problem", title=f"{len(report.problems)} problems")
             for problem in report.problems:
-                table.add_row(problem.file, problem.problem)
-            console.print(table)
+                add_row(shown, problem.file, problem.problem)
+            out.print(shown)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -115,26 +112,23 @@ def stats(
 ):
     """Pixel share per concept, and the average number of semantic neurons an image
     activates (the paper: 6 COCO-Stuff, 5 ADE20K, 10 Cityscapes, 8 Mapillary)."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from dsspn_cli.console import add_row, console, table
     from dsspn_cli.data.audit import dataset_stats
     from dsspn_cli.hierarchy.tables import MaskingTable
     from dsspn_cli.hierarchy.tree import load_tree
 
-    table = MaskingTable.from_tree(load_tree(tree_file))
-    report = dataset_stats(root, fmt, table, split=split, track=_track())
+    masking = MaskingTable.from_tree(load_tree(tree_file))
+    report = dataset_stats(root, fmt, masking, split=split, track=_track())
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=1) + "\n")
         return
-    console = Console(highlight=False)
+    out = console()
     paper = PAPER_NEURONS.get(report.dataset)
-    console.print(f"{report.root} ({report.dataset}, {split}): {report.images} images, "
+    out.print(f"{report.root} ({report.dataset}, {split}): {report.images} images, "
                   f"{report.neurons_per_image:.1f} semantic neurons activated per image"
                   + (f" (paper: {paper})" if paper else "")
                   + f", {100 * report.ignored_share:.1f}% of pixels ignored")
-    shown = Table("concept", "pixel share", title=f"top {top} concepts",
-                  title_justify="left")
+    shown = table("concept", "pixel share", title=f"top {top} concepts")
     for name, share in list(report.pixel_share.items())[:top]:
-        shown.add_row(name, f"{100 * share:.2f}%")
-    console.print(shown)
+        add_row(shown, name, f"{100 * share:.2f}%")
+    out.print(shown)

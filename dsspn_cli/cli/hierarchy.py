@@ -30,9 +30,15 @@ class ShowFormat(str, enum.Enum):
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from dsspn_cli.console import console
 
-    return Console(stderr=stderr, highlight=False)
+    return console(stderr=stderr)
+
+
+def _tree_path(tree_file: Path | None) -> Path:
+    from dsspn_cli.resources import default_tree_path
+
+    return tree_file or default_tree_path()
 
 
 @app.command()
@@ -53,13 +59,16 @@ def merge(
                                         "(dsspn train --grow-from)."),
 ):
     """Merge dataset label sets into one WordNet-backed concept tree."""
-    from dsspn_cli.hierarchy.labelset import load_labelset
+    from dsspn_cli.files import check_output
+    from dsspn_cli.hierarchy.labelset import builtin_labelsets, load_labelset
     from dsspn_cli.hierarchy.merge import merge_labelsets
     from dsspn_cli.hierarchy.tree import load_tree
     from dsspn_cli.hierarchy.wordnet import wordnet
 
     base = load_tree(onto) if onto is not None else None
     labelsets = [load_labelset(ref) for ref in datasets]
+    builtins = builtin_labelsets()
+    check_output(output, inputs=[builtins.get(ls.source, ls.source) for ls in labelsets])
     wn = wordnet(wordnet_dir)
     tree, report = merge_labelsets(labelsets, wn, max_depth=max_depth,
                                    output_dir=output.parent, onto=base)
@@ -73,20 +82,21 @@ def merge(
 
 
 def _print_merge_summary(tree, report, output: Path) -> None:
-    from rich.table import Table
+    from dsspn_cli.console import add_row, styled, table
 
     console = _console()
     fan_name, fanout = tree.largest_fanout()
-    console.print(f"[bold]{len(tree)}[/] concepts, [bold]{len(tree.neurons)}[/] semantic "
-                  f"neurons, depth [bold]{tree.height}[/] (limit {tree.max_depth}), largest "
-                  f"fan-out [bold]{fanout}[/] ({fan_name})")
-    table = Table("dataset", "labels", "placed", "new concepts", "joined others",
-                  "explicit parent", title="labels placed per dataset", title_justify="left")
+    console.print(styled((str(len(tree)), "bold"), " concepts, ",
+                         (str(len(tree.neurons)), "bold"), " semantic neurons, depth ",
+                         (str(tree.height), "bold"), f" (limit {tree.max_depth}), largest "
+                         "fan-out ", (str(fanout), "bold"), f" ({fan_name})"))
+    placed_table = table("dataset", "labels", "placed", "new concepts", "joined others",
+                         "explicit parent", title="labels placed per dataset")
     for rep in report.datasets:
         placed = sum(len(tree.labels(n).get(rep.name, [])) for n in tree.names)
-        table.add_row(rep.name, str(rep.labels), str(placed), str(rep.new_concepts),
-                      str(rep.joined), str(rep.explicit))
-    console.print(table)
+        add_row(placed_table, rep.name, rep.labels, placed, rep.new_concepts, rep.joined,
+                rep.explicit)
+    console.print(placed_table)
     if report.intermediates:
         console.print(f"{len(report.intermediates)} WordNet concepts added as groups: "
                       + ", ".join(report.intermediates))
@@ -97,7 +107,7 @@ def _print_merge_summary(tree, report, output: Path) -> None:
         console.print(f"{len(report.others)} '-other' concepts added beside a single child: "
                       + ", ".join(report.others))
     for note in report.notes:
-        console.print(f"[yellow]note[/] {note}", soft_wrap=True)
+        console.print(styled(("note", "yellow"), f" {note}"))
     console.print(f"wrote {output}")
 
 
@@ -112,10 +122,14 @@ def show(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file."),
 ):
     """Show a concept tree: in the terminal, as YAML or node-link JSON, or drawn as PNG."""
-    from dsspn_cli.files import atomic_write_text
+    from rich.text import Text
+
+    from dsspn_cli.files import atomic_write_text, check_output
     from dsspn_cli.hierarchy import render
     from dsspn_cli.hierarchy.tree import load_tree
 
+    if output is not None:
+        check_output(output, inputs=[_tree_path(tree_file)])
     tree = load_tree(tree_file)
     if dataset is not None:
         dataset = tree.dataset_name(dataset)
@@ -129,16 +143,11 @@ def show(
         _console().print(f"wrote {output}")
         return
     if fmt is ShowFormat.tree:
+        lines = render.tree_lines(tree, dataset, depth)
         if output is not None:
-            import io
-
-            from rich.console import Console
-
-            buffer = io.StringIO()
-            Console(file=buffer, width=160).print(render.rich_tree(tree, dataset, depth))
-            atomic_write_text(output, buffer.getvalue())
+            atomic_write_text(output, "".join(line.plain + "\n" for line in lines))
             return
-        _console().print(render.rich_tree(tree, dataset, depth))
+        _console().print(Text("\n").join(lines))
         return
     if dataset is not None or depth is not None:
         tree = render.subtree(tree, render.visible_concepts(tree, dataset, depth))
@@ -161,29 +170,26 @@ def check(
 ):
     """Check a tree: one root, no cycle, one parent each, every label mapped once, no
     single-child chains, depth and fan-out limits. Exit 0 when clean, 1 with a table."""
-    from rich.table import Table
-
+    from dsspn_cli.console import add_row, styled, table
     from dsspn_cli.hierarchy.check import check_graph
     from dsspn_cli.hierarchy.tree import read_graph
-    from dsspn_cli.resources import default_tree_path
 
-    path = tree_file or default_tree_path()
+    path = _tree_path(tree_file)
     graph, datasets, tree_depth = read_graph(path)
     limit = max_depth if max_depth is not None else tree_depth
     violations = check_graph(graph, datasets, limit, max_fanout, tree_path=path)
     console = _console()
     if not violations:
         fanout = max((graph.out_degree(n) for n in graph), default=0)
-        console.print(f"[green]clean[/]: {path}: {graph.number_of_nodes()} concepts, "
-                      f"{sum(1 for n in graph if graph.out_degree(n) >= 2)} neurons, "
-                      f"depth within {limit}, largest fan-out {fanout}, "
-                      f"labels of {len(datasets)} datasets each mapped once")
+        console.print(styled(("clean", "green"), f": {path}: {graph.number_of_nodes()} "
+                             f"concepts, {sum(1 for n in graph if graph.out_degree(n) >= 2)} "
+                             f"neurons, depth within {limit}, largest fan-out {fanout}, "
+                             f"labels of {len(datasets)} datasets each mapped once"))
         return
-    table = Table("rule", "concept", "problem", title=f"{len(violations)} violations in {path}",
-                  title_justify="left")
+    found = table("rule", "concept", "problem", title=f"{len(violations)} violations in {path}")
     for violation in violations:
-        table.add_row(violation.rule, violation.concept, violation.message)
-    console.print(table)
+        add_row(found, violation.rule, violation.concept, violation.message)
+    console.print(found)
     raise typer.Exit(1)
 
 
@@ -195,9 +201,12 @@ def tables(
 ):
     """Build the masking tables training uses: neurons and their children, label -> concept
     per dataset, concept masks, and each concept's path of (neuron, child) pairs."""
+    from dsspn_cli.files import check_output
     from dsspn_cli.hierarchy.tables import MaskingTable
     from dsspn_cli.hierarchy.tree import labelset_of, load_tree
 
+    check_output(output, folder=True, inputs=[_tree_path(tree_file)],
+                 writes=("tables.json", "summary.txt"))
     tree = load_tree(tree_file)
     labelsets = {}
     for name, info in tree.datasets.items():
@@ -215,19 +224,18 @@ def tables(
 @app.command("labelsets")
 def list_labelsets():
     """List the built-in label sets and their aliases."""
-    from rich.table import Table
-
+    from dsspn_cli.console import add_row, table
     from dsspn_cli.hierarchy.labelset import builtin_labelsets, load_labelset
 
     by_file: dict = {}
     for alias, path in builtin_labelsets().items():
         by_file.setdefault(path, []).append(alias)
-    table = Table("name", "title", "labels", "mapped", "ignore", "aliases")
+    listed = table("name", "title", "labels", "mapped", "ignore", "aliases")
     for path, aliases in by_file.items():
         ls = load_labelset(path.stem)
-        table.add_row(ls.name, ls.title, str(len(ls.labels)), str(len(ls.mapped_labels)),
-                      str(ls.ignore_index), ", ".join(a for a in aliases if a != ls.name))
-    _console().print(table)
+        add_row(listed, ls.name, ls.title, len(ls.labels), len(ls.mapped_labels),
+                ls.ignore_index, ", ".join(a for a in aliases if a != ls.name))
+    _console().print(listed)
 
 
 @app.command("wordnet")

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+import warnings
 
+import click
 import typer
 from typer.exceptions import TyperException
 
@@ -13,7 +17,7 @@ from dsspn_cli.cli.data import app as data_app
 from dsspn_cli.cli.hierarchy import app as hierarchy_app
 from dsspn_cli.cli.predict import predict_command
 from dsspn_cli.cli.train import evaluate_command, export_command, train_command
-from dsspn_cli.errors import UserError, one_line
+from dsspn_cli.errors import Stopped, UserError, one_line, os_error
 
 app = typer.Typer(
     name="dsspn",
@@ -45,21 +49,64 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main(argv: list[str] | None = None) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not valid UTF-8 (or a lone surrogate from JSON) is shown with
+        # backslash escapes, never an encoding traceback halfway through a table.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    previous = _catch_signals()
+    shown_warning = warnings.showwarning
+    warnings.showwarning = _warning_line
     try:
         code = app(args=argv, prog_name="dsspn", standalone_mode=False)
     except UserError as exc:
         # One line, no traceback: the message names the thing, the problem and the fix.
         _fail(one_line(str(exc)), exc.exit_code, exc.prefix)
-    except typer.Abort:
-        _fail("interrupted", 130)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except Stopped as exc:
+        _fail(one_line(str(exc)), exc.exit_code, exc.prefix)
+    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130, "stopped")
     except TyperException as exc:        # click's usage errors: a bad option value, a typo
         _fail(_usage_error(exc), getattr(exc, "exit_code", 2))
     except BrokenPipeError:              # `dsspn ... | head`: the reader left, not an error
         sys.stderr.close()
         sys.exit(0)
+    except OSError as exc:               # a path the system refused that no check foresaw
+        _fail(str(os_error(exc)), 2)
+    except MemoryError:
+        _fail(OUT_OF_MEMORY, 2)
+    except RuntimeError as exc:          # torch's allocators say it with a RuntimeError
+        if type(exc).__name__ != "OutOfMemoryError" and "can't allocate memory" not in str(exc):
+            raise
+        _fail(f"{OUT_OF_MEMORY} ({one_line(str(exc))[:160]})", 2)
+    finally:
+        warnings.showwarning = shown_warning
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+OUT_OF_MEMORY = ("out of memory; give smaller inputs (image size, --crop, --batch-size, --tile) "
+                 "or use a machine with more memory")
+
+
+def _catch_signals() -> dict:
+    """Ctrl-C and SIGTERM stop any command with one line and exit 128 + the signal's number
+    (130, 143). Typer would turn a KeyboardInterrupt into a silent exit 130, and SIGTERM
+    would kill the process without a word or its clean-up (temporary files). ``dsspn train``
+    installs its own handlers for its run (faults.StopRequest)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum, frame):
+        raise Stopped(signum, f"interrupted by {signal.Signals(signum).name}")
+
+    return {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning as one line, not Python's two-line form with its source line."""
+    print(one_line(f"warning: {message} ({category.__name__})"), file=file or sys.stderr)
 
 
 def _usage_error(exc) -> str:
@@ -73,6 +120,9 @@ def _usage_error(exc) -> str:
 
 
 def _fail(message: str, code: int, prefix: str = "error") -> None:
+    from dsspn_cli.console import stop_all
+
+    stop_all()                           # a live bar left by the failed work goes first
     if message:
         print(f"{prefix}: {message}", file=sys.stderr)
     sys.exit(code)

@@ -36,15 +36,11 @@ def predict_command(
     """Segment images with a trained model: for each image NAME, write NAME_labels.png
     (label ids), NAME_color.png, NAME_overlay.png and NAME_legend.png (and NAME.json with
     --json) into the output folder."""
-    from rich.console import Console
-    from rich.progress import track
-
+    from dsspn_cli.console import console, track
     from dsspn_cli.engine.predict import SUFFIXES, predict
 
-    progress = Console(stderr=True)
-
     def bar(items, total, what):
-        return track(items, total=total, description=what, console=progress, transient=True)
+        return track(items, total, what, console(stderr=True), "images")
 
     report = predict(checkpoint, inputs, dataset=dataset, out=out, level=level,
                      as_json=as_json, tile=tile, device=device, precision=precision,
@@ -52,6 +48,6 @@ def predict_command(
     count = len(report.images)
     what = (f"{report.dataset} label ids" if report.dataset is not None else "concept ids")
     names = ", ".join(SUFFIXES) + (", .json" if as_json else "")
-    Console(highlight=False).print(
+    console().print(
         f"predicted {count} image{'s' if count != 1 else ''} ({what}, {report.device}) "
         f"into {out}: NAME{names}")

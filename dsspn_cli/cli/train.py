@@ -45,8 +45,7 @@ def _train(
 ):
     """Train a DSSPN (or the flat baseline, --head flat) on one dataset or several jointly;
     torchrun --nproc_per_node N -m dsspn_cli train ... for several processes."""
-    from rich.console import Console
-
+    from dsspn_cli.console import console as make_console
     from dsspn_cli.engine.config import resolve_config
     from dsspn_cli.engine.train import train
 
@@ -57,18 +56,18 @@ def _train(
         config = out / "config.yaml"          # continue with the settings the run had
     resolved, demo = resolve_config(config, settings, assignments, {**(flags or {}),
                                                                      "data": "--data"})
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if demo:
         console.print("no --data: training on the built-in sample data with CPU demo "
                       "settings (" + ", ".join(f"{k} {v}" for k, v in demo.items())
-                      + "); options override them", markup=False, highlight=False)
+                      + "); options override them")
     result = train(resolved, resume=resume, console=console)
     if result.get("rank", 0) != 0:      # under torchrun, rank 0 speaks for the job
         return
     console.print(f"done: step {result.get('step')}, loss {result.get('loss', float('nan')):.4f}"
                   f", best validation mIoU {max(result.get('best_mIoU', -1), 0):.2f}; "
                   f"run folder {result['run']} (checkpoints/last.pt, best.pt, metrics.jsonl, "
-                  "curves.png)", markup=False, highlight=False)
+                  "curves.png)")
 
 
 train_command = with_settings(_train, TrainConfig)
@@ -95,29 +94,30 @@ def evaluate_command(
     """Mean IoU, pixel accuracy, mean class accuracy, per class and per tree level, with
     hierarchical prediction restricted to each dataset's concepts; under torchrun
     --nproc_per_node N each process scores its share of the images."""
-    from rich.console import Console
-    from rich.progress import track
-    from rich.table import Table
-
+    from dsspn_cli.console import add_row, console, track
+    from dsspn_cli.console import table as new_table
     from dsspn_cli.data.dataset import SegmentationDataset
     from dsspn_cli.data.sample import sample_datasets
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.evaluate import evaluate
     from dsspn_cli.engine.world import resolve_precision, setup_world, teardown_world
-    from dsspn_cli.files import atomic_write_text
+    from dsspn_cli.files import atomic_write_text, check_output
 
     if tile < MIN_TILE:
         raise UserError(f"--tile {tile}: tiles must be at least {MIN_TILE} pixels")
+    if json_file is not None:           # before the work: a bad path is told at once
+        check_output(json_file, inputs=[checkpoint])
+    if labels_out is not None:
+        check_output(labels_out, folder=True)
     world = setup_world(device)
     try:
         resolve_precision(precision, world.device)      # a bad choice fails before any work
         model, table, _, _ = load_model(checkpoint, world.device)
         sets = parse_data(data) or sample_datasets()
-        err = Console(stderr=True)
+        err = console(stderr=True)
 
         def bar(items, total, what):
-            return track(items, total=total, description=what, console=err, transient=True,
-                         disable=not world.main)
+            return track(items, total, what, err, "images") if world.main else items
 
         results = {}
         for fmt, root in sets.items():
@@ -129,24 +129,24 @@ def evaluate_command(
         teardown_world(world)
     if not world.main:                 # under torchrun, rank 0 speaks for the job
         return
-    console = Console()
-    summary = Table("dataset", "images", "mIoU", "pixel acc", "mean acc", "IoU per tree level",
-                    title=f"{checkpoint} on {split}", title_justify="left")
+    out = console()
+    summary = new_table("dataset", "images", "mIoU", "pixel acc", "mean acc",
+                        "IoU per tree level", title=f"{checkpoint} on {split}")
     for name, scores in results.items():
         levels = ", ".join(f"{k}: {v:.1f}" for k, v in scores["iou_per_level"].items()
                            if v is not None and k != "0")
-        summary.add_row(name, str(scores["images"]), _fmt(scores["mIoU"]),
-                        _fmt(scores["pixel_acc"]), _fmt(scores["mean_acc"]), levels)
-    console.print(summary)
+        add_row(summary, name, scores["images"], _fmt(scores["mIoU"]),
+                _fmt(scores["pixel_acc"]), _fmt(scores["mean_acc"]), levels)
+    out.print(summary)
     if per_class:
         for name, scores in results.items():
-            table_ = Table("class", "IoU", "acc", "pixels", title=name, title_justify="left")
+            table_ = new_table("class", "IoU", "acc", "pixels", title=name)
             for cls, row in scores["per_class"].items():
-                table_.add_row(cls, _fmt(row["iou"]), _fmt(row["acc"]), str(row["pixels"]))
-            console.print(table_)
+                add_row(table_, cls, _fmt(row["iou"]), _fmt(row["acc"]), row["pixels"])
+            out.print(table_)
     if json_file is not None:
         atomic_write_text(json_file, json.dumps(results, indent=1) + "\n")
-        console.print(f"wrote {json_file}")
+        out.print(f"wrote {json_file}")
 
 
 def _fmt(value) -> str:
@@ -167,17 +167,17 @@ def export_command(
 ):
     """Export hierarchical inference as one static graph (ONNX or TorchScript): input a
     normalised image batch, output the label map and the confidence."""
-    from rich.console import Console
-
     from dsspn_cli.cli.data import _size
+    from dsspn_cli.console import console
     from dsspn_cli.engine.export import export
+    from dsspn_cli.files import check_output
 
     if fmt not in ("onnx", "torchscript"):
         raise UserError(f"--format {fmt}: use onnx or torchscript")
     suffix = ".onnx" if fmt == "onnx" else ".ts.pt"
-    target = output or checkpoint.with_suffix(suffix)
+    target = check_output(output or checkpoint.with_suffix(suffix), inputs=[checkpoint])
     path = export(checkpoint, target, fmt, dataset, level, _size(size))
-    Console().print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, input 1x3x{size})")
+    console().print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, input 1x3x{size})")
 
 
 __all__ = ["train_command", "evaluate_command", "export_command", "parse_data"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsspn_cli.data.common import BadFile, MissingSplit, Sample, read_image
+from dsspn_cli.data.common import BadFile, MissingSplit, Sample, read_image, size_mismatch
 from dsspn_cli.data.formats import check_root, get_format, labelset_for
 from dsspn_cli.errors import UserError
 
@@ -45,6 +45,8 @@ def splits_present(fmt, root: Path, splits=None) -> tuple[dict[str, list[Sample]
     cannot be read (a missing annotation file, a broken JSON); a clear error when no split
     exists at all."""
     found, problems, missing = {}, [], None
+    for split in splits or ():         # an unknown split is a usage error, not a problem
+        fmt.folder(split)
     for split in splits or fmt.splits:
         try:
             found[split] = fmt.samples(root, split)
@@ -75,8 +77,8 @@ def _check_one(fmt, labelset_ids: np.ndarray, sample: Sample) -> list[Problem]:
     except BadFile as exc:
         return [Problem(str(exc.path), exc.problem)]
     if values.shape != image.shape[:2]:
-        problems.append(Problem(str(sample.label), f"size {values.shape[1]}x{values.shape[0]} "
-                                f"differs from its image ({image.shape[1]}x{image.shape[0]})"))
+        problems.append(Problem(str(sample.label), size_mismatch(sample.label, values.shape,
+                                                                 sample.image, image.shape)))
     present = np.unique(values)
     inside = present[(present >= 0) & (present < len(labelset_ids))]
     bad = sorted(present[(present < 0) | (present >= len(labelset_ids))].tolist()

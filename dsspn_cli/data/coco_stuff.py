@@ -11,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dsspn_cli.data.common import BadFile, DatasetFormat, Sample, files, image_size, pair_by_stem
+from dsspn_cli.data.common import (
+    BadFile,
+    DatasetFormat,
+    Sample,
+    files,
+    image_header,
+    pair_by_stem,
+)
 from dsspn_cli.errors import UserError
 
 MAPS = "stuffthingmaps_trainval2017"
@@ -94,7 +101,7 @@ def _index(path: str) -> dict:
 
 def rasterise(annotation_files, image_id: int, image_path: Path) -> np.ndarray:
     """Paint every annotation of an image (category id - 1 = label id) into a label map."""
-    height, width = image_size(image_path)
+    height, width, orientation = image_header(image_path)
     label = np.full((height, width), UNLABELLED, dtype=np.int32)
     for path in annotation_files:
         coco = _index(str(path))["coco"]
@@ -102,7 +109,10 @@ def rasterise(annotation_files, image_id: int, image_path: Path) -> np.ndarray:
             continue
         info = coco.imgs[image_id]
         if (info.get("height"), info.get("width")) != (height, width):
-            raise BadFile(image_path, f"is {width}x{height} but {path} says "
+            turned = (f" (upright, by its EXIF orientation {orientation}; remove the tag if the "
+                      "annotations are on the stored pixels)" if orientation in (5, 6, 7, 8)
+                      else "")
+            raise BadFile(image_path, f"is {width}x{height}{turned} but {path} says "
                           f"{info.get('width')}x{info.get('height')}")
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))
         # File order, as COCO-Stuff's own conversion to PNG paints them (later on top).

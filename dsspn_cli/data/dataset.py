@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from dsspn_cli.data.common import BadFile, read_image
+from dsspn_cli.data.common import BadFile, read_image, size_mismatch
 from dsspn_cli.data.formats import check_root, get_format, labelset_for
 from dsspn_cli.data.targets import LabelMapper
 from dsspn_cli.data.transforms import EvalTransform
@@ -70,9 +70,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         image = read_image(sample.image)
         concepts = self.mapper(self.format.read_label(sample), sample.label)
         if concepts.shape != image.shape[:2]:
-            raise BadFile(sample.label, f"size {concepts.shape[1]}x{concepts.shape[0]} differs "
-                          f"from its image {sample.image.name} "
-                          f"({image.shape[1]}x{image.shape[0]})")
+            raise BadFile(sample.label, size_mismatch(sample.label, concepts.shape, sample.image,
+                                                      image.shape))
         return image, concepts
 
     def __getitem__(self, item):

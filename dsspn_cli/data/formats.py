@@ -43,9 +43,14 @@ def labelset_for(fmt: DatasetFormat, root: Path):
 
 
 def check_root(root: Path) -> Path:
+    import stat
+
+    from dsspn_cli.files import stat_path
+
     root = Path(root).expanduser()
-    if not root.exists():
+    found = stat_path(root, "read the dataset")
+    if found is None:
         raise UserError(f"{root}: no such folder; give the dataset's root folder")
-    if not root.is_dir():
+    if not stat.S_ISDIR(found.st_mode):
         raise UserError(f"{root}: is a file; give the dataset's root folder")
     return root

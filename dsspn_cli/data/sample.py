@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import UserError, os_problem
 
 # The tree's dataset names, in the order the datasets are written.
 DATASETS = ("cityscapes", "ade", "coco", "mapillary")
@@ -1038,6 +1038,27 @@ textures and shapes tell siblings apart. Useful for smoke tests and demos, not f
 """
 
 
+MIN_SIDE = 32                   # the smallest scene the drawing routines lay out
+MAX_PIXELS = 4096 * 4096        # drawing takes about 130 bytes a pixel: 2 GiB at this size
+
+
+def check_size(size, option: str = "size") -> tuple[int, int]:
+    """(height, width) of the sample images, within the bounds the writer works in: checked
+    before anything is written."""
+    try:
+        height, width = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise UserError(f"{option} must be (height, width), got {size!r}") from None
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise UserError(f"{option} {height}x{width} is too small; use at least "
+                        f"{MIN_SIDE}x{MIN_SIDE} pixels")
+    if height * width > MAX_PIXELS:
+        raise UserError(f"{option} {height}x{width} is too large for sample data (drawing "
+                        f"takes about {130 * height * width / 2**30:.0f} GiB); use at most "
+                        f"{MAX_PIXELS:,} pixels, like 1024x2048")
+    return height, width
+
+
 def write_sample_data(out, seed: int = 0, images: int = 16, size=(128, 256),
                       tree=None) -> dict:
     """Write the sample datasets under ``out``; returns ``{dataset: {split: count}}``.
@@ -1047,14 +1068,11 @@ def write_sample_data(out, seed: int = 0, images: int = 16, size=(128, 256),
     staging folder inside ``out`` and moved into place at the end, so an interrupted run leaves
     no half dataset; an earlier sample in ``out`` is replaced, other data is never overwritten.
     """
+    from dsspn_cli.files import check_output
+
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
         raise UserError(f"images must be a positive whole number, got {images!r}")
-    try:
-        height, width = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise UserError(f"size must be (height, width), got {size!r}") from None
-    if height < 32 or width < 32:
-        raise UserError(f"size {height}x{width} is too small; use at least 32x32 pixels")
+    height, width = check_size(size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise UserError(f"seed must be a whole number, got {seed!r}")
     seed = int(seed)
@@ -1065,22 +1083,21 @@ def write_sample_data(out, seed: int = 0, images: int = 16, size=(128, 256),
     kit = _Kit(tree)
     counts = {"train": images, "val": max(2, images // 4)}
 
-    out = Path(out)
+    out = check_output(out, folder=True)
     names = ["README.txt"] + [FOLDERS[d] for d in DATASETS]
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; choose another output folder")
     readme = out / "README.txt"
     ours = readme.is_file() and readme.read_text(errors="replace").startswith(README_MARK)
     clash = [n for n in names if (out / n).exists()]
     if clash and not ours:
         raise UserError(f"{out}: already holds {', '.join(clash)} that dsspn did not write; "
                         "choose an empty folder (sample data never overwrites other data)")
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".dsspn-sample-", dir=out))
     except OSError as exc:
-        raise UserError(f"{out}: cannot write ({exc.strerror or exc}); check that the folder "
-                        "is writable") from None
+        raise UserError(f"{out}: cannot write: {os_problem(exc)}") from None
+    finished = False
     try:
         summary = {}
         for ds in DATASETS:
@@ -1095,11 +1112,16 @@ def write_sample_data(out, seed: int = 0, images: int = 16, size=(128, 256),
             if target.exists():
                 os.replace(target, old / name)
             os.replace(staging / name, target)
+        finished = True
     except OSError as exc:
-        raise UserError(f"{out}: cannot write the sample data ({exc.strerror or exc}); check "
-                        "that the folder is writable and the disk has space") from None
+        raise UserError(f"{out}: cannot write the sample data: {os_problem(exc)}") from None
+    except MemoryError:
+        raise UserError(f"{out}: out of memory drawing {height}x{width} images; use a smaller "
+                        "--size") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not finished:         # nothing half-written, not even a folder
+            shutil.rmtree(out, ignore_errors=True)
     return summary
 
 

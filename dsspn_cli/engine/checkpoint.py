@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import io
 import random
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import UserError, one_line, shown
 from dsspn_cli.files import atomic_write_bytes
 
 FORMAT = "dsspn-checkpoint"
@@ -78,29 +80,124 @@ def save_checkpoint(path: str | Path, *, model, tree, config: dict, step: int, e
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """The checkpoint's content; a one-line error for anything that is not one."""
+# The payload's schema: field -> (type, whether every checkpoint has it); RESUME_FIELDS are
+# needed to continue training only.
+FIELDS = {"format": (str, True), "version": (int, True), "model": (dict, True),
+          "tree": (dict, True), "config": (dict, True), "step": (int, True),
+          "epoch": (int, True), "datasets": (list, False), "metrics": (dict, False),
+          "rng": (dict, False), "optimizer": (dict, False), "scheduler": (dict, False),
+          "scaler": (dict, False)}
+RESUME_FIELDS = ("optimizer", "scheduler", "rng")
+
+
+def load_checkpoint(path: str | Path, map_location="cpu", resume: bool = False) -> dict:
+    """The checkpoint's content, its schema checked (``resume``: with what continuing
+    training needs) and its weights finite; a one-line error for anything else."""
+    from dsspn_cli.files import kind_of, stat_path
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint; give a file written by 'dsspn train' "
+    st = stat_path(path, "read the checkpoint")
+    if st is None or not stat.S_ISREG(st.st_mode):
+        what = "no such checkpoint" if st is None else f"is {kind_of(st.st_mode)}"
+        raise UserError(f"{path}: {what}; give a file written by 'dsspn train' "
                         "(RUN/checkpoints/last.pt or best.pt)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():     # torch's notes on odd pickles: the file is judged
+            warnings.simplefilter("ignore")  # below, in one line
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:      # weights_only refuses code; torch raises many kinds here
-        what = ("it carries code, which is not loaded" if "weights_only" in str(exc)
-                or "Unsupported global" in str(exc) else exc.__class__.__name__)
+        what = ("it carries code, which is not loaded" if carries_code(path) else
+                f"damaged, or not a PyTorch file: {exc.__class__.__name__}")
         raise UserError(f"{path}: not a dsspn checkpoint ({what}); give a file written by "
                         "'dsspn train'") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not a dsspn checkpoint (no '{FORMAT}' marker); give a file "
                         "written by 'dsspn train'")
+    check_payload(payload, path, resume)
     return payload
 
 
-def tree_of(payload: dict, source: str = "checkpoint"):
-    from dsspn_cli.hierarchy.tree import ConceptTree, graph_from_node_link
+def check_payload(payload: dict, path, resume: bool = False) -> None:
+    """Every field a checkpoint needs, of its type; weights that are tensors and finite."""
+    damaged = "; the file is damaged or was not written by 'dsspn train'"
+    for key, (kind, required) in FIELDS.items():
+        if key not in payload:
+            if required or (resume and key in RESUME_FIELDS):
+                raise UserError(f"{path}: the checkpoint has no '{key}' field{damaged}")
+            continue
+        value = payload[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UserError(f"{path}: the checkpoint's '{key}' has type "
+                            f"{type(value).__name__}, expected {kind.__name__}{damaged}")
+    if payload["version"] != VERSION:
+        raise UserError(f"{path}: a checkpoint of version {shown(payload['version'])}; this "
+                        f"dsspn reads version {VERSION}: use the dsspn that wrote it")
+    for name, value in payload["model"].items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise UserError(f"{path}: the checkpoint's weight {shown(name)} is not a tensor"
+                            f"{damaged}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise UserError(f"{path}: the weights '{name}' hold NaN or infinite values; the "
+                            "run diverged or the file is damaged: use an earlier checkpoint")
 
-    graph, datasets, max_depth = graph_from_node_link(payload["tree"], source)
+
+def carries_code(path: Path) -> bool:
+    """Whether a file ``weights_only`` refused is a well-formed pickle (or a PyTorch zip
+    holding one) that names Python objects ``weights_only`` does not allow: code, which is
+    not loaded; rather than random bytes or a file cut short, which are merely damaged. The
+    pickle is read as opcodes, never run."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                data = archive.read(names[0]) if names else b""
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(64 * 2**20)
+        stream, named, strings = io.BytesIO(data), [], []
+        while stream.tell() < len(data):      # torch's legacy format: pickles in a row
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name == "GLOBAL" or opcode.name == "INST":
+                    named.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL":
+                    named.append(".".join(strings[-2:]))
+                elif opcode.name == "OBJ":
+                    named.append("?")
+                elif isinstance(arg, str) and "UNICODE" in opcode.name:
+                    strings.append(arg)
+    except Exception:                         # not a pickle through to its end: damaged
+        return False
+    return any(name not in _allowed_globals() for name in named)
+
+
+def _allowed_globals() -> set[str]:
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return set(_get_allowed_globals())
+    except (ImportError, AttributeError):     # another torch: every named object counts
+        return set()
+
+
+def tree_of(payload: dict, source: str = "checkpoint"):
+    """The concept tree a checkpoint holds; a damaged one is named as the checkpoint's
+    (there is no tree file to fix, and 'hierarchy check' reads tree files only)."""
+    from dsspn_cli.hierarchy.tree import ConceptTree, graph_from_node_link, structural_problems
+
+    damaged = "the file is damaged or was not written by 'dsspn train'"
+    try:
+        graph, datasets, max_depth = graph_from_node_link(payload["tree"], source)
+    except UserError as exc:
+        detail = str(exc).removeprefix(f"{source}: ").split("; ")[0]
+        raise UserError(one_line(f"{source}: the concept tree in this checkpoint is damaged "
+                                 f"({detail}); {damaged}")) from None
+    problems = structural_problems(graph)
+    if problems:
+        raise UserError(one_line(f"{source}: the concept tree in this checkpoint is not a "
+                                 f"tree ({problems[0]}); {damaged}"))
     return ConceptTree(graph, datasets, max_depth, source=source)
 
 

@@ -2,7 +2,8 @@
 
 - SIGINT or SIGTERM asks the run to stop after the step in progress: every rank agrees on the
   step, rank 0 writes a checkpoint, and the command exits with 128 + the signal's number (130,
-  143) and a line that says how to resume. A second signal stops at once.
+  143) and a line that says how to resume. A second signal stops at once, with the same exit
+  code and a line.
 - Before the first step every sample the run will read is read once (in threads, split over
   the ranks), the way training reads it. Unusable ones stop the run with the full list, or
   are left out with ``--skip-bad``. The result is kept in the run folder and reused while the
@@ -22,7 +23,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import Stopped, UserError
 
 SCAN_FILE = "data-scan.json"
 BAD_FILES = "bad-files.txt"
@@ -40,10 +41,12 @@ class Interrupted(UserError):
 
 class StopRequest:
     """SIGINT / SIGTERM handlers for the span of a run: the first signal sets ``signum`` (the
-    loop stops after its step), a second one raises KeyboardInterrupt at once."""
+    loop stops after its step), a second one stops at once (``Stopped``: exit 128 + its
+    number, one line saying how to go on from the last checkpoint of ``run``)."""
 
-    def __init__(self):
+    def __init__(self, run=None):
         self.signum = 0
+        self.run = run
         self._previous: dict = {}
 
     @property
@@ -52,7 +55,10 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.signum:
-            raise KeyboardInterrupt
+            resume = (f"; continue from the last checkpoint with 'dsspn train --out {self.run} "
+                      "--resume'" if self.run is not None else "")
+            raise Stopped(signum, f"{signal.Signals(signum).name} again: stopped at once, "
+                          f"without finishing the step in progress{resume}")
         self.signum = signum
 
     def __enter__(self) -> "StopRequest":
@@ -149,10 +155,9 @@ def scan(parts, run_root: Path, world, console=None, workers: int = 4) -> list[t
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(check, mine)
         if console is not None and world.main:
-            from rich.progress import track
+            from dsspn_cli.console import track
 
-            results = track(results, total=len(mine), description="reading the data once",
-                            console=console, transient=True)
+            results = track(results, len(mine), "reading the data once", console, "samples")
         found = [(p, i, m) for p, i, m in results if m is not None]
     if world.size > 1:
         gathered = [None] * world.size

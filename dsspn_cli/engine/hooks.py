@@ -92,39 +92,30 @@ class Validation(Hook):
 
 
 class Progress(Hook):
-    """A progress bar on the console (rank 0): step, loss, learning rate, images/s, ETA."""
+    """Progress on the console (rank 0): step, loss, learning rate, images/s, ETA; a live bar
+    on a terminal, a plain line every few seconds elsewhere (``console.Progress``)."""
 
     def __init__(self, console, enabled: bool):
         self.console, self.enabled = console, enabled
         self.bar = None
 
     def before_train(self, trainer) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
+        from dsspn_cli.console import Progress as Display
 
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}"),
-                   TextColumn("lr {task.fields[lr]:.2e}"),
-                   TextColumn("{task.fields[ips]:.1f} img/s"), TimeRemainingColumn()]
-        self.bar = Progress(*columns, console=self.console, disable=not self.enabled,
-                            transient=False)
-        self.bar.start()
-        self.task = self.bar.add_task("training", total=trainer.total, completed=trainer.step,
-                                      loss=float("nan"), lr=trainer.lr, ips=0.0)
+        if self.enabled:
+            self.bar = Display("training", trainer.total, self.console, done=trainer.step,
+                               unit="steps", keep=True)
 
     def after_step(self, trainer) -> None:
-        record = trainer.record
-        self.bar.update(self.task, completed=trainer.step, loss=record["loss"],
-                        lr=record["lr"], ips=record["images_per_s"])
+        if self.bar is not None:
+            record = trainer.record
+            self.bar.update(trainer.step, f"loss {record['loss']:.4f}, lr {record['lr']:.2e}, "
+                            f"{record['images_per_s']:.1f} img/s")
 
     def after_train(self, trainer) -> None:
         if self.bar is not None:
-            self.bar.stop()
+            self.bar.close(finished=not trainer.failed)
+            self.bar = None
 
 
 class Curves(Hook):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import colorsys
 import io
 import json
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -32,7 +33,7 @@ from dsspn_cli.engine.infer import (
     tile_spans,
 )
 from dsspn_cli.errors import UserError
-from dsspn_cli.files import atomic_write_bytes
+from dsspn_cli.files import atomic_write_bytes, check_output, kind_of, stat_path
 
 SUFFIXES = ("_labels.png", "_color.png", "_overlay.png", "_legend.png")
 LEGEND_ROWS = 40          # classes listed in a legend; the rest are summed on one line
@@ -57,7 +58,8 @@ def find_images(inputs: Sequence[str | Path], out: str | Path | None = None) -> 
     seen: set[Path] = set()
     for given in inputs:
         path = Path(given)
-        if path.is_dir():
+        st = stat_path(path)
+        if st is not None and stat.S_ISDIR(st.st_mode):
             found = []
             for candidate in sorted(path.rglob("*")):
                 relative = candidate.relative_to(path)
@@ -76,11 +78,13 @@ def find_images(inputs: Sequence[str | Path], out: str | Path | None = None) -> 
                 if resolved not in seen:
                     seen.add(resolved)
                     jobs.append(ImageJob(candidate, stem))
-        elif path.is_file():
+        elif st is not None and stat.S_ISREG(st.st_mode):
             resolved = path.resolve()
             if resolved not in seen:
                 seen.add(resolved)
                 jobs.append(ImageJob(path, Path(path.stem)))
+        elif st is not None:
+            raise UserError(f"{path}: is {kind_of(st.st_mode)}, not an image or a folder")
         else:
             raise UserError(f"{path}: no such image or folder; check the path")
     if not jobs:
@@ -94,13 +98,17 @@ def find_images(inputs: Sequence[str | Path], out: str | Path | None = None) -> 
     return jobs
 
 
-def check_images(jobs: Sequence[ImageJob]) -> None:
-    """Read every header before any work: an unreadable file stops with its name."""
+def check_images(jobs: Sequence[ImageJob], out: Path, as_json: bool = False) -> None:
+    """Read every header before any work: an unreadable file stops with its name; and no
+    output may replace an input (an image named like another's outputs)."""
     for job in jobs:
         try:
             image_size(job.image)
         except BadFile as exc:
-            raise UserError(f"{exc}; give PNG or JPEG images") from None
+            raise UserError(str(exc)) from None
+    suffixes = SUFFIXES + ((".json",) if as_json else ())
+    check_output(out, folder=True, inputs=[job.image for job in jobs],
+                 writes=[f"{job.stem}{suffix}" for job in jobs for suffix in suffixes])
 
 
 # ----------------------------------------------------------------------------------- colours
@@ -315,11 +323,9 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
         raise UserError(f"--tile {tile}: tiles must be at least {MIN_TILE} pixels")
     if level is not None and level < 0:
         raise UserError(f"--level {level}: give a depth of 0 or more (0 = the root)")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; give a folder for --out")
+    out = check_output(out, folder=True)
     jobs = find_images(inputs, out)
-    check_images(jobs)
+    check_images(jobs, out, as_json)
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.infer import ImageFiles, image_loader
     from dsspn_cli.engine.world import resolve_device, resolve_precision
@@ -337,7 +343,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
         loop = track(loop, len(jobs), "predicting")
     for item in loop:
         if "bad" in item:
-            raise UserError(f"{item['bad']}; give PNG or JPEG images")
+            raise UserError(item["bad"])
         job = jobs[item["index"]]
         report.files += predictor.write(job, item["image"].numpy(), out, as_json)
         report.images.append(job.image)

@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import UserError, os_problem
 from dsspn_cli.files import atomic_write_bytes, atomic_write_text
 
 SCALARS = ("loss", "lr", "images_per_s", "val_mIoU")
@@ -26,7 +26,9 @@ SCALARS = ("loss", "lr", "images_per_s", "val_mIoU")
 
 class RunFolder:
     def __init__(self, out: str | Path):
-        self.root = Path(out)
+        from dsspn_cli.files import check_output
+
+        self.root = check_output(out, folder=True)     # a bad place is told before any work
         self.config = self.root / "config.yaml"
         self.checkpoints = self.root / "checkpoints"
         self.last = self.checkpoints / "last.pt"
@@ -52,8 +54,7 @@ class RunFolder:
             with open(self.metrics, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
         except OSError as exc:
-            raise UserError(f"{self.metrics}: cannot write ({exc.strerror or exc}); check "
-                            "that the folder is writable and the disk has space") from None
+            raise UserError(f"{self.metrics}: cannot write: {os_problem(exc)}") from None
         board = self.board()
         if board is not None:
             for key in SCALARS:
@@ -115,8 +116,7 @@ class RunFolder:
             os.replace(temporary, target)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
-            raise UserError(f"{target}: cannot write ({exc.strerror or exc}); check that the "
-                            "folder is writable and the disk has space") from None
+            raise UserError(f"{target}: cannot write: {os_problem(exc)}") from None
 
     def plot_curves(self) -> None:
         """curves.png: training loss and validation mIoU against the step."""

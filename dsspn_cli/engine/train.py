@@ -37,7 +37,7 @@ def train(config: TrainConfig, resume: bool = False, console=None,
 
     world = setup_world(config.device, config.dist_timeout)
     try:
-        with StopRequest() as stop:
+        with StopRequest(config.out) as stop:
             return _train(config, resume, world, console, stop_at, stop)
     finally:
         teardown_world(world)
@@ -140,7 +140,7 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
         raise UserError(f"{run.root}: already holds a run; use --resume to continue it or "
                         "another --out")
     tree = load_tree(config.tree)
-    payload = load_checkpoint(run.last) if resume else None
+    payload = load_checkpoint(run.last, resume=True) if resume else None
     if payload is not None:         # checked before anything is written: a failed resume
         _check_resumable(payload, config, tree, run)      # leaves the run as it was
     if not config.data:
@@ -270,11 +270,16 @@ def _restore(payload, run: RunFolder, model, optimizer, scheduler, scaler) -> tu
     if payload is None:
         return 0, -1.0
     _load_weights(model, payload, run.last)
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    if "scaler" in payload:
-        scaler.load_state_dict(payload["scaler"])
-    restore_rng_states(payload["rng"])
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        if "scaler" in payload:
+            scaler.load_state_dict(payload["scaler"])
+        restore_rng_states(payload["rng"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise UserError(f"{run.last}: its optimiser, schedule or random states do not fit this "
+                        f"run ({type(exc).__name__}); the file is damaged: resume from an "
+                        "earlier step-*.pt copied to last.pt, or start a new run") from None
     return int(payload["step"]), float(payload.get("metrics", {}).get("best_mIoU", -1.0))
 
 

@@ -42,15 +42,27 @@ class World:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``: the devices
+    dsspn runs on; any other (``meta``, ``mps``, ``xla``...) is a one-line error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    works = "auto, cpu" + (f", cuda or cuda:0 to cuda:{count - 1}" if count else
+                           " (no CUDA device here)")
     try:
         device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UserError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"--device {name}: not a device; use {works}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: dsspn does not run on {device.type} devices; use "
+                        f"{works}")
+    if device.type == "cuda" and not count:
         raise UserError(f"--device {name}: no CUDA device is available here; use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= count:
+        raise UserError(f"--device {name}: this machine has {count} CUDA device"
+                        f"{'s' if count != 1 else ''}; use {works}")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise UserError(f"--device {name}: there is one CPU device; use cpu")
     return device
 
 

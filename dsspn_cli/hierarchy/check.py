@@ -34,7 +34,9 @@ def check_graph(graph: nx.DiGraph, datasets: dict, max_depth: int | None = 5,
     must be mapped to exactly one concept. Datasets named in ``datasets`` whose label set is not
     given are loaded from the reference stored in the tree.
     """
-    found: list[Violation] = []
+    # What the file says that the graph cannot show (two siblings of one name read as one,
+    # two nodes of one id, edges to no node): the readers record it.
+    found = [Violation(*problem) for problem in graph.graph.get("read_problems", [])]
     roots = [n for n in graph if graph.in_degree(n) == 0]
     if len(roots) != 1:
         found.append(Violation("one root", ", ".join(map(str, roots[:5])) or "-",

@@ -26,6 +26,7 @@ blank lines skipped) is label id ``i``, and synsets are looked up in WordNet by 
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -289,22 +290,28 @@ def builtin_names() -> list[str]:
 
 def load_labelset(ref: str | Path) -> LabelSet:
     """A built-in label set by name or alias (``coco``, ``ade20k``...), or a file by path."""
+    from dsspn_cli.files import stat_path
+
     text = str(ref)
     builtin = builtin_labelsets().get(text.lower())
-    if builtin is not None and not Path(text).is_file():
+    found = stat_path(text, "read the label set")
+    if builtin is not None and (found is None or not stat.S_ISREG(found.st_mode)):
         return parse_labelset(read_yaml(builtin, "label set"), builtin, source=builtin.stem)
     try:
         path = Path(text).expanduser()
     except RuntimeError:            # '~someone/...' for a user without a home folder
         raise UserError(one_line(f"{text}: cannot expand '~' (no such user or home folder); "
                                  "give the full path of the label-set file")) from None
-    if path.is_file():
+    found = stat_path(path, "read the label set")
+    if found is not None and not stat.S_ISDIR(found.st_mode):
         if path.suffix.lower() in (".yaml", ".yml"):
             return parse_labelset(read_yaml(path, "label set"), path)
         if path.suffix.lower() in (".txt", ""):
             return read_text_labelset(path)
         raise UserError(one_line(f"{path}: label sets are YAML (.yaml) or text files (.txt, one "
                                  "class name per line); convert it"))
+    if found is not None:
+        raise UserError(one_line(f"{path}: is a folder, expected a label-set file"))
     if path.suffix or "/" in text or "\\" in text:
         raise UserError(one_line(f"{text}: no such label-set file; check the path"))
     raise UserError(one_line(f"unknown dataset '{text}'; built-in label sets: "

@@ -1,4 +1,4 @@
-"""Showing a concept tree: a rich tree for the terminal and a radial drawing as PNG."""
+"""Showing a concept tree: lines for the terminal and a radial drawing as PNG."""
 
 from __future__ import annotations
 
@@ -25,18 +25,20 @@ def visible_concepts(tree: ConceptTree, dataset: str | None, depth: int | None) 
     return keep
 
 
-def rich_tree(tree: ConceptTree, dataset: str | None = None, depth: int | None = None):
+def tree_lines(tree: ConceptTree, dataset: str | None = None, depth: int | None = None):
+    """The tree for the terminal: one line of literal text per concept, under guides. Built
+    here rather than with rich's Tree, which leaves out every concept deeper than the console
+    is wide (about depth 18 at 80 columns); a line is as long as its concept needs."""
     from rich.text import Text
-    from rich.tree import Tree
 
     colours = {name: DATASET_COLOURS[i % len(DATASET_COLOURS)]
                for i, name in enumerate(tree.datasets)}
     keep = visible_concepts(tree, dataset, depth)
 
-    def label(name: str) -> Text:
+    def label(name: str, guide: str) -> Text:
         data = tree.node(name)
         neuron = tree.graph.out_degree(name) >= 2
-        text = Text()
+        text = Text(guide, style="dim")
         text.append(f"{tree.id(name)} ", style="dim")
         text.append(name, style="bold" if neuron else "")
         if data.get("synset"):
@@ -51,14 +53,18 @@ def rich_tree(tree: ConceptTree, dataset: str | None = None, depth: int | None =
             text.append(f"  (+{len(tree.descendants(name))} below)", style="dim")
         return text
 
-    root = Tree(label(tree.root), guide_style="dim")
-    stack = [(tree.root, root)]
-    while stack:
-        name, branch = stack.pop()
-        for child in tree.children(name):
-            if child in keep:
-                stack.append((child, branch.add(label(child))))
-    return root
+    def below(name: str, prefix: str) -> list:
+        children = [c for c in tree.children(name) if c in keep]
+        return [(child, prefix, i == len(children) - 1)
+                for i, child in reversed(list(enumerate(children)))]
+
+    lines = [label(tree.root, "")]
+    stack = below(tree.root, "")
+    while stack:                # depth first, without recursion: trees may be very deep
+        name, prefix, last = stack.pop()
+        lines.append(label(name, prefix + ("└── " if last else "├── ")))
+        stack.extend(below(name, prefix + ("    " if last else "│   ")))
+    return lines
 
 
 def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
@@ -73,9 +79,11 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from dsspn_cli.console import Progress
     from dsspn_cli.files import atomic_write_bytes
 
     keep = visible_concepts(tree, dataset, depth)
+    progress = Progress(f"drawing {path}", 2 * len(keep) + 1, unit="steps")
     children = {n: [c for c in tree.children(n) if c in keep] for n in keep}
     leaves = [n for n in tree.names if n in keep and not children[n]]
     angle: dict[str, float] = {}
@@ -100,6 +108,7 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
         for child in children[name]:
             (x0, y0), (x1, y1) = xy(name), xy(child)
             ax.plot([x0, x1], [y0, y1], color="#bbbbbb", linewidth=0.6, zorder=1)
+        progress.advance()
     font = max(4.0, min(9.0, 900.0 / max(len(leaves), 1)))
     for name in keep:
         x, y = xy(name)
@@ -115,6 +124,7 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
             ax.text(x + 0.08 * math.cos(angle[name]), y + 0.08 * math.sin(angle[name]), name,
                     fontsize=font, rotation=degrees + 180 if flip else degrees,
                     rotation_mode="anchor", ha="right" if flip else "left", va="center")
+        progress.advance()
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=name)
                for name, c in colours.items()]
     handles.append(plt.Line2D([], [], marker="o", linestyle="", color="#777777",
@@ -129,8 +139,11 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
     import io
 
     buffer = io.BytesIO()
+    progress.update(progress.done, "rendering")
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+    progress.advance()
+    progress.close()
     return atomic_write_bytes(path, buffer.getvalue())
 
 

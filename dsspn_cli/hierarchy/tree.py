@@ -16,6 +16,7 @@ json``). Both carry ``datasets``: per dataset, the label set it came from and it
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import networkx as nx
@@ -221,9 +222,9 @@ class ConceptTree:
 
 def structural_problems(graph: nx.DiGraph) -> list[str]:
     """Problems that make a graph not a tree: the reasons a tree cannot be loaded."""
-    problems = []
+    problems = [message for _, _, message in graph.graph.get("read_problems", [])]
     if graph.number_of_nodes() == 0:
-        return ["the tree is empty"]
+        return problems + ["the tree is empty"]
     try:        # first: a cycle also shows as a missing root or as a node with two parents
         cycle = nx.find_cycle(graph)
         problems.append("cycle: " + " -> ".join(str(u) for u, _ in cycle) + f" -> {cycle[0][0]}")
@@ -286,8 +287,9 @@ def _check_header(info: dict, path) -> None:
 def graph_from_yaml(doc, path) -> tuple[nx.DiGraph, dict, int]:
     """Read the nested YAML tree into a graph without checking it is a tree.
 
-    A name that appears twice becomes one node with two parents (or a cycle), so that
-    ``check`` can report it; loading for use rejects such graphs.
+    A name that appears twice becomes one node with two parents (or a cycle), and two
+    siblings of one name become one node, recorded in ``graph.graph['read_problems']``, so
+    that ``check`` can report them; loading for use rejects such graphs.
     """
     if not isinstance(doc, dict) or not isinstance(doc.get("tree"), dict):
         raise _error(f"{path}: not a dsspn concept tree (no 'tree:' mapping); "
@@ -296,6 +298,7 @@ def graph_from_yaml(doc, path) -> tuple[nx.DiGraph, dict, int]:
     graph = nx.DiGraph()
     stack = [(doc["tree"], None, "tree")]
     visited: set[int] = set()
+    problems: list[tuple[str, str, str]] = []
     while stack:
         node, parent, where = stack.pop()
         if id(node) in visited:         # a YAML alias pointing back at its own ancestor
@@ -321,14 +324,50 @@ def graph_from_yaml(doc, path) -> tuple[nx.DiGraph, dict, int]:
         children = node.get("children") or []
         if not isinstance(children, list):
             raise _error(f"{path}: {where}: field 'children' must be a list; fix the tree")
+        problems.extend(_repeated_siblings(children, name))
         for i, child in reversed(list(enumerate(children))):
             stack.append((child, name, f"{where} children[{i}]"))
     # The stack pops in reverse, so re-add edges in the file's order of children.
-    ordered = nx.DiGraph()
+    ordered = nx.DiGraph(read_problems=problems)
     ordered.add_nodes_from(graph.nodes(data=True))
     _add_edges_in_file_order(doc["tree"], ordered)
     return ordered, _check_datasets(doc.get("datasets"), path), _check_depth(
         doc.get("max_depth", 5), path)
+
+
+def _repeated_siblings(children: list, parent: str) -> list[tuple[str, str, str]]:
+    """Names given to two children of one concept: read as one concept, so recorded."""
+    names = [child.get("name") for child in children if isinstance(child, dict)]
+    repeated = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+    return [("unique names", name, f"concept '{parent}' has {names.count(name)} children "
+             f"named '{name}': they would be read as one concept; rename or merge them")
+            for name in repeated]
+
+
+def _node_link_problems(doc: dict, edges_key: str) -> list[tuple[str, str, str]]:
+    """What networkx would silently mend in node-link data: two nodes with one id (merged
+    into one) and edges to ids no node has (each would add an empty concept)."""
+    problems, seen = [], {}
+    for i, node in enumerate(doc["nodes"]):
+        key = node.get("id")
+        try:
+            first = seen.setdefault(key, i)
+        except TypeError:                # an unhashable id: networkx rejects it
+            continue
+        if first != i:
+            problems.append(("unique ids", shown(key), f"nodes[{first}] and nodes[{i}] have "
+                             f"the same id {shown(key)}: give every node its own id"))
+    for i, edge in enumerate(doc.get(edges_key) or []):
+        for end in ("source", "target") if isinstance(edge, dict) else ():
+            try:
+                known = edge.get(end) in seen
+            except TypeError:
+                continue
+            if not known:
+                problems.append(("defined nodes", shown(edge.get(end)), f"{edges_key}[{i}]: "
+                                 f"{end} {shown(edge.get(end))} is not the id of a node; add "
+                                 "the node or remove the edge"))
+    return problems
 
 
 def _check_datasets(datasets, path) -> dict:
@@ -420,6 +459,7 @@ def graph_from_node_link(doc, path) -> tuple[nx.DiGraph, dict, int]:
                        labels=_check_labels(data.get("labels"), where))
     for u, v in raw.edges():
         graph.add_edge(names[u], names[v])
+    graph.graph["read_problems"] = _node_link_problems(doc, edges_key)
     info = doc.get("graph") or {}
     return graph, _check_datasets(info.get("datasets"), path), _check_depth(
         info.get("max_depth", 5), path)
@@ -434,16 +474,35 @@ def read_graph(path: str | Path) -> tuple[nx.DiGraph, dict, int]:
     return graph_from_yaml(read_yaml(path, "concept tree"), path)
 
 
+LABELSET_SUFFIXES = (".yaml", ".yml", ".txt")
+
+
 def labelset_of(tree_path, info: dict, dataset: str):
-    """The label set a tree's dataset came from: a built-in name, or a file path written
-    relative to the tree file (or the current folder)."""
-    from dsspn_cli.hierarchy.labelset import builtin_labelsets, load_labelset
+    """The label set a tree's dataset came from: a built-in name, or a label-set file
+    (.yaml, .yml or .txt) written relative to the tree file (or the current folder). A tree
+    may come from anyone: a reference to any other file is refused, never read, so that no
+    file's contents end up in a message or in tables.json."""
+    from dsspn_cli.files import stat_path
+    from dsspn_cli.hierarchy.labelset import builtin_labelsets, builtin_names, load_labelset
 
     ref = str((info or {}).get("labelset", dataset))
-    if ref.lower() in builtin_labelsets() or tree_path is None:
+    if ref.lower() in builtin_labelsets():
         return load_labelset(ref)
-    beside = Path(tree_path).parent / ref
-    return load_labelset(str(beside) if beside.is_file() else ref)
+    where = f"datasets.{dataset}.labelset"
+    if Path(ref).suffix.lower() not in LABELSET_SUFFIXES:
+        raise _error(f"{where}: {shown(ref)} is neither a built-in label set "
+                     f"({', '.join(builtin_names())}) nor a label-set file (.yaml, .yml or "
+                     ".txt); name one of those in the tree")
+    beside = Path(tree_path).parent / ref if tree_path is not None else None
+    if beside is not None and stat_path(beside) is not None:
+        ref = str(beside)
+    found = stat_path(ref, "read the label set")
+    if found is not None and not stat.S_ISREG(found.st_mode):    # a FIFO would block
+        raise _error(f"{where}: {shown(ref)} is not a regular file; name a label-set file")
+    try:
+        return load_labelset(ref)
+    except UserError as exc:
+        raise _error(f"{where}: {exc}") from None
 
 
 def load_tree(path: str | Path | None = None) -> ConceptTree:

@@ -24,7 +24,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import UserError, os_problem
 
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 
@@ -114,8 +114,8 @@ def build_corpus(source: Path, nltk_root: Path) -> Path:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
-        raise UserError(f"{target}: cannot build the WordNet cache ({exc.strerror or exc}); "
-                        "set DSSPN_CACHE to a writable folder") from None
+        raise UserError(f"{target}: cannot build the WordNet cache: {os_problem(exc)}; or set "
+                        "DSSPN_CACHE to a writable folder") from None
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import UserError, os_problem
 from dsspn_cli.model.config import BACKBONES, OUTPUT_STRIDES, backbone_norm
 
 __all__ = [
@@ -306,8 +306,7 @@ def _read_checkpoint(path: Path) -> object:
         with path.open("rb") as f:
             head = f.read(4)
     except OSError as exc:
-        raise UserError(f"{path}: cannot be read ({exc.strerror or exc}); check its "
-                        f"permissions") from None
+        raise UserError(f"{path}: cannot read: {os_problem(exc)}") from None
     # torch.save writes a zip archive (PK\x03\x04); the legacy format is a pickle (\x80 PROTO).
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise UserError(f"{path}: not a PyTorch checkpoint (it is "
