@@ -33,7 +33,7 @@ demo: setup
 		--output-stride 16 --crop 112 --iters 1500 --lr 0.01 --checkpoint-every 500 --val-every 500
 	$(BIN)/dsspn evaluate $(DEMO)/run/checkpoints/best.pt $(foreach s,$(SETS),--data $(s)) \
 		--json $(DEMO)/scores.json
-	$(BIN)/dsspn predict $(DEMO)/run/checkpoints/best.pt $(SAMPLE)/cityscapes/leftImg8bit/val \
+	$(BIN)/dsspn predict $(SAMPLE)/cityscapes/leftImg8bit/val --model $(DEMO)/run/checkpoints/best.pt \
 		--dataset cityscapes --out $(DEMO)/predictions --json
 	@echo "results in $(DEMO)/: concept-tree.png, run/ (checkpoints, metrics.jsonl, curves.png), scores.json, predictions/"
 

@@ -147,11 +147,14 @@ TRAIN = ["--iters", "1", "--batch-size", "2", "--crop", "64", "--backbone", "res
 
 CASES = {
     # images and label maps
-    "predict: corrupt image": (lambda w: ["predict", w["ckpt"], w["corrupt_jpg"], "--out",
+    "predict: corrupt image": (lambda w: ["predict", "--model", w["ckpt"],
+                                          w["corrupt_jpg"], "--out",
                                           w["root"] / "p1"], ["photo.jpg", "unreadable"]),
-    "predict: truncated png": (lambda w: ["predict", w["ckpt"], w["truncated_png"], "--out",
+    "predict: truncated png": (lambda w: ["predict", "--model", w["ckpt"],
+                                          w["truncated_png"], "--out",
                                           w["root"] / "p2"], ["cut.png", "truncated"]),
-    "predict: empty folder": (lambda w: ["predict", w["ckpt"], w["empty"]], ["no images"]),
+    "predict: empty folder": (lambda w: ["predict", "--model", w["ckpt"],
+                                         w["empty"]], ["no images"]),
     "evaluate: corrupt image": (lambda w: ["evaluate", w["ckpt"], "--data",
                                            f"cityscapes={w['corrupt']}"], ["unreadable image"]),
     "evaluate: truncated label": (lambda w: ["evaluate", w["ckpt"], "--data",
@@ -234,7 +237,7 @@ CASES = {
     **{f"{command}: {kind}": (
         (lambda command, kind: lambda w: (
             ["evaluate", w[kind]] if command == "evaluate" else
-            ["predict", w[kind], w["root"] / "full.png", "--out", w["root"] / "p3"]
+            ["predict", "--model", w[kind], w["root"] / "full.png", "--out", w["root"] / "p3"]
             if command == "predict" else
             ["export", w[kind], "-o", w["root"] / "x.onnx"] if command == "export" else
             ["train", "--init-from", w[kind], "--data", f"cityscapes={w['city']}", "--out",
@@ -261,9 +264,10 @@ CASES = {
                                           w["root"] / "t13"], ["output_stride"]),
     "train: --data format": (lambda w: ["train", "--data", "kitti=/x"], ["unknown format"]),
     "train: unknown option": (lambda w: ["train", "--learning-rate", "1"], ["no such option"]),
-    "predict: --tile": (lambda w: ["predict", w["ckpt"], w["root"] / "full.png", "--tile",
+    "predict: --tile": (lambda w: ["predict", "--model", w["ckpt"],
+                                   w["root"] / "full.png", "--tile",
                                    "5"], ["--tile 5"]),
-    "predict: --dataset": (lambda w: ["predict", w["ckpt"], w["root"] / "full.png",
+    "predict: --dataset": (lambda w: ["predict", "--model", w["ckpt"], w["root"] / "full.png",
                                       "--dataset", "kitti", "--out", w["root"] / "p4"],
                            ["kitti"]),
     "export: --format": (lambda w: ["export", w["ckpt"], "--format", "tflite"], ["tflite"]),

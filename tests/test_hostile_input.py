@@ -132,7 +132,7 @@ def test_a_bomb_in_data_check_predict_and_train_skip_bad(ws, run, tmp_path):
     result = run("data", "check", data, "--format", "cityscapes")
     assert result.exit_code == 1 and "Traceback" not in result.stderr + result.stdout
     assert "200000x200000 pixels is over the limit" in result.stdout
-    result = run("predict", ws["ckpt"], ws["bomb"], "--out", tmp_path / "p")
+    result = run("predict", "--model", ws["ckpt"], ws["bomb"], "--out", tmp_path / "p")
     expect_error(result, "bomb.png", "over the limit of 500,000,000 pixels")
     assert not (tmp_path / "p").exists()
     result = run("train", "--data", f"cityscapes={data}", "--out", tmp_path / "run", "--iters",
@@ -314,7 +314,8 @@ def test_a_link_planted_among_a_commands_outputs_is_refused(ws, run, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     (out / "photo_labels.png").symlink_to(victim)
-    expect_error(run("predict", ws["ckpt"], ws["photo"], "--out", out), "is a symbolic link")
+    expect_error(run("predict", "--model", ws["ckpt"],
+                     ws["photo"], "--out", out), "is a symbolic link")
     assert victim.read_text() == "keep me"
 
 
@@ -331,7 +332,7 @@ def test_evaluate_checks_its_outputs_before_the_work(ws, run, tmp_path):
 
 
 @pytest.mark.parametrize("make_args,fragment", [
-    (lambda t, w: ["predict", w["ckpt"], w["photo"], "--out", t / "file"],
+    (lambda t, w: ["predict", "--model", w["ckpt"], w["photo"], "--out", t / "file"],
      "exists and is a file, not a folder"),
     (lambda t, w: ["data", "sample", t / "file"], "exists and is a file, not a folder"),
     (lambda t, w: ["hierarchy", "tables", "-o", t / "file"], "exists and is a file"),
@@ -355,7 +356,8 @@ def test_predict_refuses_an_output_that_would_replace_an_input(ws, run, tmp_path
     out.mkdir()
     shutil.copy(ws["photo"], out / "x.png")
     shutil.copy(ws["photo"], out / "x_color.png")        # x.png's colour map would go here
-    expect_error(run("predict", ws["ckpt"], out / "x.png", out / "x_color.png", "--out", out),
+    expect_error(run("predict", "--model", ws["ckpt"],
+                     out / "x.png", out / "x_color.png", "--out", out),
                  "x_color.png: is also an input")
 
 
@@ -572,8 +574,9 @@ def test_progress_is_quiet_for_quick_work(ws, run):
     lambda w: ["hierarchy", "merge", "cityscapes", "-o", w["root"] / LONG / "t.yaml"],
     lambda w: ["data", "check", LONG, "--format", "cityscapes"],
     lambda w: ["data", "stats", w["root"] / LONG, "--format", "ade"],
-    lambda w: ["predict", w["ckpt"], w["root"] / (LONG + ".png"), "--out", w["root"] / "p"],
-    lambda w: ["predict", w["ckpt"], w["photo"], "--out", w["root"] / LONG],
+    lambda w: ["predict", "--model", w["ckpt"],
+               w["root"] / (LONG + ".png"), "--out", w["root"] / "p"],
+    lambda w: ["predict", "--model", w["ckpt"], w["photo"], "--out", w["root"] / LONG],
     lambda w: ["evaluate", w["root"] / (LONG + ".pt")],
     lambda w: ["train", "--config", LONG + ".yaml"],
     lambda w: ["data", "sample", w["root"] / LONG],
@@ -623,7 +626,7 @@ CHECKPOINTS = {
 def test_a_checkpoint_is_checked_on_load(ws, run, case):
     edit, fragment = CHECKPOINTS[case]
     path = write_payload(ws["root"] / f"edited-{case.replace(' ', '-')}.pt", edit)
-    for args in (["evaluate", path], ["predict", path, ws["photo"], "--out",
+    for args in (["evaluate", path], ["predict", "--model", path, ws["photo"], "--out",
                                       ws["root"] / "p-ckpt"], ["export", path]):
         line = expect_error(run(*args), path.name, fragment)
         assert "hierarchy check" not in line
@@ -727,7 +730,8 @@ def test_a_second_signal_stops_training_at_once(ws, tmp_path, signum):
 
 @pytest.mark.parametrize("device", ["meta", "mps", "xla", "cuda:7", "cpu:3", "gpu"])
 def test_devices_dsspn_cannot_use_are_one_line(ws, run, device):
-    line = expect_error(run("predict", ws["ckpt"], ws["photo"], "--device", device, "--out",
+    line = expect_error(run("predict", "--model", ws["ckpt"],
+                            ws["photo"], "--device", device, "--out",
                             ws["root"] / "p-dev"), f"--device {device}")
     assert "cpu" in line
 
@@ -802,5 +806,5 @@ def test_resuming_from_a_checkpoint_with_a_damaged_optimiser_state_is_one_line(t
 
 
 def test_predicting_a_device_file_says_what_it_is(ws, run, tmp_path):
-    expect_error(run("predict", ws["ckpt"], "/dev/null", "--out", tmp_path / "p"),
+    expect_error(run("predict", "--model", ws["ckpt"], "/dev/null", "--out", tmp_path / "p"),
                  "/dev/null: is a character device, not an image or a folder")

@@ -196,7 +196,8 @@ def test_cli_command_tiled_with_alias(checkpoint, tmp_path):
 
     image = _image(tmp_path / "big.png", LARGE, 4)
     out = tmp_path / "cli"
-    result = CliRunner().invoke(app, ["predict", str(checkpoint), str(image), "--dataset",
+    result = CliRunner().invoke(app, ["predict", "--model", str(checkpoint),
+                                      str(image), "--dataset",
                                       "vistas", "--out", str(out), "--tile", "64",
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -255,7 +256,7 @@ def test_evaluate_and_predict_give_the_same_labels(checkpoint, model, tmp_path, 
     result = run("evaluate", checkpoint, "--data", f"cityscapes={root}", "--labels-out",
                  scored, "--tile", "64", "--device", "cpu", "--workers", "1")
     assert result.exit_code == 0, result.stderr
-    result = run("predict", checkpoint, *images, "--dataset", "cityscapes", "--out",
+    result = run("predict", "--model", checkpoint, *images, "--dataset", "cityscapes", "--out",
                  predicted, "--tile", "64", "--device", "cpu", "--workers", "1")
     assert result.exit_code == 0, result.stderr
     tiled_somewhere = False
@@ -282,3 +283,78 @@ def test_precision_choices(checkpoint, images, tmp_path):
     report = predict(checkpoint, [images / "a.png"], out=tmp_path / "bf16", device="cpu",
                      precision="bf16", dataset="cityscapes")
     assert report.images and (tmp_path / "bf16" / "a_labels.png").is_file()
+
+
+def test_classes_write_their_own_vocabulary(checkpoint, model, images, tmp_path, run):
+    """--classes person,vehicle,sky: ids 0, 1, 2 for them, 255 for everything else, the
+    same pixels as the whole prediction read in those classes."""
+    net, _, tree, _ = model
+    out = tmp_path / "classes"
+    result = run("predict", images, "--model", checkpoint, "--classes",
+                 "person, vehicle,sky", "--out", out, "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    _, labels = _labels(out / "a_labels.png")
+    assert set(np.unique(labels)) <= {0, 1, 2, 255}
+    whole, _ = predict_array(net, np.asarray(Image.open(images / "a.png").convert("RGB")))
+    chosen = (tree.id("person"), tree.id(tree.find("vehicle")), tree.id(tree.find("sky")))
+    lut = net.masking.vocabulary(chosen).numpy()
+    expected = np.where(lut[whole] < 0, 255, lut[whole])
+    assert np.array_equal(labels, expected)
+    doc = json.loads((out / "a.json").read_text())
+    names = {row["name"]: row["label"] for row in doc["concepts"]}
+    assert set(names) <= {"person", "vehicle", "sky", "other"}
+    assert all(names[n] == i for i, n in enumerate(("person", "vehicle", "sky")) if n in names)
+    assert sum(r["pixels"] for r in doc["concepts"]) == labels.size
+
+
+def test_a_label_set_chooses_the_classes_and_their_ids(checkpoint, images, tmp_path, run):
+    chosen = tmp_path / "mine.yaml"
+    chosen.write_text("name: mine\nignore_index: 0\nlabels:\n"
+                      "- {id: 7, name: road, synset: road.n.01, color: [1, 2, 3]}\n"
+                      "- {id: 9, name: vegetation}\n")
+    out = tmp_path / "mine"
+    result = run("predict", images, "--model", checkpoint, "--labelset", chosen, "--out", out,
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    _, labels = _labels(out / "a_labels.png")
+    assert set(np.unique(labels)) <= {0, 7, 9}
+    with Image.open(out / "a_color.png") as image:
+        colour = np.asarray(image)
+    assert (colour[labels == 7] == (1, 2, 3)).all()
+
+
+def test_an_unknown_class_is_one_line_with_near_names(checkpoint, images, tmp_path, run):
+    result = run("predict", images, "--model", checkpoint, "--classes", "persn,sky",
+                 "--out", tmp_path / "o")
+    assert result.exit_code == 2
+    assert "no concept 'persn'" in result.stderr and "'person'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_model_defaults_to_the_newest_best_checkpoint_under_runs(checkpoint, images,
+                                                                      tmp_path, run,
+                                                                      monkeypatch):
+    import os
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DSSPN_MODEL", raising=False)
+    result = run("predict", images, "--out", tmp_path / "none")
+    assert result.exit_code == 2 and "no model given" in result.stderr
+    assert "dsspn train" in result.stderr
+    for name, age in (("old", 100), ("new", 0)):
+        folder = tmp_path / "runs" / name / "checkpoints"
+        folder.mkdir(parents=True)
+        shutil.copy(checkpoint, folder / "best.pt")
+        os.utime(folder / "best.pt", (1e9 - age, 1e9 - age))
+    result = run("predict", images, "--out", tmp_path / "p", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert "model: runs/new/checkpoints/best.pt" in result.stderr
+    monkeypatch.setenv("DSSPN_MODEL", str(tmp_path / "runs" / "old" / "checkpoints" /
+                                          "best.pt"))
+    result = run("export", "--format", "torchscript", "--size", "64x64", "-o",
+                 tmp_path / "m.ts")
+    assert result.exit_code == 0, result.stderr
+    assert "from $DSSPN_MODEL" in result.stderr
+    result = run("predict", checkpoint, images, "--out", tmp_path / "q")
+    assert result.exit_code == 2 and "give it with --model" in result.stderr

@@ -224,7 +224,7 @@ def test_the_flat_baseline_trains_evaluates_and_predicts_through_the_cli(data, t
     assert result.exit_code == 0, result.stderr
     assert len(json.loads(scores.read_text())["cityscapes"]["per_class"]) == 19
     images = f"{data['cityscapes']}/leftImg8bit/val"
-    result = run("predict", checkpoint, images, "--dataset", "cityscapes", "--out",
+    result = run("predict", "--model", checkpoint, images, "--dataset", "cityscapes", "--out",
                  tmp_path / "pred")
     assert result.exit_code == 0, result.stderr
     assert list((tmp_path / "pred").rglob("*_labels.png"))
@@ -262,3 +262,40 @@ def test_buffers_are_broadcast_only_when_training_changes_them(tmp_path):
     frozen = TrainConfig(**small, backbone_weights=str(weights))
     assert not has_running_stats(build_model(table, frozen))
     assert has_running_stats(build_model(table, frozen.replace(head={"norm": "batch"})))
+
+
+def test_grow_a_trained_model_onto_a_tree_merged_onto_its_own(data, tmp_path, run):
+    """The paper's 'updating and extending' from the command line: a model trained on the
+    shipped tree, a new label set merged onto that tree without moving a concept, and
+    training on the new tree from the old checkpoint: every old neuron is kept or extended,
+    with its weights."""
+    train(config(data, tmp_path / "old", iters=1))
+    old_checkpoint = tmp_path / "old" / "checkpoints" / "last.pt"
+    pets = tmp_path / "pets.yaml"
+    pets.write_text("name: pets\nignore_index: 255\nlabels:\n"
+                    "- {id: 0, name: kitten, synset: kitten.n.01}\n"
+                    "- {id: 1, name: hamster, synset: hamster.n.01}\n"
+                    "- {id: 2, name: car, synset: car.n.01}\n")
+    from dsspn_cli.resources import default_tree_path
+
+    grown_tree = tmp_path / "grown.yaml"
+    result = run("hierarchy", "merge", "--onto", default_tree_path(), pets, "-o", grown_tree)
+    assert result.exit_code == 0, result.stderr
+    args = ["train", "--grow-from", old_checkpoint, "--tree", grown_tree, "--data",
+            f"cityscapes={data['cityscapes']}", "--out", tmp_path / "new", "--iters", "1",
+            "--batch-size", "2", "--crop", "64", "--backbone", "resnet18", "--output-stride",
+            "16", "--workers", "0", "--set", "head.hidden=8", "--checkpoint-every", "1"]
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    record = next(json.loads(line) for line in (tmp_path / "new" / "metrics.jsonl")
+                  .read_text().splitlines() if "grown_from" in line)
+    old_model, old_table, _, _ = load_model(old_checkpoint)
+    assert len(record["neurons_kept"]) + len(record["neurons_extended"]) == len(
+        old_table.neuron_concept)
+    assert "grown from" in result.stderr and "neurons kept" in result.stderr
+    # Training on the grown tree with another backbone than the checkpoint's is refused.
+    bad = [a if a != "resnet18" else "resnet50" for a in args]
+    bad[bad.index(tmp_path / "new")] = tmp_path / "bad"
+    result = run(*bad)
+    assert result.exit_code == 2 and "was trained with backbone resnet18" in result.stderr
+    assert not (tmp_path / "bad").exists()

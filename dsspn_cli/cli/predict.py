@@ -10,12 +10,22 @@ import typer
 
 from dsspn_cli.engine.config import MIN_TILE, TILE
 
+MODEL_HELP = ("A checkpoint written by 'dsspn train' (default: $DSSPN_MODEL, else the newest "
+              "runs/*/checkpoints/best.pt below this folder).")
+
 
 def predict_command(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint written by 'dsspn train' "
-                                      "(RUN/checkpoints/best.pt or last.pt)."),
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (every .jpg, "
                                         ".jpeg and .png inside, sub-folders too)."),
+    model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Only these, comma-"
+                                          "separated (concept names, synsets or their "
+                                          "words: person,vehicle,sky): each pixel gets one "
+                                          "of them or 'other', ids 0, 1, 2... (other 255); "
+                                          "only the neurons on their paths run."),
+    labelset: Optional[Path] = typer.Option(None, "--labelset", help="Only the classes of "
+                                            "this label set (YAML or text), in its ids and "
+                                            "colours; other: its ignore value."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Predict this dataset's "
                                           "classes, in its label ids (a dataset of the "
                                           "model's tree, or an alias: ade20k, vistas...). "
@@ -42,12 +52,25 @@ def predict_command(
     def bar(items, total, what):
         return track(items, total, what, console(stderr=True), "images")
 
+    checkpoint = chosen_model(model)
     report = predict(checkpoint, inputs, dataset=dataset, out=out, level=level,
                      as_json=as_json, tile=tile, device=device, precision=precision,
-                     workers=workers, track=bar)
+                     workers=workers, classes=classes, labelset=labelset, track=bar)
     count = len(report.images)
-    what = (f"{report.dataset} label ids" if report.dataset is not None else "concept ids")
+    what = ("the chosen classes' ids" if classes or labelset else
+            f"{report.dataset} label ids" if report.dataset is not None else "concept ids")
     names = ", ".join(SUFFIXES) + (", .json" if as_json else "")
     console().print(
         f"predicted {count} image{'s' if count != 1 else ''} ({what}, {report.device}) "
         f"into {out}: NAME{names}")
+
+
+def chosen_model(model: Path | None) -> Path:
+    """--model, or the default (said in one line on stderr)."""
+    from dsspn_cli.console import console
+    from dsspn_cli.engine.checkpoint import find_model
+
+    path, how = find_model(model)
+    if how:
+        console(stderr=True).print(how)
+    return path

@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from dsspn_cli.cli.options import with_settings
+from dsspn_cli.cli.predict import MODEL_HELP, chosen_model
 from dsspn_cli.engine.config import MIN_TILE, TILE, TrainConfig
 from dsspn_cli.errors import UserError
 
@@ -74,7 +75,8 @@ train_command = with_settings(_train, TrainConfig)
 
 
 def evaluate_command(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint from 'dsspn train'."),
+    checkpoint: Optional[Path] = typer.Argument(None, help=MODEL_HELP, show_default=False),
+    model: Optional[Path] = typer.Option(None, "--model", help="The same, as an option."),
     data: Optional[List[str]] = typer.Option(None, "--data", help="FORMAT=ROOT; repeat for "
                                              "several (default: the sample data)."),
     split: str = typer.Option("val", "--split"),
@@ -105,6 +107,7 @@ def evaluate_command(
 
     if tile < MIN_TILE:
         raise UserError(f"--tile {tile}: tiles must be at least {MIN_TILE} pixels")
+    checkpoint = chosen_model(_one_model(checkpoint, model))
     if json_file is not None:           # before the work: a bad path is told at once
         check_output(json_file, inputs=[checkpoint])
     if labels_out is not None:
@@ -149,6 +152,12 @@ def evaluate_command(
         out.print(f"wrote {json_file}")
 
 
+def _one_model(checkpoint: Path | None, model: Path | None) -> Path | None:
+    if checkpoint is not None and model is not None and checkpoint != model:
+        raise UserError(f"{checkpoint} and --model {model}: give the checkpoint once")
+    return checkpoint or model
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -156,7 +165,8 @@ def _fmt(value) -> str:
 
 
 def export_command(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint from 'dsspn train'."),
+    checkpoint: Optional[Path] = typer.Argument(None, help=MODEL_HELP, show_default=False),
+    model: Optional[Path] = typer.Option(None, "--model", help="The same, as an option."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="Default: beside the checkpoint."),
@@ -172,6 +182,7 @@ def export_command(
     from dsspn_cli.engine.export import export
     from dsspn_cli.files import check_output
 
+    checkpoint = chosen_model(_one_model(checkpoint, model))
     if fmt not in ("onnx", "torchscript"):
         raise UserError(f"--format {fmt}: use onnx or torchscript")
     suffix = ".onnx" if fmt == "onnx" else ".ts.pt"

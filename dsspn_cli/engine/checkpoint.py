@@ -229,3 +229,33 @@ def load_model(path: str | Path, device="cpu"):
         raise UserError(f"{path}: its weights do not fit the model its own config describes "
                         f"({first}); the file is damaged") from None
     return model.to(device).eval(), table, tree, config
+
+
+MODEL_ENV = "DSSPN_MODEL"
+
+
+def find_model(given: str | Path | None = None, here: str | Path = ".") -> tuple[Path, str]:
+    """The checkpoint a command uses, and how it was chosen: ``given`` (--model), else
+    ``$DSSPN_MODEL``, else the newest ``runs/**/checkpoints/best.pt`` below ``here``."""
+    import os
+
+    if given is not None:
+        return Path(given), ""
+    if os.environ.get(MODEL_ENV):
+        path = Path(os.environ[MODEL_ENV])
+        return path, f"model: {path} (from ${MODEL_ENV})"
+    runs = Path(here) / "runs"
+    found = []
+    if runs.is_dir():
+        for path in runs.glob("**/checkpoints/best.pt"):
+            try:
+                found.append((path.stat().st_mtime, str(path), path))
+            except OSError:            # a run being cleaned away
+                continue
+    if not found:
+        raise UserError(f"no model given, ${MODEL_ENV} is not set and there is no "
+                        "runs/*/checkpoints/best.pt below this folder; train one with "
+                        "'dsspn train' (or 'make demo'), or give --model CKPT")
+    path = max(found)[2]
+    return path, (f"model: {path} (the newest best.pt under runs/; choose another with "
+                  f"--model or ${MODEL_ENV})")

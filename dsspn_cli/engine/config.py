@@ -93,6 +93,10 @@ class TrainConfig(ModelConfig):
                                         "stops")
     init_from: Optional[str] = Field(None, description="start from this checkpoint's weights "
                                      "(same tree)")
+    grow_from: Optional[str] = Field(None, description="start from a checkpoint trained on "
+                                     "another tree (one this tree was merged onto with "
+                                     "'hierarchy merge --onto'): its backbone and every neuron "
+                                     "that survives here")
     finetune: NonNegativeInt = Field(0, description="universal schedule: after joint "
                                      "training, this many steps on each dataset at a tenth "
                                      "of the learning rates")
@@ -142,6 +146,12 @@ class TrainConfig(ModelConfig):
                 if missing:
                     raise ValueError(f"{key}: no {what} for dataset '{missing[0]}'; give one "
                                      "per --data")
+        return self
+
+    @model_validator(mode="after")
+    def _one_start(self):
+        if self.init_from and self.grow_from:
+            raise ValueError("init_from and grow_from: give one checkpoint to start from")
         return self
 
     def batch_sizes(self) -> list[int]:

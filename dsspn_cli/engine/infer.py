@@ -121,11 +121,12 @@ class Inference:
     the tree's) down to depth ``level`` (None: as deep as they go)."""
 
     def __init__(self, model, dataset: str | None = None, level: int | None = None,
-                 tile: int = TILE, precision: str = "fp32", device=None):
+                 tile: int = TILE, precision: str = "fp32", device=None,
+                 classes: tuple[int, ...] | None = None):
         from dsspn_cli.engine.world import resolve_precision
 
         self.model = getattr(model, "module", model)        # DistributedDataParallel's core
-        self.dataset, self.level, self.tile = dataset, level, tile
+        self.dataset, self.level, self.tile, self.classes = dataset, level, tile, classes
         self.device = torch.device(device) if device is not None else \
             next(self.model.parameters()).device
         self.dtype = resolve_precision(precision, self.device)
@@ -133,7 +134,11 @@ class Inference:
     def _predict(self, tensor: torch.Tensor):
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
                             enabled=self.dtype is not None):
-            concepts, confidence = self.model.predict(tensor, self.dataset, self.level)
+            if self.classes is None:
+                concepts, confidence = self.model.predict(tensor, self.dataset, self.level)
+            else:
+                concepts, confidence = self.model.predict(tensor, self.dataset, self.level,
+                                                          classes=self.classes)
         return concepts[0], confidence[0].float()
 
     @torch.no_grad()

@@ -78,6 +78,9 @@ def find_images(inputs: Sequence[str | Path], out: str | Path | None = None) -> 
                 if resolved not in seen:
                     seen.add(resolved)
                     jobs.append(ImageJob(candidate, stem))
+        elif st is not None and stat.S_ISREG(st.st_mode) and path.suffix.lower() in (".pt",
+                                                                                   ".pth"):
+            raise UserError(f"{path}: is a checkpoint, not an image; give it with --model")
         elif st is not None and stat.S_ISREG(st.st_mode):
             resolved = path.resolve()
             if resolved not in seen:
@@ -147,10 +150,65 @@ def label_colours(tree, dataset: str) -> tuple[dict[int, str], dict[int, tuple]]
 # ----------------------------------------------------------------------------------- writing
 
 
+@dataclass(frozen=True)
+class ClassChoice:
+    """The classes a prediction is restricted to (``--classes``, ``--labelset``): their
+    concepts, names and the ids written for them, and the id of 'none of them'."""
+
+    concepts: tuple[int, ...]
+    names: tuple[str, ...]
+    ids: tuple[int, ...]
+    other: int
+    colours: dict = field(default_factory=dict, compare=False, hash=False)   # id -> rgb
+
+
+def choose_classes(tree, names: str | None = None, labelset: str | Path | None = None
+                   ) -> ClassChoice | None:
+    """``person,vehicle,sky`` (concept names, synsets or synset words: ids 0, 1, 2..., other
+    255), or a label-set file whose labels name concepts of the tree by synset or name (its
+    ids, its names, its colours; other: its ignore value)."""
+    if names is None and labelset is None:
+        return None
+    if names is not None and labelset is not None:
+        raise UserError("--classes and --labelset: give one of them")
+    if names is not None:
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        if not wanted:
+            raise UserError(f"--classes {names!r}: name one class or more, like person,sky")
+        known = tree.label_names()
+        concepts = [tree.find(n, f"--classes {n}", known) for n in wanted]
+        ids, other, colours = list(range(len(wanted))), 255 if len(wanted) < 255 else \
+            len(wanted), {}
+    else:
+        from dsspn_cli.hierarchy.labelset import load_labelset
+
+        chosen = load_labelset(str(labelset))
+        by_synset, known = tree.by_synset(), tree.label_names()
+        labels = [label for label in chosen.labels if label.mapped]
+        concepts, wanted, ids, colours = [], [], [], {}
+        for label in labels:
+            where = f"{labelset}: label '{label.name}' (id {label.id})"
+            concept = by_synset.get(label.synset) if label.synset else None
+            concepts.append(concept or tree.find(label.name, where, known))
+            wanted.append(label.name)
+            ids.append(label.id)
+            colour = label.extra.get("color")
+            if isinstance(colour, (list, tuple)) and len(colour) == 3:
+                colours[label.id] = tuple(int(c) for c in colour)
+        if not labels:
+            raise UserError(f"{labelset}: the label set has no labels to predict")
+        other = chosen.ignore_index
+    twice = [name for name in dict.fromkeys(concepts) if concepts.count(name) > 1]
+    if twice:
+        raise UserError(f"--classes: '{twice[0]}' is named twice; name each concept once")
+    return ClassChoice(tuple(tree.id(c) for c in concepts), tuple(wanted), tuple(ids), other,
+                       colours)
+
+
 @dataclass
 class Predictor:
-    """A loaded model and everything fixed across images: the dataset, the colour and label
-    look-ups, the output format, the inference path."""
+    """A loaded model and everything fixed across images: the dataset or classes, the
+    inference path, and, per value of a predicted map, its name, id, colour and tree path."""
 
     model: object
     tree: object
@@ -159,68 +217,95 @@ class Predictor:
     tile: int = TILE
     device: object = None
     precision: str = "fp32"
+    classes: ClassChoice | None = None
     inference: Inference = field(init=False)
-    colours: np.ndarray = field(init=False)            # concept -> colour
-    concept_label: np.ndarray = field(init=False)      # concept -> label id or -1
+    colours: np.ndarray = field(init=False)            # value -> colour
+    value_label: np.ndarray = field(init=False)        # value -> id written, -1 none
+    value_names: list = field(init=False)              # value -> name
+    value_paths: list = field(init=False)              # value -> path in the tree
     sixteen_bit: bool = field(init=False)
     label_names: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         self.inference = Inference(self.model, self.dataset, self.level, self.tile,
-                                   self.precision, self.device)
+                                   self.precision, self.device,
+                                   self.classes.concepts if self.classes else None)
         names = self.tree.names
         palette = concept_palette(len(names))
+        self.value_names = list(names)
+        self.value_paths = [self.tree.ancestors(n) + [n] for n in names]
+        if self.classes is not None:
+            choice = self.classes
+            # Value k is class k; value n (the last) is 'other'.
+            self.value_names = list(choice.names) + ["other"]
+            self.value_paths = [self.value_paths[c] for c in choice.concepts] + [[]]
+            self.value_label = np.array(list(choice.ids) + [choice.other], dtype=np.int64)
+            self.colours = np.array([choice.colours.get(i, palette[c]) for i, c in
+                                     zip(choice.ids, choice.concepts)] + [(0, 0, 0)],
+                                    dtype=np.uint8)
+            self.sixteen_bit = int(self.value_label.max()) > 255
+            self.label_names = dict(zip(choice.ids, choice.names))
+            return
         if self.dataset is None:
-            self.concept_label = np.full(len(names), -1, dtype=np.int64)
+            self.value_label = np.full(len(names), -1, dtype=np.int64)
             self.sixteen_bit = len(names) - 1 > 255
             self.colours = palette
             return
         masking = self.model.masking
         d = masking.dataset_index(self.dataset)
-        self.concept_label = masking.concept_label_up[d].cpu().numpy().astype(np.int64)
+        self.value_label = masking.concept_label_up[d].cpu().numpy().astype(np.int64)
         table = masking.table.datasets[self.dataset]
         defined = [i for i, c in enumerate(table.label_to_concept) if c >= 0]
         self.sixteen_bit = max(defined + [table.ignore_index]) > 255
         self.label_names, by_label = label_colours(self.tree, self.dataset)
         self.colours = palette.copy()
-        for concept, label in enumerate(self.concept_label):
+        for concept, label in enumerate(self.value_label):
             if label >= 0 and int(label) in by_label:
                 self.colours[concept] = by_label[int(label)]
 
     def run(self, image: np.ndarray):
-        """Concept map and confidence of an H x W x 3 uint8 image, as numpy arrays."""
+        """The predicted map (concept ids, or class values) and confidence of an H x W x 3
+        uint8 image, as numpy arrays."""
         import torch
 
-        concepts, confidence = self.inference(torch.from_numpy(image))
-        return concepts.cpu().numpy(), confidence.cpu().numpy()
+        values, confidence = self.inference(torch.from_numpy(image))
+        values = values.cpu().numpy()
+        if self.classes is not None:
+            values = np.where(values < 0, len(self.classes.concepts), values)
+        return values, confidence.cpu().numpy()
 
-    def labels(self, concepts: np.ndarray) -> np.ndarray:
-        if self.dataset is None:
-            return concepts
+    def labels(self, values: np.ndarray) -> np.ndarray:
+        """The map written as ``NAME_labels.png``: concept ids, or the dataset's or the
+        classes' ids."""
+        if self.dataset is None and self.classes is None:
+            return values
+        if self.classes is not None:
+            return self.value_label[values]
         import torch
 
         return self.model.concepts_to_labels(
-            torch.from_numpy(concepts).to(self.model.masking.concept_label_up.device),
+            torch.from_numpy(values).to(self.model.masking.concept_label_up.device),
             self.dataset).cpu().numpy()
 
-    def summary(self, concepts: np.ndarray, confidence: np.ndarray) -> list[dict]:
-        """The concepts present, most pixels first."""
-        total = concepts.size
-        counts = np.bincount(concepts.ravel(), minlength=len(self.tree.names))
-        sums = np.bincount(concepts.ravel(), weights=confidence.ravel().astype(np.float64),
-                           minlength=len(self.tree.names))
-        present = sorted(np.flatnonzero(counts), key=lambda c: (-counts[c], c))
+    def summary(self, values: np.ndarray, confidence: np.ndarray) -> list[dict]:
+        """What the map holds, most pixels first."""
+        count = len(self.value_names)
+        total = values.size
+        counts = np.bincount(values.ravel(), minlength=count)
+        sums = np.bincount(values.ravel(), weights=confidence.ravel().astype(np.float64),
+                           minlength=count)
+        present = sorted(np.flatnonzero(counts), key=lambda v: (-counts[v], v))
+        named = self.dataset is not None or self.classes is not None
         rows = []
-        for concept in present:
-            name = self.tree.names[concept]
-            label = int(self.concept_label[concept])
+        for value in present:
+            label = int(self.value_label[value])
             rows.append({
-                "id": int(concept), "name": name,
-                "label": label if self.dataset is not None and label >= 0 else None,
-                "pixels": int(counts[concept]),
-                "share": round(float(counts[concept]) / total, 6),
-                "path": self.tree.ancestors(name) + [name],
-                "mean_confidence": round(float(sums[concept] / counts[concept]), 4),
+                "id": int(value), "name": self.value_names[value],
+                "label": label if named and label >= 0 else None,
+                "pixels": int(counts[value]),
+                "share": round(float(counts[value]) / total, 6),
+                "path": self.value_paths[value],
+                "mean_confidence": round(float(sums[value] / counts[value]), 4),
             })
         return rows
 
@@ -315,6 +400,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
             dataset: str | None = None, out: str | Path = "predictions",
             level: int | None = None, as_json: bool = False, tile: int = TILE,
             device: str = "auto", precision: str = "fp32", workers: int = 2,
+            classes: str | None = None, labelset: str | Path | None = None,
             track: Track | None = None) -> PredictReport:
     """Predict every image of ``inputs`` (files and folders) with the checkpoint's model and
     write the outputs into ``out``; ``workers`` processes decode the images.
@@ -335,7 +421,8 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     model, _table, tree, _config = load_model(checkpoint, torch_device)
     if dataset is not None:
         dataset = tree.dataset_name(dataset)
-    predictor = Predictor(model, tree, dataset, level, tile, torch_device, precision)
+    choice = choose_classes(tree, classes, labelset)
+    predictor = Predictor(model, tree, dataset, level, tile, torch_device, precision, choice)
     report = PredictReport(out, dataset, device=str(torch_device))
     loop: Iterable[dict] = image_loader(ImageFiles([job.image for job in jobs]),
                                         range(len(jobs)), workers, torch_device)

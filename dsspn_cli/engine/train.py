@@ -140,9 +140,15 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
         raise UserError(f"{run.root}: already holds a run; use --resume to continue it or "
                         "another --out")
     tree = load_tree(config.tree)
+    # Checked before anything is written: a failed resume leaves the run as it was.
     payload = load_checkpoint(run.last, resume=True) if resume else None
-    if payload is not None:         # checked before anything is written: a failed resume
-        _check_resumable(payload, config, tree, run)      # leaves the run as it was
+    if payload is not None:
+        _check_start(payload, config, tree, run.last, "resume")
+    start = None                     # the checkpoint a new run starts from, if any
+    if payload is None and (config.init_from or config.grow_from):
+        start = load_checkpoint(config.init_from or config.grow_from)
+        _check_start(start, config, tree, config.init_from or config.grow_from,
+                     "init" if config.init_from else "grow")
     if not config.data:
         if world.main:
             ensure_sample_data()
@@ -163,12 +169,10 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
     dtype = resolve_precision(config.precision, world.device)
     # float16 needs loss scaling (its range is small); bfloat16 has float32's range.
     scaler = torch.amp.GradScaler(world.device.type, enabled=dtype == torch.float16)
-    if config.init_from and payload is None:
-        initial = load_checkpoint(config.init_from)
-        if initial["tree"] != tree.to_node_link():
-            raise UserError(f"{config.init_from}: was trained on another concept tree; "
-                            "grow it onto this tree first")
-        _load_weights(model, initial, config.init_from)
+    if start is not None and config.init_from:
+        _load_weights(model, start, config.init_from)
+    elif start is not None:
+        _grow(model, start, config.grow_from, run, world, console)
     step, best = _restore(payload, run, model, optimizer, scheduler, scaler)
 
     def save(path, step, metrics):
@@ -322,19 +326,51 @@ def last_good(run: RunFolder) -> str:
             f"{load_checkpoint(run.last)['step']}); resume with --resume")
 
 
-def _check_resumable(payload: dict, config: TrainConfig, tree, run: RunFolder) -> None:
+def _check_start(payload: dict, config: TrainConfig, tree, path, how: str) -> None:
+    """A checkpoint to resume, initialise or grow from must have been trained with the
+    settings its weights depend on, and (but for growing) on this tree."""
     from dsspn_cli.engine.checkpoint import model_config_of
 
-    if payload["tree"] != tree.to_node_link():
-        raise UserError(f"{run.last}: was trained on another concept tree; resume with "
-                        "the same --tree, or start a new run (--out)")
-    before = model_config_of(payload, run.last).to_dict()
-    now = config.to_dict()
+    fix = {"resume": "resume with the run's own settings, or start a new run (--out)",
+           "init": "start with the settings it was trained with",
+           "grow": "grow with the settings it was trained with"}[how]
+    same_tree = payload["tree"] == tree.to_node_link()
+    if how != "grow" and not same_tree:
+        raise UserError(f"{path}: was trained on another concept tree; " + (
+            "resume with the same --tree, or start a new run (--out)" if how == "resume" else
+            "to start from it on this tree use --grow-from (a tree merged onto its own with "
+            "'dsspn hierarchy merge --onto' keeps every neuron)"))
+    before = model_config_of(payload, path)
+    if how == "grow" and before.head.type != "dsspn":
+        raise UserError(f"{path}: is a {before.head.type} model; --grow-from grows the "
+                        "semantic neurons of a DSSPN")
+    before, now = before.to_dict(), config.to_dict()
     for key in MODEL_SETTINGS:
         if key != "tree" and before.get(key) != now.get(key):
-            raise UserError(f"{run.last}: was trained with {key} {before.get(key)}, not "
-                            f"{now.get(key)}; resume with the run's own settings, or start a "
-                            "new run (--out)")
+            raise UserError(f"{path}: was trained with {key} {before.get(key)}, not "
+                            f"{now.get(key)}; {fix}")
+
+
+def _grow(model, payload: dict, path, run: RunFolder, world: World, console) -> None:
+    """The checkpoint's backbone, transition and every neuron that survives on this tree
+    (same concept and ancestors: its block; its prediction rows for the children it kept)."""
+    from dsspn_cli.engine.checkpoint import tree_of
+    from dsspn_cli.hierarchy.tables import MaskingTable
+    from dsspn_cli.model.grow import grow_from
+
+    old = MaskingTable.from_tree(tree_of(payload, str(path)))
+    try:
+        report = grow_from(model, payload["model"], old)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"{path}: its weights do not fit this model ({exc}); grow with the "
+                        "settings it was trained with") from None
+    gone = len(old.neuron_concept) - len(report.kept) - len(report.extended)
+    _say(console, world, f"grown from {path}: {len(report.kept)} neurons kept, "
+                         f"{len(report.extended)} extended (new children start fresh), "
+                         f"{len(report.new)} new, {gone} of the old tree not here")
+    if world.main:
+        run.log({"step": 0, "grown_from": str(path), "neurons_kept": report.kept,
+                 "neurons_extended": report.extended, "neurons_new": report.new})
 
 
 def _load_weights(model, payload: dict, path) -> None:
