@@ -9,7 +9,7 @@ from dsspn_cli.hierarchy.tree import ConceptTree, load_tree
 from dsspn_cli.model.config import HeadConfig
 from dsspn_cli.model.flat import FlatHead
 from dsspn_cli.model.grow import grow_from
-from dsspn_cli.model.head import DSSPNHead
+from dsspn_cli.model.head import FEATURES, DSSPNHead
 from dsspn_cli.model.segmenter import Segmenter
 
 
@@ -141,6 +141,7 @@ def forced_head(tree, scores):
     for k, concept in enumerate(table.neuron_concept):
         layer = head.neurons[k].predict
         nn.init.zeros_(layer.weight)
+        nn.init.zeros_(head.neurons[k].direct.weight)
         with torch.no_grad():
             layer.bias.copy_(torch.tensor(scores[table.concepts[concept]], dtype=torch.float))
     return head, table
@@ -195,6 +196,8 @@ def test_grow_keeps_unchanged_neurons():
     old_rows = small.head.neurons[k_old].predict.weight
     new_rows = grown.head.neurons[k_new].predict.weight        # car, bus kept; truck fresh
     assert torch.equal(new_rows[:2], old_rows) and not torch.equal(new_rows[2], old_rows[0])
+    old_direct = small.head.neurons[k_old].direct.weight     # the skip readout's rows too
+    assert torch.equal(grown.head.neurons[k_new].direct.weight[:2], old_direct)
     assert torch.equal(grown.backbone.conv.weight, small.backbone.conv.weight)
 
 
@@ -271,7 +274,7 @@ def reference_descent(head, features, size, dataset, level):
     d = None if dataset is None else masking.dataset_index(dataset)
     current = torch.full((root.shape[0], *size), masking.table.neuron_concept[0])
     confidence = torch.ones(current.shape)
-    hidden = {-1: root}
+    hidden = {-1: root, FEATURES: features}
     for step in masking.descent(dataset, level, False):
         if not (current == step.concept).any():
             continue

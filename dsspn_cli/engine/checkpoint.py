@@ -22,7 +22,7 @@ from dsspn_cli.errors import UserError, one_line, shown
 from dsspn_cli.files import atomic_write_bytes
 
 FORMAT = "dsspn-checkpoint"
-VERSION = 1
+VERSION = 2          # 2: the skip readout and the training of the '-other' concepts
 
 
 def rng_states() -> dict:

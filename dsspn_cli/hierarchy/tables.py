@@ -13,6 +13,11 @@
   paper 3.4).
 - ``exclusive``: per dataset, the concepts it labels *and* has finer labels below; its label
   there means 'this concept, but none of my finer ones'.
+- ``other_of``: where such a concept has a remainder child '<name>-other' (the merge adds one
+  to a labelled concept left with a single child), that is what the label means, so the
+  dataset's label is taken as the '-other' concept: its pixels train the '-other' child as
+  positive (and it is no longer exclusive). Predictions of the '-other' concept are written
+  as the concept's label again.
 
 Pure Python, no torch: the data and model layers turn these lists into tensors.
 """
@@ -41,6 +46,7 @@ class DatasetTable:
     child_mask: list[list[bool]]
     exclusive: list[int]
     label_names: dict[int, str] = field(default_factory=dict)
+    other_of: dict[int, int] = field(default_factory=dict)   # '-other' concept -> its parent
 
     def concept(self, label_id: int) -> int:
         if 0 <= label_id < len(self.label_to_concept):
@@ -60,6 +66,18 @@ class DatasetTable:
         for label_id in self.label_ids:
             found.setdefault(self.label_to_concept[label_id], label_id)
         return found
+
+
+def _as_other(tree: ConceptTree, dataset: str, label_map: dict[int, str]) -> dict[int, str]:
+    """The label map with each label of a concept that has finer labels of the same dataset
+    below it and a remainder child ('-other') moved to that child."""
+    labelled = set(label_map.values())
+    moved = {}
+    for name in labelled:
+        others = [c for c in tree.children(name) if tree.node(c).get("kind") == "other"]
+        if others and any(d in labelled for d in tree.descendants(name)):
+            moved[name] = others[0]
+    return {label_id: moved.get(name, name) for label_id, name in label_map.items()}
 
 
 def _labelset_or_none(tree, info, dataset):
@@ -134,7 +152,8 @@ class MaskingTable:
         depth_limit = max(max(len(p) for p in paths), 1)
         datasets = {}
         for dataset, info in tree.datasets.items():
-            label_map = tree.label_map(dataset)
+            original = tree.label_map(dataset)
+            label_map = _as_other(tree, dataset, original)
             labelset = (labelsets or {}).get(dataset) or _labelset_or_none(tree, info, dataset)
             ignore_index = int((info or {}).get("ignore_index", 255))
             size = max([256, ignore_index + 1] + [i + 1 for i in label_map])
@@ -142,15 +161,18 @@ class MaskingTable:
             for label_id, concept in label_map.items():
                 if label_id >= 0:
                     lut[label_id] = index[concept]
-            defined = {n for n in names if tree.defines(dataset, n)}
-            mask = [[child in defined for child in tree.children(neuron)] for neuron in neurons]
             labelled = set(label_map.values())
+            defined = {n for n in names if n in labelled or any(
+                d in labelled for d in tree.descendants(n))}
+            mask = [[child in defined for child in tree.children(neuron)] for neuron in neurons]
             exclusive = [index[n] for n in names if n in labelled and any(
                 d in labelled for d in tree.descendants(n))]
             label_names = ({label.id: label.name for label in labelset.labels}
                            if labelset is not None else {})
+            other_of = {index[label_map[i]]: index[original[i]] for i in label_map
+                        if label_map[i] != original[i]}
             datasets[dataset] = DatasetTable(dataset, ignore_index, lut, mask, exclusive,
-                                             label_names)
+                                             label_names, other_of)
         digest = hashlib.sha256(json.dumps(tree.to_node_link(), sort_keys=True).encode())
         return cls(
             concepts=names,
@@ -181,7 +203,8 @@ class MaskingTable:
                 name: {"ignore_index": t.ignore_index, "label_to_concept": t.label_to_concept,
                        "child_mask": [[int(b) for b in row] for row in t.child_mask],
                        "exclusive": t.exclusive,
-                       "label_names": {str(k): v for k, v in t.label_names.items()}}
+                       "label_names": {str(k): v for k, v in t.label_names.items()},
+                       "other_of": {str(k): v for k, v in t.other_of.items()}}
                 for name, t in self.datasets.items()
             },
         }
@@ -196,7 +219,8 @@ class MaskingTable:
                 name: DatasetTable(name, int(t["ignore_index"]), list(t["label_to_concept"]),
                                    [[bool(b) for b in row] for row in t["child_mask"]],
                                    list(t["exclusive"]),
-                                   {int(k): v for k, v in (t.get("label_names") or {}).items()})
+                                   {int(k): v for k, v in (t.get("label_names") or {}).items()},
+                                   {int(k): int(v) for k, v in (t.get("other_of") or {}).items()})
                 for name, t in data["datasets"].items()
             }
             return cls(

@@ -62,6 +62,10 @@ class HeadConfig(Settings):
                                                     "features; none = c")
     predict_kernel: Literal[1, 3] = Field(1, description="kernel of each neuron's prediction "
                                           "convolution")
+    readout: Literal["skip", "hidden"] = Field(
+        "skip", description="what each neuron's prediction convolution reads: its hidden "
+        "features and the backbone features (a skip connection; learns at least as fast as "
+        "the flat head, see the README's ablation) or its hidden features only (the paper's)")
     norm: Literal["none", "batch", "group"] = Field("none", description="normalisation inside "
                                                     "the blocks (the paper's: none)")
     loss: Literal["bce", "softmax"] = Field("bce", description="per-child sigmoid BCE (the "

@@ -2,7 +2,8 @@
 
 ``grow_from`` loads a DSSPN trained on one tree into a DSSPN built from another, keeping every
 neuron whose concept and ancestors are unchanged (it reads the same features); its prediction
-rows are kept for the children it still has. New neurons keep their fresh initialisation.
+rows (``predict`` and the skip readout's ``direct``) are kept for the children it still has.
+New neurons keep their fresh initialisation.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def grow_from(model, state_dict: dict, old_table) -> GrowReport:
             if not key.startswith(prefix_old):
                 continue
             name = key[len(prefix_old):]
-            if name.startswith("predict."):
+            if name.startswith(("predict.", "direct.")):     # one row per child
                 row = own[prefix_new + name].clone()
                 for j, child in enumerate(children):
                     if child in old_children:

@@ -17,7 +17,9 @@ DenseNet does), so only each neuron's own c channels are stored.
 Inference is hierarchical: every pixel starts at the root and follows its best child down to
 a leaf, or, for a target dataset, to a concept that dataset defines (``descend``, one step per
 neuron); neurons no pixel reaches are not run, unless ``static`` asks for a graph without
-data-dependent control flow (export).
+data-dependent control flow (export). Without a target dataset a pixel chooses only among the
+children that one of the model's training datasets defines: no prediction lands on a concept
+nothing trained.
 """
 
 from __future__ import annotations
@@ -51,10 +53,14 @@ def descend(current: torch.Tensor, confidence: torch.Tensor, scores: torch.Tenso
 
 
 class DSSPNHead(nn.Module):
-    def __init__(self, table, in_channels: int, config: HeadConfig = HeadConfig()):
+    def __init__(self, table, in_channels: int, config: HeadConfig = HeadConfig(),
+                 datasets: list[str] | None = None):
         super().__init__()
         self.config = config
         self.masking = MaskingTensors(table)
+        # The children some training dataset defines (default: every dataset of the tree).
+        used = [self.masking.dataset_index(name) for name in datasets or self.masking.names]
+        self.register_buffer("trained_children", self.masking.child_mask[used].any(0), False)
         self.transition = Transition(in_channels, config.root_width, config.transition_rates)
         # Neuron k's inputs among the neurons, root first (-1 stands for the root features).
         self.inputs: list[list[int]] = []
@@ -62,7 +68,8 @@ class DSSPNHead(nn.Module):
             sources = [-1] + chain
             self.inputs.append(sources if config.ancestors == "all" else sources[-1:])
         self.neurons = nn.ModuleList(
-            SemanticNeuron(self._width(sources), len(table.neuron_children[k]), config)
+            SemanticNeuron(self._width(sources), len(table.neuron_children[k]), config,
+                           in_channels)
             for k, sources in enumerate(self.inputs))
 
     def _width(self, sources: list[int]) -> int:
@@ -96,13 +103,14 @@ class DSSPNHead(nn.Module):
         active = self.masking.active_neurons(target, d, mode == "fixed",
                                              self.config.exclusive_negatives)
         if mode == "per_image":
-            total = sum(self._run(root[b:b + 1], target[b:b + 1], active[b:b + 1], d)
+            total = sum(self._run(features[b:b + 1], root[b:b + 1], target[b:b + 1],
+                                  active[b:b + 1], d)
                         for b in range(root.shape[0]))
         else:
-            total = self._run(root, target, active, d)
+            total = self._run(features, root, target, active, d)
         return total / normaliser
 
-    def _run(self, root, target, active, d) -> torch.Tensor:
+    def _run(self, features, root, target, active, d) -> torch.Tensor:
         """Every active neuron once, on the images that activate it (rows of the batch)."""
         every = torch.arange(root.shape[0], device=root.device)
         outputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {-1: (every, root)}
@@ -120,10 +128,21 @@ class DSSPNHead(nn.Module):
             outputs[k] = (rows, hidden)
             counts, child = self.masking.neuron_targets(target[rows], k, d,
                                                         self.config.exclusive_negatives)
-            logits = neuron.predict(hidden)
+            logits = neuron.read(hidden, self._direct(neuron, features, rows, per_neuron[k]))
             total = total + neuron_loss(logits, counts, child, self.masking.child_mask[d, k],
                                         self.config.loss)
         return total
+
+    @staticmethod
+    def _direct(neuron: SemanticNeuron, features, rows, count: int):
+        """The skip readout of ``rows``' backbone features, or None. Computed on the whole
+        batch and then selected: a copy of the selected backbone features, kept for
+        backward by every neuron, would cost far more memory than the few maps computed for
+        images that do not need them."""
+        if neuron.direct is None:
+            return None
+        direct = neuron.direct(features)
+        return direct if count == features.shape[0] else direct.index_select(0, rows)
 
     def _hidden(self, neuron: SemanticNeuron, rows, sources) -> torch.Tensor:
         tensors = [t for _, t in sources]
@@ -167,33 +186,39 @@ class DSSPNHead(nn.Module):
         grid = FeatureGrid(root.shape[-2:], size or root.shape[-2:], stride, root.device)
         plan = self.masking.descent(dataset, level, softmax, classes)
         d = None if dataset is None else self.masking.dataset_index(dataset)
+        hidden: dict = {-1: root, FEATURES: features}
         if static or softmax:
-            return self._descend_pixels(root, grid, plan, d, threshold, skip=not static)
-        return self._descend_cells(root, grid, plan, d, threshold)
+            return self._descend_pixels(grid, plan, d, threshold, hidden, skip=not static)
+        return self._descend_cells(grid, plan, d, threshold, hidden)
 
     def _logits(self, k: int, hidden: dict) -> torch.Tensor:
         """Neuron k's child logits at feature resolution (its hidden features kept for its
-        descendants), in float32 whatever the autocast dtype."""
-        hidden[k] = self.neurons[k](self._combine([hidden[s] for s in self.inputs[k]]))
-        return self.neurons[k].predict(hidden[k]).float()
+        descendants), in float32 whatever the autocast dtype. ``hidden`` holds the features
+        computed so far: the root's (-1), the neurons' and the backbone's (``FEATURES``)."""
+        neuron = self.neurons[k]
+        hidden[k] = neuron(self._combine([hidden[s] for s in self.inputs[k]]))
+        direct = None if neuron.direct is None else neuron.direct(hidden[FEATURES])
+        return neuron.read(hidden[k], direct).float()
 
     def _scores(self, logits: torch.Tensor, step, d) -> torch.Tensor:
-        """Child scores (children on dim 1); children the dataset does not define score -1."""
+        """Child scores (children on dim 1); children the dataset does not define (without a
+        dataset: that no training dataset defines) score -1."""
         scores = logits.softmax(1) if self.config.loss == "softmax" else torch.sigmoid(logits)
         if d is None:
-            return scores
-        allowed = self.masking.child_mask[d, step.neuron, :step.children]
+            allowed = self.trained_children[step.neuron, :step.children]
+        else:
+            allowed = self.masking.child_mask[d, step.neuron, :step.children]
         shape = [1] * scores.dim()
         shape[1] = -1
         return scores.masked_fill(~allowed.view(shape), -1.0)
 
-    def _descend_pixels(self, root, grid: FeatureGrid, plan, d, threshold, skip: bool):
+    def _descend_pixels(self, grid: FeatureGrid, plan, d, threshold, hidden, skip: bool):
         """Every pixel on its own, at full resolution."""
         masking = self.masking
+        root = hidden[-1]
         current = torch.full((root.shape[0], *grid.size), masking.table.neuron_concept[0],
                              dtype=torch.long, device=root.device)
         confidence = torch.ones(current.shape, device=root.device)
-        hidden: dict[int, torch.Tensor] = {-1: root}
         for step in plan:
             # Pixels only move down, parents run first: nobody here means nobody below.
             if skip and not bool((current == step.concept).any()):
@@ -204,14 +229,14 @@ class DSSPNHead(nn.Module):
                                           step.can_stop, threshold)
         return current, confidence
 
-    def _descend_cells(self, root, grid: FeatureGrid, plan, d, threshold):
+    def _descend_cells(self, grid: FeatureGrid, plan, d, threshold, hidden):
         """The descent on the feature cells, read at the pixels where the four cells around
         agree, and on its own at the others; one wait on the device per depth and phase."""
         masking = self.masking
+        root = hidden[-1]
         cells = torch.full(root.shape[:1] + root.shape[2:], masking.table.neuron_concept[0],
                            dtype=torch.long, device=root.device)
         unit = torch.ones(cells.shape, device=root.device)
-        hidden: dict[int, torch.Tensor] = {-1: root}
         logits: dict[int, torch.Tensor] = {}
         chosen = []      # per depth: the logit of the child each cell took (SURE: none)
         for steps in _by_depth(plan):
@@ -264,6 +289,7 @@ class DSSPNHead(nn.Module):
         return current, confidence
 
 
+FEATURES = "backbone"   # the key of the backbone features among the features of a descent
 SURE = 1e4          # a logit whose sigmoid is 1.0: 'no step here' multiplies nothing
 
 

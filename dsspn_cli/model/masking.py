@@ -69,6 +69,9 @@ class MaskingTensors(torch.nn.Module):
         self.register_buffer("exclusive", torch.stack(exclusive), False)   # D x C
         self.register_buffer("concept_label", torch.stack(concept_label), False)  # D x C
         up = torch.stack(concept_label).clone()
+        for d, name in enumerate(self.names):        # a concept read as its '-other' child
+            for other, concept in table.datasets[name].other_of.items():
+                up[d, concept] = up[d, other]
         for concept in range(len(table.concepts)):      # the nearest labelled concept above
             for ancestor in reversed(table.ancestors(concept)):
                 up[:, concept] = torch.where(up[:, concept] >= 0, up[:, concept],
@@ -89,7 +92,8 @@ class MaskingTensors(torch.nn.Module):
                            f"({', '.join(self.names)})") from None
 
     def concepts_to_labels(self, concepts: torch.Tensor, dataset: str) -> torch.Tensor:
-        """Concept map -> the dataset's label ids: a concept's own label, else that of its
+        """Concept map -> the dataset's label ids: a concept's own label (or, where the
+        dataset's label of it trains its '-other' child, that label), else that of its
         nearest labelled ancestor (for maps cut with ``level``), else the ignore value."""
         labels = self.concept_label_up[self.dataset_index(dataset)][concepts]
         ignore = self.table.datasets[dataset].ignore_index

@@ -7,6 +7,15 @@
   block reads the concatenated hidden features of all its ancestors, root first
   [h_root, ..., h_parent], through ReLU-Conv1x1 (bottleneck, default 4c) - ReLU-Conv3x3 (c),
   followed by a ReLU; a prediction convolution (default 1x1) gives one map per child.
+
+  With ``readout: skip`` (the default) the prediction also reads the backbone features, as if
+  its input were [hidden, backbone features]: the convolution is split in two, ``predict`` on
+  the hidden features and ``direct`` on the backbone's, added. Why: trained from the paper's
+  description alone, every decision reaches the backbone only through a chain of narrow
+  blocks (c = 48 channels each, deeper concepts behind more of them) and DSSPN learned about
+  four times slower than the flat head, whose classifier reads the backbone directly; with
+  the skip each neuron is at least a linear classifier on the backbone features, refined by
+  its ancestors' context (the README's ablation table measures both).
 """
 
 from __future__ import annotations
@@ -39,7 +48,8 @@ class Transition(nn.Module):
 
 
 class SemanticNeuron(nn.Module):
-    def __init__(self, in_channels: int, num_children: int, config: HeadConfig):
+    def __init__(self, in_channels: int, num_children: int, config: HeadConfig,
+                 backbone_channels: int | None = None):
         super().__init__()
         self.in_channels = in_channels
         self.reduce = nn.Conv2d(in_channels, config.bottleneck_width, 1, bias=False)
@@ -49,6 +59,11 @@ class SemanticNeuron(nn.Module):
         self.norm2 = _norm(config.norm, config.hidden)
         self.predict = nn.Conv2d(config.hidden, num_children, config.predict_kernel,
                                  padding=config.predict_kernel // 2)
+        self.direct = None
+        if config.readout == "skip":
+            # No bias: ``predict`` has one, and the two are a single convolution.
+            self.direct = nn.Conv2d(backbone_channels, num_children, config.predict_kernel,
+                                    padding=config.predict_kernel // 2, bias=False)
 
     def bottleneck(self, ancestors: torch.Tensor) -> torch.Tensor:
         # The ancestors' features are outputs of ReLUs already, so the block's leading ReLU
@@ -62,3 +77,9 @@ class SemanticNeuron(nn.Module):
         """The neuron's hidden features (c channels) from its combined ancestor features;
         ``predict`` turns them into one map per child."""
         return self.hidden(self.bottleneck(ancestors))
+
+    def read(self, hidden: torch.Tensor, direct: torch.Tensor | None) -> torch.Tensor:
+        """One map per child from the hidden features, plus ``direct(features)`` with the
+        skip readout (computed by the caller, who knows which images' features to use)."""
+        logits = self.predict(hidden)
+        return logits if direct is None else logits + direct

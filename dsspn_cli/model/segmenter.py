@@ -20,6 +20,10 @@ class Segmenter(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        # Upsample with each feature cell on the pixel its labels were taken from (True), or
+        # as F.interpolate(align_corners=False) does, half a stride off (False: kept to
+        # measure the difference, see benchmarks/ablation.py).
+        self.aligned = True
 
     @property
     def masking(self):
@@ -47,9 +51,11 @@ class Segmenter(nn.Module):
 
     @property
     def stride(self) -> int | None:
-        """Where feature cells sit among the pixels (see ``grid.FeatureGrid``): None places
-        them as ``F.interpolate(align_corners=False)`` does."""
-        return None
+        """Where feature cells sit among the pixels (see ``grid.FeatureGrid``): cell i on
+        pixel s*i, where the ResNet's padded strided convolutions centre it and where
+        ``subsample_target`` takes its training label; None places cell i at s*i + (s-1)/2,
+        as ``F.interpolate(align_corners=False)`` does."""
+        return getattr(self.backbone, "output_stride", None) if self.aligned else None
 
     def concepts_to_labels(self, concepts: torch.Tensor, dataset: str) -> torch.Tensor:
         return self.masking.concepts_to_labels(concepts, dataset)
@@ -86,7 +92,7 @@ def build_model(table, config: ModelConfig = ModelConfig(), datasets: list[str] 
     if config.head.type == "flat":
         head = FlatHead(table, backbone.out_channels, config.head, datasets)
     else:
-        head = DSSPNHead(table, backbone.out_channels, config.head)
+        head = DSSPNHead(table, backbone.out_channels, config.head, datasets)
     return Segmenter(backbone, head)
 
 
