@@ -56,3 +56,35 @@ def test_each_measurement_runs_and_a_failure_is_recorded(gpu_benchmark):
     text = gpu_benchmark.summary(results)
     assert "inference 64x96 dsspn bf16" in text and "failed:" in text
     assert "DSSPN time / flat time at inference: bf16" in text
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark",
+                                                  REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_ablation_compares_every_head_at_the_same_budgets():
+    ablation = load_benchmark("ablation")
+    args = argparse.Namespace(budgets=[100, 200], datasets=["cityscapes", "ade"],
+                              variants=list(ablation.VARIANTS), universal=True)
+    runs = ablation.plan(args)
+    for budget in (100, 200):
+        for setting in ("cityscapes", "ade", "joint"):
+            assert {("dsspn", setting, budget), ("flat", setting, budget)} <= set(runs)
+        for variant in ablation.VARIANTS:       # every ablation at least jointly
+            assert (variant, "joint", budget) in runs
+    # The table reports the gap to flat and the universal model against the single ones.
+    results = [{"variant": v, "setting": s, "budget": 100, "mIoU": m, "centred_mIoU": {},
+                "iou_per_level": {"1": 60.0}, "images_per_s": 20.0}
+               for v, s, m in [("dsspn", "cityscapes", {"cityscapes": 30.0}),
+                               ("flat", "cityscapes", {"cityscapes": 31.5}),
+                               ("dsspn", "joint", {"cityscapes": 32.0}),
+                               ("flat", "joint", {"cityscapes": 30.0})]]
+    text = ablation.table(results, ["cityscapes"])
+    assert "cityscapes    100 steps: cityscapes -1.5" in text
+    assert "joint         100 steps: cityscapes +2.0" in text
+    assert "dsspn  joint  100 vs single  100 steps: cityscapes +2.0" in text
+    assert ("dsspn", "joint", 200) in runs and ("flat", "joint", 200) in runs  # 2 x 100
