@@ -30,7 +30,7 @@ demo: setup
 	$(BIN)/dsspn hierarchy show $(DEMO)/concept-tree.yaml --format png -o $(DEMO)/concept-tree.png
 	$(BIN)/dsspn data sample $(SAMPLE)
 	$(BIN)/dsspn train $(foreach s,$(SETS),--data $(s)) --out $(DEMO)/run --backbone resnet18 \
-		--output-stride 16 --crop 112 --iters 1500 --lr 0.01 --checkpoint-every 500 --val-every 500
+		--output-stride 16 --crop 112 --iters 600 --lr 0.01 --checkpoint-every 200 --val-every 200
 	$(BIN)/dsspn evaluate $(DEMO)/run/checkpoints/best.pt $(foreach s,$(SETS),--data $(s)) \
 		--json $(DEMO)/scores.json
 	$(BIN)/dsspn predict $(SAMPLE)/cityscapes/leftImg8bit/val --model $(DEMO)/run/checkpoints/best.pt \

@@ -42,8 +42,8 @@ MIN_TILE = 64
 # Without data, the built-in sample data with settings a 2-core CPU trains in minutes,
 # for the settings the user did not give.
 SAMPLE_DATA_DEFAULTS = {"backbone": "resnet18", "output_stride": 16, "crop": 112,
-                        "iters": 1500, "batch_size": 8, "lr": 0.01, "checkpoint_every": 500,
-                        "val_every": 500, "val_images": 8}
+                        "iters": 600, "batch_size": 8, "lr": 0.01, "checkpoint_every": 200,
+                        "val_every": 200, "val_images": 8}
 
 
 class TrainConfig(ModelConfig):
