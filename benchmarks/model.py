@@ -9,8 +9,9 @@ writes the figures.
 
 Host syncs are the operations that make the host wait for the device, counted with a
 dispatch mode (``aten._local_scalar_dense``, ``aten.nonzero``); it works on the CPU too.
-Inference runs on random weights unless ``--checkpoint`` gives a trained model (random
-prediction weights are scaled up so that the maps are as varied as a trained model's).
+Inference runs on random weights and noise unless ``--checkpoint`` gives a trained model,
+which reads a street scene of the sample data rendered at full size (random prediction
+weights are scaled up so that the maps are as varied as a trained model's).
 
 Memory: on CUDA, the peak of torch.cuda.max_memory_allocated over the step; on CPU (where
 torch keeps no allocator statistics) the bytes of tensors autograd saves for backward,
@@ -24,8 +25,10 @@ import json
 import platform
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import networkx as nx
+import numpy as np
 import torch
 
 from dsspn_cli.hierarchy.tables import MaskingTable
@@ -158,15 +161,37 @@ def varied(model):
     return model
 
 
+def street_scene(size) -> torch.Tensor:
+    """A Cityscapes validation image of the built-in sample data rendered at ``size``,
+    normalised: a trained model sees regions in it, as in a photo (on noise its predictions
+    fragment into far more region borders than any photo has)."""
+    import tempfile
+
+    from PIL import Image
+
+    from dsspn_cli.data.sample import write_sample_data
+    from dsspn_cli.engine.infer import normalised
+
+    with tempfile.TemporaryDirectory() as folder:
+        write_sample_data(folder, images=1, size=tuple(size))
+        path = sorted(Path(folder).glob("cityscapes/leftImg8bit/val/*/*.png"))[0]
+        pixels = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy())
+    return normalised(pixels)
+
+
 def inference(table, dsspn_config, flat_config, device, size, repeat, trained=None):
-    """Seconds per image: the shared backbone, each head on its features, and the sum."""
+    """Seconds per image: the shared backbone, each head on its features, and the sum. A
+    trained model reads a rendered street scene; random weights read noise."""
     torch.manual_seed(0)
     dsspn = trained or varied(build_model(table, dsspn_config))
     dsspn = dsspn.to(device).eval()
     backbone = dsspn.backbone
     flat = Segmenter(backbone, build_model(table, flat_config, ["cityscapes"]).head)
     flat = flat.to(device).eval()
-    images = torch.randn(1, 3, *size, device=device)
+    if trained is not None:
+        images = street_scene(size).to(device)
+    else:
+        images = torch.randn(1, 3, *size, device=device)
     stride = backbone.output_stride
     with torch.no_grad():
         features = backbone(images)
@@ -184,7 +209,10 @@ def host_syncs(table, device, size, trained=None) -> dict:
     step (each dataset at the paper's neuron counts)."""
     torch.manual_seed(0)
     model = (trained or varied(build_model(table, DEMO))).to(device).eval()
-    images = torch.randn(1, 3, *size, device=device)
+    if trained is not None:
+        images = street_scene(size).to(device)
+    else:
+        images = torch.randn(1, 3, *size, device=device)
     with torch.no_grad():
         features = model.backbone(images)
         with SyncCounter() as counter:

@@ -269,23 +269,35 @@ class DSSPNHead(nn.Module):
 
     def _descend_points(self, grid, plan, d, threshold, hidden, logits, image, y, x):
         """The descent of single pixels, each with its neurons' upsampled logits; a neuron
-        no cell reached is run now."""
+        no cell reached is run now. Per depth the pixels are grouped by the concept they
+        are at (one wait on the device), so each neuron reads only the pixels at its
+        concept: a pixel costs the neurons on its path, not every neuron some pixel
+        reached."""
         masking = self.masking
+        count = len(masking.table.concepts)
         current = torch.full(image.shape, masking.table.neuron_concept[0], dtype=torch.long,
                              device=image.device)
         confidence = torch.ones(image.shape, device=image.device)
         for steps in _by_depth(plan):
-            present = _present(current, len(masking.table.concepts))
+            order = torch.argsort(current)
+            sizes = torch.bincount(current, minlength=count).tolist()
+            starts = [0] * count
+            for concept in range(1, count):
+                starts[concept] = starts[concept - 1] + sizes[concept - 1]
             for step in steps:
-                if not present[step.concept]:
+                size = sizes[step.concept]
+                if not size:
                     continue
                 k = step.neuron
                 if k not in logits:
                     logits[k] = self._logits(k, hidden)
-                scores = self._scores(grid.at(logits[k], image, y, x), step, d)
-                current, confidence = descend(current, confidence, scores, step.concept,
-                                              masking.neuron_children[k, :step.children],
-                                              step.can_stop, threshold)
+                at = order[starts[step.concept]:starts[step.concept] + size]
+                scores = self._scores(grid.at(logits[k], image[at], y[at], x[at]), step, d)
+                # Every pixel here is at the step's concept; the steps of one depth hold
+                # disjoint pixels, so each writes its own.
+                current[at], confidence[at] = descend(
+                    current[at], confidence[at], scores, step.concept,
+                    masking.neuron_children[k, :step.children], step.can_stop, threshold)
         return current, confidence
 
 
