@@ -26,7 +26,7 @@ from PIL import Image
 
 from dsspn_cli.data.common import BadFile, image_size, read_image, read_label_png
 from dsspn_cli.data.sample import write_sample_data
-from dsspn_cli.engine.checkpoint import load_checkpoint, save_checkpoint
+from dsspn_cli.engine.checkpoint import VERSION, load_checkpoint, save_checkpoint
 from dsspn_cli.engine.config import TrainConfig
 from dsspn_cli.errors import UserError
 from dsspn_cli.files import atomic_write_bytes, atomic_write_text, check_output
@@ -607,7 +607,10 @@ CHECKPOINTS = {
                          "dict"),
     "a weight that is not a tensor": (lambda p: p["model"].update(extra=[1.0]),
                                       "weight 'extra' is not a tensor"),
-    "version 2": (lambda p: p.update(version=2), "a checkpoint of version 2"),
+    "a newer version": (lambda p: p.update(version=VERSION + 1),
+                        f"a checkpoint of version {VERSION + 1}"),
+    "an older version": (lambda p: p.update(version=VERSION - 1),
+                         f"a checkpoint of version {VERSION - 1}"),
     "NaN weights": (lambda p: next(v for v in p["model"].values()
                                    if v.is_floating_point()).view(-1)[:1].fill_(float("nan")),
                     "hold NaN or infinite values"),
