@@ -120,6 +120,7 @@ class DSSPNHead(nn.Module):
         pairs = active.t().nonzero()
         per_neuron = torch.bincount(pairs[:, 0], minlength=active.shape[1]).tolist()
         rows_of = pairs[:, 1].split(per_neuron)
+        direct = self._direct([k for k, n in enumerate(per_neuron) if n], features)
         for k, neuron in enumerate(self.neurons):          # concept order: parents first
             rows = rows_of[k]
             if per_neuron[k] == 0:
@@ -128,21 +129,27 @@ class DSSPNHead(nn.Module):
             outputs[k] = (rows, hidden)
             counts, child = self.masking.neuron_targets(target[rows], k, d,
                                                         self.config.exclusive_negatives)
-            logits = neuron.read(hidden, self._direct(neuron, features, rows, per_neuron[k]))
+            skip = direct.get(k)
+            if skip is not None and per_neuron[k] < features.shape[0]:
+                skip = skip.index_select(0, rows)
+            logits = neuron.read(hidden, skip)
             total = total + neuron_loss(logits, counts, child, self.masking.child_mask[d, k],
                                         self.config.loss)
         return total
 
-    @staticmethod
-    def _direct(neuron: SemanticNeuron, features, rows, count: int):
-        """The skip readout of ``rows``' backbone features, or None. Computed on the whole
-        batch and then selected: a copy of the selected backbone features, kept for
-        backward by every neuron, would cost far more memory than the few maps computed for
-        images that do not need them."""
-        if neuron.direct is None:
-            return None
-        direct = neuron.direct(features)
-        return direct if count == features.shape[0] else direct.index_select(0, rows)
+    def _direct(self, neurons: list[int], features) -> dict:
+        """The skip readout of the active ``neurons`` on the whole batch, as one convolution
+        with their weights stacked: backward then computes one gradient of the backbone
+        features (B x 2048 x h x w for ResNet-101), not one per neuron. Each neuron selects
+        its images' rows from it: a copy of the selected backbone features, kept for
+        backward by every neuron, would cost far more than the maps of images that do not
+        need them."""
+        if self.config.readout != "skip" or not neurons:
+            return {}
+        weights = [self.neurons[k].direct.weight for k in neurons]
+        maps = nn.functional.conv2d(features, torch.cat(weights),
+                                    padding=self.config.predict_kernel // 2)
+        return dict(zip(neurons, maps.split([w.shape[0] for w in weights], 1)))
 
     def _hidden(self, neuron: SemanticNeuron, rows, sources) -> torch.Tensor:
         tensors = [t for _, t in sources]
