@@ -68,14 +68,19 @@ class DatasetTable:
         return found
 
 
-def _as_other(tree: ConceptTree, dataset: str, label_map: dict[int, str]) -> dict[int, str]:
+def _above_labels(tree: ConceptTree, labelled: set[str]) -> set[str]:
+    """The concepts with one of ``labelled`` below them."""
+    return {n for n in tree.names if any(d in labelled for d in tree.descendants(n))}
+
+
+def _as_other(tree: ConceptTree, label_map: dict[int, str]) -> dict[int, str]:
     """The label map with each label of a concept that has finer labels of the same dataset
     below it and a remainder child ('-other') moved to that child."""
     labelled = set(label_map.values())
     moved = {}
-    for name in labelled:
+    for name in labelled & _above_labels(tree, labelled):
         others = [c for c in tree.children(name) if tree.node(c).get("kind") == "other"]
-        if others and any(d in labelled for d in tree.descendants(name)):
+        if others:
             moved[name] = others[0]
     return {label_id: moved.get(name, name) for label_id, name in label_map.items()}
 
@@ -153,7 +158,7 @@ class MaskingTable:
         datasets = {}
         for dataset, info in tree.datasets.items():
             original = tree.label_map(dataset)
-            label_map = _as_other(tree, dataset, original)
+            label_map = _as_other(tree, original)
             labelset = (labelsets or {}).get(dataset) or _labelset_or_none(tree, info, dataset)
             ignore_index = int((info or {}).get("ignore_index", 255))
             size = max([256, ignore_index + 1] + [i + 1 for i in label_map])
@@ -162,11 +167,10 @@ class MaskingTable:
                 if label_id >= 0:
                     lut[label_id] = index[concept]
             labelled = set(label_map.values())
-            defined = {n for n in names if n in labelled or any(
-                d in labelled for d in tree.descendants(n))}
+            above = _above_labels(tree, labelled)
+            defined = labelled | above          # a label at or below
             mask = [[child in defined for child in tree.children(neuron)] for neuron in neurons]
-            exclusive = [index[n] for n in names if n in labelled and any(
-                d in labelled for d in tree.descendants(n))]
+            exclusive = [index[n] for n in names if n in labelled and n in above]
             label_names = ({label.id: label.name for label in labelset.labels}
                            if labelset is not None else {})
             other_of = {index[label_map[i]]: index[original[i]] for i in label_map
