@@ -24,6 +24,8 @@ nothing trained.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -247,7 +249,7 @@ class DSSPNHead(nn.Module):
         logits: dict[int, torch.Tensor] = {}
         chosen = []      # per depth: the logit of the child each cell took (SURE: none)
         for steps in _by_depth(plan):
-            present = _present(cells, len(masking.table.concepts))
+            present = _counts(cells, len(masking.table.concepts))
             taken = torch.full(cells.shape, SURE, device=root.device)
             for step in steps:
                 if not present[step.concept]:
@@ -287,10 +289,8 @@ class DSSPNHead(nn.Module):
         confidence = torch.ones(image.shape, device=image.device)
         for steps in _by_depth(plan):
             order = torch.argsort(current)
-            sizes = torch.bincount(current, minlength=count).tolist()
-            starts = [0] * count
-            for concept in range(1, count):
-                starts[concept] = starts[concept - 1] + sizes[concept - 1]
+            sizes = _counts(current, count)
+            starts = [0, *accumulate(sizes)]
             for step in steps:
                 size = sizes[step.concept]
                 if not size:
@@ -319,14 +319,9 @@ def _by_depth(plan) -> list[list]:
     return [levels[depth] for depth in sorted(levels)]
 
 
-def _present(concepts: torch.Tensor, count: int) -> list[bool]:
-    """Which concepts some entry of ``concepts`` holds (one wait on the device)."""
-    flags = torch.zeros(count, dtype=torch.bool, device=concepts.device)
-    flags[concepts.flatten()] = True
-    found = [False] * count
-    for concept in flags.nonzero().flatten().tolist():
-        found[concept] = True
-    return found
+def _counts(concepts: torch.Tensor, count: int) -> list[int]:
+    """How many entries of ``concepts`` hold each concept (one wait on the device)."""
+    return torch.bincount(concepts.flatten(), minlength=count).tolist()
 
 
 __all__ = ["DSSPNHead", "MODES", "descend", "IGNORE"]

@@ -80,6 +80,7 @@ class MaskingTensors(torch.nn.Module):
         self._buffer("concept_at_level", table.levels())      # C x (depth + 1)
         self._exclusive = {name: frozenset(table.datasets[name].exclusive) for name in self.names}
         self._plans: dict[tuple, list[DescentStep]] = {}
+        self._vocabularies: dict[tuple, torch.Tensor] = {}
 
     def _buffer(self, name: str, rows) -> None:
         self.register_buffer(name, torch.tensor(rows), False)
@@ -149,7 +150,13 @@ class MaskingTensors(torch.nn.Module):
 
     def vocabulary(self, classes: tuple[int, ...]) -> torch.Tensor:
         """Concept -> the index in ``classes`` of the deepest of them at or above it, or -1
-        ('other'): how a descent restricted to ``classes`` is read."""
+        ('other'): how a descent restricted to ``classes`` is read (built once per
+        ``classes``, as the plans are)."""
+        if classes not in self._vocabularies:
+            self._vocabularies[classes] = self._vocabulary(classes)
+        return self._vocabularies[classes].to(self.neuron_concept.device)
+
+    def _vocabulary(self, classes: tuple[int, ...]) -> torch.Tensor:
         lut = torch.full((len(self.table.concepts),), IGNORE, dtype=torch.long)
         position = {c: i for i, c in enumerate(classes)}
         for concept in range(len(self.table.concepts)):
@@ -157,7 +164,7 @@ class MaskingTensors(torch.nn.Module):
                 if above in position:
                     lut[concept] = position[above]
                     break
-        return lut.to(self.neuron_concept.device)
+        return lut
 
 
 def _descent(table: MaskingTable, dataset: str | None, level: int | None,
