@@ -7,8 +7,9 @@ writes the figures.
     python benchmarks/model.py [--json FILE] [--device cpu|cuda] [--quick]
                                [--checkpoint RUN/checkpoints/best.pt]
 
-Host syncs are the operations that make the host wait for the device, counted with a
-dispatch mode (``aten._local_scalar_dense``, ``aten.nonzero``); it works on the CPU too.
+Host syncs are the operations that make the host wait for the device (a size, a scalar, a
+copy to the host), counted with a dispatch mode (``dsspn_cli.model.syncs``); it works on the
+CPU too.
 Inference runs on random weights and noise unless ``--checkpoint`` gives a trained model,
 which reads a street scene of the sample data rendered at full size (random prediction
 weights are scaled up so that the maps are as varied as a trained model's).
@@ -25,6 +26,7 @@ import json
 import platform
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import networkx as nx
@@ -36,26 +38,13 @@ from dsspn_cli.hierarchy.tree import ConceptTree, load_tree
 from dsspn_cli.model.config import HeadConfig, ModelConfig
 from dsspn_cli.model.head import DSSPNHead
 from dsspn_cli.model.segmenter import Segmenter, build_model
+from dsspn_cli.model.syncs import HostSyncCounter
 
 DSSPN_R101 = ModelConfig(backbone="resnet101", output_stride=8)
 FLAT_R101 = ModelConfig(backbone="resnet101", output_stride=8, head=HeadConfig(type="flat"))
 DEMO = ModelConfig(backbone="resnet18", output_stride=16)      # what `make demo` trains
 FLAT_DEMO = ModelConfig(backbone="resnet18", output_stride=16, head=HeadConfig(type="flat"))
 
-
-class SyncCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the operations that make the host wait for the device."""
-
-    WAITS = (torch.ops.aten._local_scalar_dense, torch.ops.aten.nonzero)
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in self.WAITS:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
 
 # Average neurons an image activates in the paper (section 4.5).
 PAPER_NEURONS = {"coco": 6, "ade": 5, "cityscapes": 10, "mapillary": 8}
@@ -91,8 +80,9 @@ def saved_bytes(device, inputs=()):
     result["bytes"] = sum(n for ptr, n in storages.items() if ptr not in skip)
 
 
-def timed(fn, device, repeat: int) -> float:
-    fn()                                    # warm-up
+def timed(fn, device, repeat: int, warm: bool = True) -> float:
+    if warm:
+        fn()                                # warm-up
     times = []
     for _ in range(repeat):
         if device.type == "cuda":
@@ -102,7 +92,7 @@ def timed(fn, device, repeat: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return _median(times)
 
 
 def label_maps(table, dataset: str, batch: int, size: int, neurons: int, seed: int = 0):
@@ -128,30 +118,50 @@ def label_maps(table, dataset: str, batch: int, size: int, neurons: int, seed: i
 
 
 def train_steps(table, device, batch, crop, repeat):
-    """Head forward+backward on fixed backbone features (where the modes differ), per mode,
-    averaged over the four datasets at the paper's neuron counts."""
+    """Head forward+backward on fixed backbone features, per mode, averaged over the four
+    datasets at the paper's neuron counts: the whole head, and its neurons alone from the
+    root features (where the modes differ: the transition to the root features is the same
+    computation in all three). The modes take turns in every round, so that a slow spell
+    of a shared machine does not fall on one mode; each figure is the median of its rounds."""
     feature = (crop - 1) // 8 + 1
     head = DSSPNHead(table, 2048, HeadConfig()).to(device)
     features = torch.randn(batch, 2048, feature, feature, device=device, requires_grad=True)
-    seconds, memory = {}, {}
-    for mode in ("dynamic", "per_image", "fixed"):
-        times, peaks = [], []
-        for dataset, neurons in PAPER_NEURONS.items():
-            target = label_maps(table, dataset, batch, feature, neurons).to(device)
+    with torch.no_grad():
+        root = head.transition(features)
+    root.requires_grad_()
+    modes = ("dynamic", "per_image", "fixed")
+    seconds = {part: {mode: [] for mode in modes} for part in ("head", "neurons")}
+    memory = {mode: [] for mode in modes}
+    for dataset, neurons in PAPER_NEURONS.items():
+        target = label_maps(table, dataset, batch, feature, neurons).to(device)
 
-            def step(target=target, dataset=dataset, mode=mode):
-                head.zero_grad(set_to_none=True)
-                features.grad = None
-                head(features, target, dataset, mode=mode).backward()
+        def whole(mode, target=target, dataset=dataset):
+            head(features, target, dataset, mode=mode).backward()
 
-            times.append(timed(step, device, repeat))
+        def alone(mode, target=target, dataset=dataset):
+            head.neuron_losses(features, root, target, dataset, mode).backward()
+
+        for part, step in (("head", whole), ("neurons", alone)):
+            rounds = {mode: [] for mode in modes}
+            for _ in range(repeat + 1):                # round 0 warms up
+                for mode in modes:
+                    head.zero_grad(set_to_none=True)
+                    features.grad = root.grad = None
+                    rounds[mode].append(timed(partial(step, mode), device, 1, warm=False))
+            for mode in modes:
+                seconds[part][mode].append(_median(rounds[mode][1:]))
+        for mode in modes:
             with saved_bytes(device, [features]) as peak:
                 loss = head(features, target, dataset, mode=mode)
             del loss
-            peaks.append(peak["bytes"])
-        seconds[mode] = sum(times) / len(times)
-        memory[mode] = int(sum(peaks) / len(peaks))
-    return seconds, memory
+            memory[mode].append(peak["bytes"])
+    mean = {part: {mode: sum(v) / len(v) for mode, v in by_mode.items()}
+            for part, by_mode in seconds.items()}
+    return mean["head"], mean["neurons"], {m: int(sum(v) / len(v)) for m, v in memory.items()}
+
+
+def _median(values):
+    return sorted(values)[len(values) // 2]
 
 
 def varied(model):
@@ -215,7 +225,7 @@ def host_syncs(table, device, size, trained=None) -> dict:
         images = torch.randn(1, 3, *size, device=device)
     with torch.no_grad():
         features = model.backbone(images)
-        with SyncCounter() as counter:
+        with HostSyncCounter() as counter:
             model.head.predict(features, size, "cityscapes",
                                stride=model.backbone.output_stride)
     result = {"predict_image": counter.count, "train_step": {}}
@@ -223,7 +233,7 @@ def host_syncs(table, device, size, trained=None) -> dict:
     for dataset, neurons in PAPER_NEURONS.items():
         target = label_maps(table, dataset, 4, 17, neurons).to(device)
         features = torch.randn(4, 2048, 17, 17, device=device)
-        with SyncCounter() as counter:
+        with HostSyncCounter() as counter:
             head(features, target, dataset).backward()
         result["train_step"][dataset] = counter.count
     return result
@@ -287,7 +297,7 @@ def main():
 
         trained, table, _, _ = load_model(args.checkpoint)
     full = (256, 512) if args.quick else (1024, 2048)
-    step_s, step_bytes = train_steps(table, device, batch, crop, args.repeat)
+    step_s, neuron_s, step_bytes = train_steps(table, device, batch, crop, args.repeat)
     demo = inference(table, DEMO, FLAT_DEMO,
                      device, full, args.repeat, trained)
     infer = inference(table, DSSPN_R101, FLAT_R101, device, size, args.repeat)
@@ -302,6 +312,7 @@ def main():
                      "tree_neurons": len(table.neuron_concept)},
         "params": params,
         "train_step_s": step_s,
+        "train_neurons_s": neuron_s,
         "train_peak_bytes": step_bytes,
         "inference_s": {"dsspn": infer["dsspn"], "flat": infer["flat"]},
         "inference_detail_s": infer,
@@ -319,11 +330,14 @@ def main():
     print(f"  {'DSSPN-ResNet-101 (paper 217.3M)':<42}{params['dsspn_r101'] / 1e6:>12.1f}M")
     print(f"  {'flat ASPP ResNet-101, 19 classes':<42}{params['flat_r101'] / 1e6:>12.1f}M")
     print(f"  {'  of which the DSSPN head':<42}{params['dsspn_head'] / 1e6:>12.2f}M")
-    print(f"{'head training step (fwd+bwd), mean of 4 datasets':<50}{'s':>6}{'MiB':>10}")
+    print(f"{'head training step (fwd+bwd), mean of 4 datasets':<44}{'head s':>8}"
+          f"{'neurons s':>11}{'MiB':>8}")
     for mode in ("dynamic", "per_image", "fixed"):
-        print(f"  {mode:<48}{step_s[mode]:>6.3f}{step_bytes[mode] / mib:>10.1f}")
-    print(f"  per_image / dynamic time: {step_s['per_image'] / step_s['dynamic']:.2f}x; "
-          f"fixed / dynamic: {step_s['fixed'] / step_s['dynamic']:.2f}x time, "
+        print(f"  {mode:<42}{step_s[mode]:>8.3f}{neuron_s[mode]:>11.3f}"
+              f"{step_bytes[mode] / mib:>8.1f}")
+    print(f"  per_image / dynamic time: {step_s['per_image'] / step_s['dynamic']:.2f}x head, "
+          f"{neuron_s['per_image'] / neuron_s['dynamic']:.2f}x neurons; fixed / dynamic: "
+          f"{step_s['fixed'] / step_s['dynamic']:.2f}x time, "
           f"{step_bytes['fixed'] / max(step_bytes['dynamic'], 1):.2f}x memory")
     print(f"inference at {size[0]}x{size[1]}, ResNet-101 backbone ({infer['backbone']:.3f} s)")
     print(f"  DSSPN {infer['dsspn']:.3f} s (head {infer['dsspn_head']:.3f}), flat "

@@ -11,6 +11,7 @@ from dsspn_cli.model.flat import FlatHead
 from dsspn_cli.model.grow import grow_from
 from dsspn_cli.model.head import FEATURES, DSSPNHead
 from dsspn_cli.model.segmenter import Segmenter
+from dsspn_cli.model.syncs import HostSyncCounter, on_host
 
 
 class TinyBackbone(nn.Module):
@@ -68,6 +69,59 @@ def test_dynamic_per_image_and_fixed_agree(table, storage, dataset):
         assert torch.allclose(loss, reference[0], rtol=1e-5)
         for a, b in zip(grads, reference[1]):
             assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("readout", ["skip", "hidden"])
+def test_images_that_activate_different_neurons_train_as_one_at_a_time(table, readout):
+    """Images 0 and 1 share their neurons (one run of the stacked skip readout), image 2
+    activates a subset of them, image 3 others, image 4 none: each neuron's readout is
+    assembled from several runs, in batch order."""
+    tree = load_tree()
+    torch.manual_seed(0)
+    head = DSSPNHead(table, 16, HeadConfig(hidden=8, readout=readout))
+    features = torch.randn(5, 16, 6, 6)
+    target = torch.full((5, 6, 6), tree.id("car"))
+    target[:2, :3] = tree.id("person")
+    target[:2, 3:, :2] = tree.id("road")
+    target[3] = tree.id("tree")
+    target[3, :2] = tree.id("bicycle")
+    target[4] = -1
+    d = head.masking.dataset_index("cityscapes")
+    active = head.masking.active_neurons(target, d)
+    sets = [frozenset(row.nonzero().flatten().tolist()) for row in active]
+    assert sets[0] == sets[1] and sets[2] < sets[0] and sets[3] != sets[0] and not sets[4]
+    reference = loss_and_grads(head, features, target, "cityscapes", "per_image")
+    loss, grads = loss_and_grads(head, features, target, "cityscapes", "dynamic")
+    assert torch.allclose(loss, reference[0], rtol=1e-5)
+    for a, b in zip(grads, reference[1]):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_one_depth_of_neurons_reads_like_each_neuron_on_its_own(table):
+    """Inference batches a depth's skip readouts into one convolution and combines the
+    ancestors of siblings once: the logits are those of each neuron run alone."""
+    torch.manual_seed(1)
+    head = DSSPNHead(table, 16, HeadConfig(hidden=8)).eval()
+    features = torch.randn(1, 16, 5, 7)
+    depth = [k for k in range(len(head.neurons)) if table.depth[table.neuron_concept[k]] == 2]
+    parents = sorted({k for k in range(len(head.neurons)) for child in depth
+                      if head.inputs[child][-1] == k})
+    assert len(depth) > 3 and parents
+    with torch.no_grad():
+        root = head.transition(features)
+        alone = {-1: root, FEATURES: features}
+        together = dict(alone)
+        logits: dict = {}
+        head._logits([0], together, logits)
+        neuron_logits(head, 0, alone)
+        head._logits(parents, together, logits)
+        for k in parents:
+            neuron_logits(head, k, alone)
+        head._logits(depth, together, logits)
+        for k in depth:
+            assert torch.allclose(logits[k], neuron_logits(head, k, alone), atol=1e-5)
+            assert torch.allclose(together[k], alone[k], atol=1e-5)
 
 
 def test_active_neurons_are_the_paths_to_present_concepts(table):
@@ -251,22 +305,16 @@ def test_cut_predictions_map_to_the_nearest_labelled_ancestor():
                                            "b").tolist() == [[0]]
 
 
-class SyncCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the operations that make the host wait for the device."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in (torch.ops.aten._local_scalar_dense, torch.ops.aten.nonzero):
-            self.count += 1
-        return func(*args, **(kwargs or {}))
+def neuron_logits(head, k, hidden):
+    """Neuron k on its own: its block on its ancestors' features, its readout."""
+    neuron = head.neurons[k]
+    hidden[k] = neuron(torch.cat([hidden[s] for s in head.inputs[k]], 1))
+    return neuron.read(hidden[k], neuron.direct(hidden[FEATURES]))
 
 
 def reference_descent(head, features, size, dataset, level):
-    """Yesterday's descent: every reached neuron's child maps upsampled with F.interpolate,
-    every pixel on its own."""
+    """Yesterday's descent: each reached neuron on its own, its child maps upsampled with
+    F.interpolate, every pixel on its own."""
     import torch.nn.functional as F
 
     masking = head.masking
@@ -278,8 +326,8 @@ def reference_descent(head, features, size, dataset, level):
     for step in masking.descent(dataset, level, False):
         if not (current == step.concept).any():
             continue
-        logits = F.interpolate(head._logits(step.neuron, hidden), size=size, mode="bilinear",
-                               align_corners=False)
+        logits = F.interpolate(neuron_logits(head, step.neuron, hidden), size=size,
+                               mode="bilinear", align_corners=False)
         scores = head._scores(logits, step, d)
         from dsspn_cli.model.head import descend
         current, confidence = descend(current, confidence, scores, step.concept,
@@ -312,13 +360,26 @@ def test_prediction_waits_on_the_device_about_once_per_depth(table):
     torch.manual_seed(0)
     head = DSSPNHead(table, 16, HeadConfig(hidden=8)).eval()
     features = torch.randn(2, 16, 12, 24)
-    with torch.no_grad(), SyncCounter() as counter:
+    with torch.no_grad(), HostSyncCounter() as counter:
         head.predict(features, (96, 192), "cityscapes")
     depth = max(table.depth) + 1
     assert counter.count <= 2 * depth + 2, counter.count
-    with SyncCounter() as counter:
-        head(features, random_target(table, "cityscapes", (2, 12, 24)), "cityscapes")
-    assert counter.count <= 4, counter.count
+    with HostSyncCounter() as counter:
+        head(features, random_target(table, "cityscapes", (2, 12, 24)), "cityscapes").backward()
+    assert counter.count == 1, counter.count
+
+
+def test_the_sync_counter_sees_every_way_the_host_reads_the_device():
+    x = torch.arange(6.0)
+    for read in (lambda: on_host(x), lambda: x.sum().item(), lambda: bool(x.any()),
+                 lambda: int(x[2]), lambda: x.nonzero(), lambda: x.to("cpu", copy=True)):
+        with HostSyncCounter() as counter:
+            read()
+        assert counter.count == 1
+    with HostSyncCounter() as counter:
+        x.long().float().mul(2).reshape(2, 3).tolist()   # no operator reads this CPU tensor
+    assert counter.count == 0
+    assert on_host(x.reshape(2, 3)) == [[0, 1, 2], [3, 4, 5]]
 
 
 def test_classes_run_only_the_neurons_above_them_and_read_like_a_full_descent(table):

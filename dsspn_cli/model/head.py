@@ -24,7 +24,7 @@ nothing trained.
 
 from __future__ import annotations
 
-from itertools import accumulate
+from itertools import accumulate, groupby
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from dsspn_cli.model.grid import FeatureGrid
 from dsspn_cli.model.losses import neuron_loss
 from dsspn_cli.model.masking import MaskingTensors
 from dsspn_cli.model.neuron import SemanticNeuron, Transition
+from dsspn_cli.model.syncs import on_host
 
 MODES = ("dynamic", "per_image", "fixed")
 
@@ -95,22 +96,26 @@ class DSSPNHead(nn.Module):
         labelled pixels), so it does not depend on how the batch is executed. ``mode``
         (default: the config's ``structure``) is dynamic, per_image or fixed.
         """
+        if normaliser is None:
+            normaliser = (target >= 0).sum().clamp(min=1)
+        root = self.transition(features)
+        return self.neuron_losses(features, root, target, dataset, mode) / normaliser
+
+    def neuron_losses(self, features: torch.Tensor, root: torch.Tensor, target: torch.Tensor,
+                      dataset: str, mode: str | None = None) -> torch.Tensor:
+        """The neurons' part of ``forward``, from the root features: their losses summed.
+        The part where the modes differ (the benchmark times it alone)."""
         mode = mode or self.config.structure
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         d = self.masking.dataset_index(dataset)
-        if normaliser is None:
-            normaliser = (target >= 0).sum().clamp(min=1)
-        root = self.transition(features)
         active = self.masking.active_neurons(target, d, mode == "fixed",
                                              self.config.exclusive_negatives)
         if mode == "per_image":
-            total = sum(self._run(features[b:b + 1], root[b:b + 1], target[b:b + 1],
-                                  active[b:b + 1], d)
-                        for b in range(root.shape[0]))
-        else:
-            total = self._run(features, root, target, active, d)
-        return total / normaliser
+            return sum(self._run(features[b:b + 1], root[b:b + 1], target[b:b + 1],
+                                 active[b:b + 1], d)
+                       for b in range(root.shape[0]))
+        return self._run(features, root, target, active, d)
 
     def _run(self, features, root, target, active, d) -> torch.Tensor:
         """Every active neuron once, on the images that activate it (rows of the batch)."""
@@ -118,40 +123,59 @@ class DSSPNHead(nn.Module):
         outputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {-1: (every, root)}
         # Zero, but attached to the graph: a batch without labelled pixels still backpropagates.
         total = root.sum() * 0
-        # Each neuron's rows, sorted, with one wait on the device for the whole batch.
-        pairs = active.t().nonzero()
-        per_neuron = torch.bincount(pairs[:, 0], minlength=active.shape[1]).tolist()
-        rows_of = pairs[:, 1].split(per_neuron)
-        direct = self._direct([k for k, n in enumerate(per_neuron) if n], features)
+        # Each neuron's images (rows of the batch), read on the host: one wait on the device
+        # per step; their indices go back without one.
+        images = [[b for b, on in enumerate(row) if on] for row in on_host(active.t())]
+        index = torch.tensor([b for rows in images for b in rows], dtype=torch.long)
+        rows_of = index.to(root.device, non_blocking=True).split([len(r) for r in images])
+        direct = self._direct(features, images)
         for k, neuron in enumerate(self.neurons):          # concept order: parents first
             rows = rows_of[k]
-            if per_neuron[k] == 0:
+            if not images[k]:
                 continue
             hidden = self._hidden(neuron, rows, [outputs[s] for s in self.inputs[k]])
             outputs[k] = (rows, hidden)
             counts, child = self.masking.neuron_targets(target[rows], k, d,
                                                         self.config.exclusive_negatives)
-            skip = direct.get(k)
-            if skip is not None and per_neuron[k] < features.shape[0]:
-                skip = skip.index_select(0, rows)
-            logits = neuron.read(hidden, skip)
+            logits = neuron.read(hidden, direct.get(k))
             total = total + neuron_loss(logits, counts, child, self.masking.child_mask[d, k],
                                         self.config.loss)
         return total
 
-    def _direct(self, neurons: list[int], features) -> dict:
-        """The skip readout of the active ``neurons`` on the whole batch, as one convolution
-        with their weights stacked: backward then computes one gradient of the backbone
-        features (B x 2048 x h x w for ResNet-101), not one per neuron. Each neuron selects
-        its images' rows from it: a copy of the selected backbone features, kept for
-        backward by every neuron, would cost far more than the maps of images that do not
-        need them."""
-        if self.config.readout != "skip" or not neurons:
+    def _direct(self, features, images: list[list[int]]) -> dict[int, torch.Tensor]:
+        """The skip readout of each active neuron on its images, rows in batch order.
+
+        The neurons are batched, not the images: consecutive images that activate the same
+        neurons are one convolution of their backbone features (a view, not a copy) with
+        those neurons' weights stacked, so the wide features are read once per run of
+        images and not once per neuron (``fixed``: one convolution for the batch). One
+        convolution of every active neuron over the whole batch would compute maps for
+        images that do not need them (slower on the CPU for all four datasets at the
+        paper's neuron counts, see the README's performance notes); a copy of each neuron's
+        images' features kept for backward would cost far more memory."""
+        if self.config.readout != "skip":
             return {}
+        by_image: list[list[int]] = [[] for _ in range(features.shape[0])]
+        for k, rows in enumerate(images):                  # each image's neurons, sorted
+            for image in rows:
+                by_image[image].append(k)
+        runs = [(neurons, len(list(run))) for neurons, run in groupby(by_image)]
+        parts: dict[int, list[torch.Tensor]] = {}
+        # One split, so that backward assembles the features' gradient once.
+        for (neurons, _), run in zip(runs, features.split([n for _, n in runs])):
+            for k, maps in zip(neurons, self._stacked_direct(neurons, run)):
+                parts.setdefault(k, []).append(maps)
+        return {k: maps[0] if len(maps) == 1 else torch.cat(maps) for k, maps in parts.items()}
+
+    def _stacked_direct(self, neurons: list[int], features) -> list:
+        """The skip readouts of ``neurons`` on ``features``, as one convolution with their
+        weights stacked (None each with the paper's readout)."""
+        if self.config.readout != "skip" or not neurons:
+            return [None] * len(neurons)
         weights = [self.neurons[k].direct.weight for k in neurons]
         maps = nn.functional.conv2d(features, torch.cat(weights),
                                     padding=self.config.predict_kernel // 2)
-        return dict(zip(neurons, maps.split([w.shape[0] for w in weights], 1)))
+        return list(maps.split([w.shape[0] for w in weights], 1))
 
     def _hidden(self, neuron: SemanticNeuron, rows, sources) -> torch.Tensor:
         tensors = [t for _, t in sources]
@@ -200,14 +224,24 @@ class DSSPNHead(nn.Module):
             return self._descend_pixels(grid, plan, d, threshold, hidden, skip=not static)
         return self._descend_cells(grid, plan, d, threshold, hidden)
 
-    def _logits(self, k: int, hidden: dict) -> torch.Tensor:
-        """Neuron k's child logits at feature resolution (its hidden features kept for its
-        descendants), in float32 whatever the autocast dtype. ``hidden`` holds the features
-        computed so far: the root's (-1), the neurons' and the backbone's (``FEATURES``)."""
-        neuron = self.neurons[k]
-        hidden[k] = neuron(self._combine([hidden[s] for s in self.inputs[k]]))
-        direct = None if neuron.direct is None else neuron.direct(hidden[FEATURES])
-        return neuron.read(hidden[k], direct).float()
+    def _logits(self, neurons: list[int], hidden: dict, logits: dict) -> None:
+        """The child logits of ``neurons`` (of one depth) at feature resolution, in float32
+        whatever the autocast dtype, into ``logits``; their hidden features are kept in
+        ``hidden`` (the root's at -1, the backbone's at ``FEATURES``) for their descendants.
+
+        Batched where it pays: their skip readouts are one convolution (the backbone
+        features, 2048 channels for ResNet-101, read once per depth, not once per neuron),
+        and siblings, which read the same ancestors, combine them once. Their blocks run one
+        by one: stacked, or as a grouped convolution, they were slower on the CPU."""
+        combined: dict[tuple[int, ...], torch.Tensor] = {}
+        direct = self._stacked_direct(neurons, hidden[FEATURES])
+        for k, skip in zip(neurons, direct):
+            sources = tuple(self.inputs[k])
+            if sources not in combined:
+                combined[sources] = self._combine([hidden[s] for s in sources])
+            neuron = self.neurons[k]
+            hidden[k] = neuron(combined[sources])
+            logits[k] = neuron.read(hidden[k], skip).float()
 
     def _scores(self, logits: torch.Tensor, step, d) -> torch.Tensor:
         """Child scores (children on dim 1); children the dataset does not define (without a
@@ -228,14 +262,19 @@ class DSSPNHead(nn.Module):
         current = torch.full((root.shape[0], *grid.size), masking.table.neuron_concept[0],
                              dtype=torch.long, device=root.device)
         confidence = torch.ones(current.shape, device=root.device)
-        for step in plan:
-            # Pixels only move down, parents run first: nobody here means nobody below.
-            if skip and not bool((current == step.concept).any()):
-                continue
-            scores = self._scores(grid.upsample(self._logits(step.neuron, hidden)), step, d)
-            current, confidence = descend(current, confidence, scores, step.concept,
-                                          masking.neuron_children[step.neuron, :step.children],
-                                          step.can_stop, threshold)
+        for steps in _by_depth(plan):
+            logits: dict[int, torch.Tensor] = {}          # this depth's, used once
+            if skip:
+                # Pixels only move down, parents run first: nobody here means nobody below.
+                present = _counts(current, len(masking.table.concepts))
+                steps = [step for step in steps if present[step.concept]]
+            self._logits([step.neuron for step in steps], hidden, logits)
+            for step in steps:
+                scores = self._scores(grid.upsample(logits[step.neuron]), step, d)
+                current, confidence = descend(
+                    current, confidence, scores, step.concept,
+                    masking.neuron_children[step.neuron, :step.children], step.can_stop,
+                    threshold)
         return current, confidence
 
     def _descend_cells(self, grid: FeatureGrid, plan, d, threshold, hidden):
@@ -250,12 +289,11 @@ class DSSPNHead(nn.Module):
         chosen = []      # per depth: the logit of the child each cell took (SURE: none)
         for steps in _by_depth(plan):
             present = _counts(cells, len(masking.table.concepts))
+            steps = [step for step in steps if present[step.concept]]
+            self._logits([step.neuron for step in steps], hidden, logits)
             taken = torch.full(cells.shape, SURE, device=root.device)
             for step in steps:
-                if not present[step.concept]:
-                    continue
                 k = step.neuron
-                logits[k] = self._logits(k, hidden)
                 scores = self._scores(logits[k], step, d)
                 before = cells
                 cells, _ = descend(cells, unit, scores, step.concept,
@@ -291,13 +329,11 @@ class DSSPNHead(nn.Module):
             order = torch.argsort(current)
             sizes = _counts(current, count)
             starts = [0, *accumulate(sizes)]
+            steps = [step for step in steps if sizes[step.concept]]
+            self._logits([s.neuron for s in steps if s.neuron not in logits], hidden, logits)
             for step in steps:
                 size = sizes[step.concept]
-                if not size:
-                    continue
                 k = step.neuron
-                if k not in logits:
-                    logits[k] = self._logits(k, hidden)
                 at = order[starts[step.concept]:starts[step.concept] + size]
                 scores = self._scores(grid.at(logits[k], image[at], y[at], x[at]), step, d)
                 # Every pixel here is at the step's concept; the steps of one depth hold
@@ -321,7 +357,7 @@ def _by_depth(plan) -> list[list]:
 
 def _counts(concepts: torch.Tensor, count: int) -> list[int]:
     """How many entries of ``concepts`` hold each concept (one wait on the device)."""
-    return torch.bincount(concepts.flatten(), minlength=count).tolist()
+    return on_host(torch.bincount(concepts.flatten(), minlength=count))
 
 
 __all__ = ["DSSPNHead", "MODES", "descend", "IGNORE"]
