@@ -150,9 +150,8 @@ class DSSPNHead(nn.Module):
         those neurons' weights stacked, so the wide features are read once per run of
         images and not once per neuron (``fixed``: one convolution for the batch). One
         convolution of every active neuron over the whole batch would compute maps for
-        images that do not need them (slower on the CPU for all four datasets at the
-        paper's neuron counts, see the README's performance notes); a copy of each neuron's
-        images' features kept for backward would cost far more memory."""
+        images that do not need them (slower, see the README's performance notes); a copy
+        of each neuron's images' features kept for backward would cost far more memory."""
         if self.config.readout != "skip":
             return {}
         by_image: list[list[int]] = [[] for _ in range(features.shape[0])]
