@@ -4,6 +4,8 @@ import pytest
 import yaml
 
 from dsspn_cli.cli.main import main
+from dsspn_cli.hierarchy.tables import MaskingTable
+from dsspn_cli.hierarchy.tree import load_tree
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO.parent / "shared" / "reference" / "labelsets"
@@ -26,6 +28,18 @@ def run(capsys):
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
     return _run
+
+
+@pytest.fixture(scope="session")
+def tree():
+    """The shipped concept tree, shared: a test that changes a tree builds its own."""
+    return load_tree()
+
+
+@pytest.fixture(scope="session")
+def table(tree):
+    """The shipped tree's masking tables, shared."""
+    return MaskingTable.from_tree(tree)
 
 
 @pytest.fixture(scope="session")

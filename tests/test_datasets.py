@@ -10,8 +10,6 @@ from dsspn_cli.data.sample import write_sample_data
 from dsspn_cli.data.sampler import DatasetBatchSampler
 from dsspn_cli.data.transforms import TrainTransform
 from dsspn_cli.errors import UserError
-from dsspn_cli.hierarchy.tables import MaskingTable
-from dsspn_cli.hierarchy.tree import load_tree
 
 FOLDERS = {"cityscapes": "cityscapes", "ade": "ade20k", "coco": "coco-stuff",
            "coco-json": "coco-stuff", "mapillary": "mapillary"}
@@ -22,11 +20,6 @@ def sample_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("sample")
     write_sample_data(root, seed=1, images=8, size=(64, 128))
     return root
-
-
-@pytest.fixture(scope="module")
-def table():
-    return MaskingTable.from_tree(load_tree())
 
 
 @pytest.mark.parametrize("fmt", sorted(FOLDERS))

@@ -34,11 +34,6 @@ def flat(table, datasets) -> Segmenter:
     return Segmenter(TinyBackbone(), FlatHead(table, 16, HeadConfig(type="flat"), datasets))
 
 
-@pytest.fixture(scope="module")
-def table():
-    return MaskingTable.from_tree(load_tree())
-
-
 def random_target(table, dataset, shape, seed=0):
     g = torch.Generator().manual_seed(seed)
     labelled = torch.tensor(sorted({c for c in table.dataset(dataset).label_to_concept

@@ -5,20 +5,8 @@ predictions are upsampled where the training labels were taken."""
 import pytest
 import torch
 
-from dsspn_cli.hierarchy.tables import MaskingTable
-from dsspn_cli.hierarchy.tree import load_tree
 from dsspn_cli.model.config import HeadConfig, ModelConfig
 from dsspn_cli.model.head import DSSPNHead
-
-
-@pytest.fixture(scope="module")
-def tree():
-    return load_tree()
-
-
-@pytest.fixture(scope="module")
-def table(tree):
-    return MaskingTable.from_tree(tree)
 
 
 def labelled_target(table, dataset, shape, seed=0):

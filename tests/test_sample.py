@@ -14,16 +14,10 @@ from dsspn_cli.data import sample as S
 from dsspn_cli.data.sample import write_sample_data
 from dsspn_cli.errors import UserError
 from dsspn_cli.hierarchy.labelset import load_labelset
-from dsspn_cli.hierarchy.tree import load_tree
 
 SIZE = (64, 128)          # (height, width)
 N = 4                     # train images per dataset; val gets max(2, N // 4) = 2
 SPLITS = {"train": N, "val": 2}
-
-
-@pytest.fixture(scope="module")
-def tree():
-    return load_tree()
 
 
 @pytest.fixture(scope="module")
