@@ -41,6 +41,7 @@ from dsspn_cli.engine.checkpoint import load_model
 from dsspn_cli.engine.config import TrainConfig
 from dsspn_cli.engine.evaluate import evaluate
 from dsspn_cli.engine.train import train
+from dsspn_cli.files import atomic_write_text
 
 # name -> head settings (the rest of the head's defaults stay)
 VARIANTS = {
@@ -223,8 +224,7 @@ def main(argv=None) -> int:
                               f"{os.cpu_count()} cores", "torch": torch.__version__,
                    "settings": {k: v for k, v in vars(args).items() if k != "json"},
                    "runs": results, "table": text}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
+        atomic_write_text(args.json, json.dumps(payload, indent=1) + "\n")
     return 0
 
 

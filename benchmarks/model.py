@@ -30,7 +30,6 @@ from functools import partial
 from pathlib import Path
 
 import networkx as nx
-import numpy as np
 import torch
 
 from dsspn_cli.hierarchy.tables import MaskingTable
@@ -177,15 +176,14 @@ def street_scene(size) -> torch.Tensor:
     fragment into far more region borders than any photo has)."""
     import tempfile
 
-    from PIL import Image
-
+    from dsspn_cli.data.common import read_image
     from dsspn_cli.data.sample import write_sample_data
     from dsspn_cli.engine.infer import normalised
 
     with tempfile.TemporaryDirectory() as folder:
         write_sample_data(folder, images=1, size=tuple(size))
         path = sorted(Path(folder).glob("cityscapes/leftImg8bit/val/*/*.png"))[0]
-        pixels = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy())
+        pixels = torch.from_numpy(read_image(path).copy())
     return normalised(pixels)
 
 
