@@ -218,3 +218,27 @@ def test_merge_onto_from_the_command_line(run, tmp_path, fine_set):
     result = run("hierarchy", "check", out)
     assert result.exit_code == 0, result.stdout
     assert "--onto" in out.read_text().splitlines()[0]
+
+
+def test_a_merged_tree_records_the_command_that_makes_it_again(run, tmp_path, fine_set,
+                                                              monkeypatch):
+    """The header names what was given (a file as its path, quoted where the shell needs
+    it), not the label set's own name, which no command accepts; running it again gives the
+    same tree."""
+    import shlex
+
+    from dsspn_cli.resources import default_tree_path
+
+    spaced = tmp_path / "my streets.yaml"
+    spaced.write_text(fine_set.read_text())
+    out = tmp_path / "grown.yaml"
+    assert run("hierarchy", "merge", "--onto", default_tree_path(), spaced, "-o", out
+               ).exit_code == 0
+    first = out.read_text().splitlines()[0]
+    command = first.split("merged with: ", 1)[1]
+    argv = shlex.split(command)
+    assert argv[:3] == ["dsspn", "hierarchy", "merge"]
+    assert str(spaced) in argv and "fine" not in argv
+    again = tmp_path / "again.yaml"
+    assert run(*argv[1:], "-o", again).exit_code == 0
+    assert again.read_text() == out.read_text()

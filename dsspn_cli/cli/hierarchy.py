@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import enum
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from dsspn_cli.errors import UserError
+from dsspn_cli.errors import UserError, one_line
 
 app = typer.Typer(help="Concept trees: merge label sets, show, check, and build masking tables.",
                   no_args_is_help=True, add_completion=False)
@@ -72,9 +73,11 @@ def merge(
     wn = wordnet(wordnet_dir)
     tree, report = merge_labelsets(labelsets, wn, max_depth=max_depth,
                                    output_dir=output.parent, onto=base)
+    # What was given, quoted as a shell would need it, so that the line can be run again
+    # (a label-set file's own name is not a built-in one).
+    given = (["--onto", str(onto)] if onto is not None else []) + list(datasets)
     header = ("# dsspn concept tree, merged with: dsspn hierarchy merge "
-              + (f"--onto {onto} " if onto is not None else "")
-              + " ".join(ls.name for ls in labelsets) + f" --max-depth {max_depth}\n"
+              + one_line(shlex.join(given)) + f" --max-depth {max_depth}\n"
               "# Each concept: name, WordNet 3.0 synset, labels (dataset: label ids mapped to it),"
               " children.\n# kind: wordnet marks the intermediate concepts the merge added.\n")
     tree.save(output, header=header)
