@@ -358,3 +358,34 @@ def test_the_model_defaults_to_the_newest_best_checkpoint_under_runs(checkpoint,
     assert "from $DSSPN_MODEL" in result.stderr
     result = run("predict", checkpoint, images, "--out", tmp_path / "q")
     assert result.exit_code == 2 and "give it with --model" in result.stderr
+
+
+def test_a_level_that_leaves_pixels_without_a_dataset_id_is_refused(checkpoint, images,
+                                                                   tmp_path, tree):
+    """--level 2 --dataset cityscapes stops every pixel above Cityscapes' labels: refused in
+    one line naming the depth that works, never an all-'unlabelled' map; a level deep enough
+    for every label writes the same map as no level at all."""
+    with pytest.raises(UserError, match=r"--level 2 with --dataset cityscapes: 19 of its "
+                                        r"labels .* give --level 5 or deeper"):
+        predict(checkpoint, [images], dataset="cityscapes", level=2, out=tmp_path / "o",
+                device="cpu")
+    assert not (tmp_path / "o").exists()
+    from dsspn_cli.engine.export import export
+
+    with pytest.raises(UserError, match="--level 3 with --dataset ade"):
+        export(checkpoint, tmp_path / "m.pt", "torchscript", "ade", 3, (64, 64))
+    assert not (tmp_path / "m.pt").exists()
+    # Every concept called unwritable has none of the dataset's labels on its path down to
+    # the cut (the rule, checked on the whole shipped tree).
+    for dataset in tree.datasets:
+        for level in range(tree.height + 1):
+            for name in tree.unwritable_at(dataset, level):
+                path = tree.ancestors(name)[:level + 1]
+                assert not any(dataset in tree.labels(a) for a in path)
+    deep = max(tree.depth(n) for n in tree.concepts_of("cityscapes"))
+    predict(checkpoint, [images / "a.png"], dataset="cityscapes", level=deep,
+            out=tmp_path / "deep", device="cpu")
+    predict(checkpoint, [images / "a.png"], dataset="cityscapes", out=tmp_path / "all",
+            device="cpu")
+    assert np.array_equal(_labels(tmp_path / "deep" / "a_labels.png")[1],
+                          _labels(tmp_path / "all" / "a_labels.png")[1])

@@ -49,6 +49,7 @@ def export(checkpoint, output, fmt: str = "onnx", dataset: str | None = None,
     model, _, tree, _ = load_model(checkpoint, "cpu")
     if dataset is not None:
         dataset = tree.dataset_name(dataset)
+        tree.check_level(dataset, level)
     predictor = StaticPredictor(model, dataset, level).eval()
     example = torch.zeros(1, 3, *size)
     buffer = io.BytesIO()

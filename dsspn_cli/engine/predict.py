@@ -421,6 +421,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     model, _table, tree, _config = load_model(checkpoint, torch_device)
     if dataset is not None:
         dataset = tree.dataset_name(dataset)
+        tree.check_level(dataset, level)
     choice = choose_classes(tree, classes, labelset)
     predictor = Predictor(model, tree, dataset, level, tile, torch_device, precision, choice)
     report = PredictReport(out, dataset, device=str(torch_device))

@@ -139,6 +139,32 @@ class ConceptTree:
     def concepts_of(self, dataset: str) -> list[str]:
         return [n for n in self.names if dataset in self.labels(n)]
 
+    def unwritable_at(self, dataset: str, level: int) -> list[str]:
+        """The dataset's concepts that a cut at depth ``level`` leaves with no label of the
+        dataset: deeper than the cut, with no labelled ancestor at or above it. Their pixels
+        would stop at a concept the dataset has no id for."""
+        found = []
+        for name in self.concepts_of(dataset):
+            path = self.ancestors(name) + [name]
+            if len(path) - 1 > level and not any(dataset in self.labels(a)
+                                                 for a in path[:level + 1]):
+                found.append(name)
+        return found
+
+    def check_level(self, dataset: str, level: int | None) -> None:
+        """``--level`` with ``--dataset``: refused in one line where the cut would leave
+        pixels with no id of the dataset (an all-'unlabelled' map is never written)."""
+        if level is None or not self.unwritable_at(dataset, level):
+            return
+        lost = self.unwritable_at(dataset, level)
+        fits = next(d for d in range(level + 1, self.height + 1)
+                    if not self.unwritable_at(dataset, d))
+        raise UserError(
+            f"--level {level} with --dataset {dataset}: {len(lost)} of its labels (first: "
+            f"{', '.join(lost[:3])}) sit below depth {level} with none of its labels above "
+            f"them up to that depth, so their pixels would have no {dataset} id; give --level "
+            f"{fits} or deeper, or leave out --dataset to write concept ids at depth {level}")
+
     def by_synset(self) -> dict[str, str]:
         return {d["synset"]: n for n, d in self.graph.nodes(data=True) if d.get("synset")}
 
