@@ -23,7 +23,7 @@ SPLITS = {"train": N, "val": 2}
 
 @pytest.fixture(scope="module")
 def kit(tree):
-    return S._Kit(tree)
+    return S.ConceptKit(tree)
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_interrupted_run_leaves_no_half_dataset(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(S._WRITERS, "mapillary", broken)
+    monkeypatch.setitem(S.WRITERS, "mapillary", broken)
     out = tmp_path / "data"
     with pytest.raises(KeyboardInterrupt):
         write_sample_data(out, images=1, size=(32, 64))
@@ -290,13 +290,13 @@ def test_files_hold_the_drawn_scenes_at_each_granularity(sample, kit):
     }
     for ds, path_of in paths.items():
         for i in range(N):
-            _, cv = S._draw(kit, ds, 0, i, 0, SIZE)
+            _, cv = S.draw_scene(kit, ds, 0, i, 0, SIZE)
             assert np.array_equal(label(path_of(i)), kit.lut[ds][cv.cmap]), (ds, i)
 
 
 def scenes(kit, dataset, n, size=(96, 192)):
     for i in range(n):
-        _, cv = S._draw(kit, dataset, 0, i, 123, size)
+        _, cv = S.draw_scene(kit, dataset, 0, i, 123, size)
         yield cv
 
 
