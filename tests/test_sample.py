@@ -1,5 +1,6 @@
 """The built-in sample data: layouts, label values, determinism, granularity, COCO JSON."""
 
+import hashlib
 import json
 import re
 import subprocess
@@ -22,7 +23,7 @@ SPLITS = {"train": N, "val": 2}
 
 @pytest.fixture(scope="module")
 def kit(tree):
-    return S._Kit(tree)
+    return S.ConceptKit(tree)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +168,44 @@ def test_same_seed_same_bytes_other_seed_other_images(sample, tmp_path):
     assert set(first) != set(other)         # new COCO ids and Mapillary keys
 
 
+# Digests of what write_sample_data(seed=0, images=N, size=SIZE) writes, recorded from the
+# writer as it was before it became a package (data/sample.py, 1,147 lines): one sha256 over
+# the sorted (path, content digest) list. LABELS covers what does not depend on an image
+# encoder (the decoded pixels of every PNG, the JSON and README bytes); FILES covers every
+# byte of every file. Re-record only for a change meant to alter the sample data, or when a
+# new numpy (random streams) or Pillow (PNG/JPEG encoders) alters them, and say which.
+SAMPLE_LABELS_DIGEST = "919d79b4afa8471bbe05550bd31b36d19830adcf2e71b7b8a036155e2ff088f6"
+SAMPLE_FILES_DIGEST = "ef322ea12d1a41dd5f55796a4ec3c7f2f0b14e5ca30878ca70843271169b6706"
+
+
+def sample_digests(root: Path) -> tuple[str, str]:
+    """(labels digest, files digest) of a sample folder, as recorded above."""
+    labels, every = [], []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        name = path.relative_to(root).as_posix()
+        data = path.read_bytes()
+        every.append((name, hashlib.sha256(data).hexdigest()))
+        if path.suffix == ".png":
+            img = Image.open(path)
+            content = f"{img.mode} {img.size}".encode() + img.tobytes()
+        elif path.suffix == ".jpg":
+            continue
+        else:
+            content = data
+        labels.append((name, hashlib.sha256(content).hexdigest()))
+    return tuple(hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+                 for rows in (labels, every))
+
+
+def test_same_seed_same_bytes_as_recorded(sample):
+    labels, every = sample_digests(sample[0])
+    assert labels == SAMPLE_LABELS_DIGEST, "the drawn scenes or their labels changed"
+    assert every == SAMPLE_FILES_DIGEST, ("same label maps, other file bytes: the images "
+                                          "(JPEG) or the encoding of the files changed")
+
+
 def test_rerun_replaces_own_sample_and_refuses_foreign_data(tmp_path):
     out = tmp_path / "data"
     write_sample_data(out, seed=0, images=1, size=(32, 64))
@@ -186,7 +225,7 @@ def test_interrupted_run_leaves_no_half_dataset(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(S._WRITERS, "mapillary", broken)
+    monkeypatch.setitem(S.WRITERS, "mapillary", broken)
     out = tmp_path / "data"
     with pytest.raises(KeyboardInterrupt):
         write_sample_data(out, images=1, size=(32, 64))
@@ -251,13 +290,13 @@ def test_files_hold_the_drawn_scenes_at_each_granularity(sample, kit):
     }
     for ds, path_of in paths.items():
         for i in range(N):
-            _, cv = S._draw(kit, ds, 0, i, 0, SIZE)
+            _, cv = S.draw_scene(kit, ds, 0, i, 0, SIZE)
             assert np.array_equal(label(path_of(i)), kit.lut[ds][cv.cmap]), (ds, i)
 
 
 def scenes(kit, dataset, n, size=(96, 192)):
     for i in range(n):
-        _, cv = S._draw(kit, dataset, 0, i, 123, size)
+        _, cv = S.draw_scene(kit, dataset, 0, i, 123, size)
         yield cv
 
 
