@@ -1,9 +1,11 @@
 """The hierarchy commands end to end, as a user runs them."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+import typer
 import yaml
 from conftest import REPO, write_yaml
 
@@ -172,7 +174,7 @@ def test_user_text_labelset_merges_and_reports_ambiguity(tmp_path, run):
     assert "'bank': took" in result.stdout
 
 
-def test_hierarchy_commands_do_not_import_torch(tmp_path):
+def test_help_hierarchy_commands_and_completion_import_neither_torch_nor_pydantic(tmp_path):
     code = (
         "import sys\n"
         "from dsspn_cli.cli.main import main\n"
@@ -181,11 +183,44 @@ def test_hierarchy_commands_do_not_import_torch(tmp_path):
         f" ['hierarchy', 'merge', 'coco', '-o', {str(tmp_path / 'm.yaml')!r}]):\n"
         "    try:\n        main(args)\n    except SystemExit as e:\n"
         "        assert not e.code, e.code\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "print('no torch')\n")
+        "for heavy in ('torch', 'pydantic'):\n"
+        "    assert heavy not in sys.modules, heavy + ' was imported'\n"
+        "print('neither')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().endswith("no torch")
+    assert proc.stdout.strip().endswith("neither")
+    # Tab completion of the command names: the model commands are listed, not imported.
+    env = {**os.environ, "_DSSPN_COMPLETE": "complete_bash", "COMP_WORDS": "dsspn ",
+           "COMP_CWORD": "1"}
+    code = ("import sys\nfrom dsspn_cli.cli.main import main\n"
+            "try:\n    main([])\nexcept SystemExit:\n    pass\n"
+            "print('heavy:', [m for m in ('torch', 'pydantic') if m in sys.modules])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, env=env)
+    assert proc.stdout.split() == ["train", "evaluate", "predict", "export", "hierarchy",
+                                   "data", "heavy:", "[]"], proc.stdout + proc.stderr
+
+
+def test_model_commands_are_listed_with_their_own_help_and_run_as_themselves(run):
+    """The stand-ins 'dsspn --help' lists carry the real commands' help; their own --help
+    and options are the real ones (train still lists every setting)."""
+    from dsspn_cli.cli.main import LAZY, app
+
+    group = typer.main.get_command(app)
+    for name in LAZY:
+        stand_in = group.commands[name]
+        assert stand_in.help and stand_in.help == stand_in.real().help
+    listing = run("--help").stdout
+    assert all(name in listing for name in LAZY)
+    page = run("train", "--help").stdout
+    from dsspn_cli.cli.options import setting_options
+    from dsspn_cli.engine.config import TrainConfig
+
+    for _, (_, _, option) in setting_options(TrainConfig).items():
+        assert option.param_decls[0].split("/")[0] in page
+    assert "--set" in page
+    bad = run("train", "--no-such-option")
+    assert bad.exit_code == 2 and "dsspn train: no such option" in bad.stderr
 
 
 def test_console_script_and_module_entry_point():

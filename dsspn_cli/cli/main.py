@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import signal
 import sys
 import threading
@@ -10,30 +13,86 @@ import warnings
 
 import click
 import typer
+from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from dsspn_cli import __version__
 from dsspn_cli.cli.data import app as data_app
 from dsspn_cli.cli.hierarchy import app as hierarchy_app
-from dsspn_cli.cli.predict import predict_command
-from dsspn_cli.cli.train import evaluate_command, export_command, train_command
 from dsspn_cli.errors import Stopped, UserError, one_line, os_error
+
+# The model commands, imported only when one of them runs or shows its own help: their
+# options come from the training config's schema (pydantic) and their modules reach torch,
+# which 'dsspn --help', the hierarchy commands and tab completion must not pay for.
+# name -> (module, the command's attribute there, the function whose docstring is its help)
+LAZY = {
+    "train": ("dsspn_cli.cli.train", "train_command", "_train"),
+    "evaluate": ("dsspn_cli.cli.train", "evaluate_command", "evaluate_command"),
+    "predict": ("dsspn_cli.cli.predict", "predict_command", "predict_command"),
+    "export": ("dsspn_cli.cli.train", "export_command", "export_command"),
+}
+SETTINGS = dict(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                rich_markup_mode="rich")
+
+
+def _docstring(module: str, function: str) -> str:
+    """A function's docstring read from its module's source, without importing the module."""
+    origin = importlib.util.find_spec(module).origin
+    with open(origin, encoding="utf-8") as handle:
+        for node in ast.parse(handle.read()).body:
+            if isinstance(node, ast.FunctionDef) and node.name == function:
+                return ast.get_docstring(node) or ""
+    return ""
+
+
+class LazyCommand(TyperCommand):
+    """Stands in for a model command in listings (its help is read from the source); parsing
+    its arguments, its help page and running it go to the real command, built on first
+    use."""
+
+    def __init__(self, name: str):
+        module, attribute, documented = LAZY[name]
+        super().__init__(name, help=_docstring(module, documented))
+        self._real: TyperCommand | None = None
+
+    def real(self) -> TyperCommand:
+        if self._real is None:
+            module, attribute, _ = LAZY[self.name]
+            single = typer.Typer(**SETTINGS)
+            single.command(self.name)(getattr(importlib.import_module(module), attribute))
+            self._real = typer.main.get_command(single)
+        return self._real
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        return self.real().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        return self.real().invoke(ctx)
+
+    def get_params(self, ctx):
+        return self.real().get_params(ctx)
+
+    def get_help(self, ctx) -> str:
+        return self.real().get_help(ctx)
+
+
+class CommandGroup(TyperGroup):
+    """dsspn's commands: the model commands (lazy) first, then hierarchy and data."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.commands = {**{name: LazyCommand(name) for name in LAZY}, **self.commands}
+
 
 app = typer.Typer(
     name="dsspn",
     help="Hierarchical semantic segmentation (DSSPN): one concept tree, merged from the label "
          "sets of many datasets, drives the model.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    cls=CommandGroup,
+    **{**SETTINGS, "add_completion": True},     # --install-completion for bash, zsh, fish
 )
 app.add_typer(hierarchy_app, name="hierarchy")
 app.add_typer(data_app, name="data")
-app.command("train")(train_command)
-app.command("evaluate")(evaluate_command)
-app.command("predict")(predict_command)
-app.command("export")(export_command)
 
 
 def _version(value: bool):
