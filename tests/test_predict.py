@@ -356,8 +356,21 @@ def test_the_model_defaults_to_the_newest_best_checkpoint_under_runs(checkpoint,
                  tmp_path / "m.ts")
     assert result.exit_code == 0, result.stderr
     assert "from $DSSPN_MODEL" in result.stderr
-    result = run("predict", checkpoint, images, "--out", tmp_path / "q")
-    assert result.exit_code == 2 and "give it with --model" in result.stderr
+    # predict takes the model as evaluate and export do: first, or as --model, not both.
+    result = run("predict", checkpoint, images / "a.png", "--out", tmp_path / "q",
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert "from $DSSPN_MODEL" not in result.stderr and (tmp_path / "q" / "a_labels.png").is_file()
+    result = run("predict", images / "a.png", checkpoint, "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "give the model first" in result.stderr
+    other = tmp_path / "other.pt"
+    shutil.copy(checkpoint, other)
+    for command in (("predict", checkpoint, images), ("evaluate", checkpoint),
+                    ("export", checkpoint)):
+        result = run(*command, "--model", other)
+        assert result.exit_code == 2, command
+        assert "give the checkpoint once" in result.stderr and len(
+            result.stderr.splitlines()) == 1
 
 
 def test_a_level_that_leaves_pixels_without_a_dataset_id_is_refused(checkpoint, images,

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from dsspn_cli.engine.config import MIN_TILE, TILE
+from dsspn_cli.errors import UserError
 
 MODEL_HELP = ("A checkpoint written by 'dsspn train' (default: $DSSPN_MODEL, else the newest "
               "runs/*/checkpoints/best.pt below this folder).")
@@ -16,7 +17,8 @@ MODEL_HELP = ("A checkpoint written by 'dsspn train' (default: $DSSPN_MODEL, els
 
 def predict_command(
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (every .jpg, "
-                                        ".jpeg and .png inside, sub-folders too)."),
+                                        ".jpeg and .png inside, sub-folders too), after the "
+                                        "checkpoint when it is given first (CKPT IMAGE...)."),
     model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
     classes: Optional[str] = typer.Option(None, "--classes", help="Only these, comma-"
                                           "separated (concept names, synsets or their "
@@ -52,7 +54,10 @@ def predict_command(
     def bar(items, total, what):
         return track(items, total, what, console(stderr=True), "images")
 
-    checkpoint = chosen_model(model)
+    if inputs and _is_checkpoint(inputs[0]):       # 'dsspn predict CKPT IMAGE...', as evaluate
+        checkpoint, inputs = chosen_model(inputs[0], model), inputs[1:]
+    else:
+        checkpoint = chosen_model(model)
     report = predict(checkpoint, inputs, dataset=dataset, out=out, level=level,
                      as_json=as_json, tile=tile, device=device, precision=precision,
                      workers=workers, classes=classes, labelset=labelset, track=bar)
@@ -65,12 +70,20 @@ def predict_command(
         f"into {out}: NAME{names}")
 
 
-def chosen_model(model: Path | None) -> Path:
-    """--model, or the default (said in one line on stderr)."""
+def _is_checkpoint(path: Path) -> bool:
+    return path.suffix.lower() in (".pt", ".pth") and path.is_file()
+
+
+def chosen_model(checkpoint: Path | None, model: Path | None = None) -> Path:
+    """The model of predict, evaluate and export alike: a checkpoint given as the first
+    argument or as --model (not two different ones), else the default (said in one line on
+    stderr)."""
     from dsspn_cli.console import console
     from dsspn_cli.engine.checkpoint import find_model
 
-    path, how = find_model(model)
+    if checkpoint is not None and model is not None and checkpoint != model:
+        raise UserError(f"{checkpoint} and --model {model}: give the checkpoint once")
+    path, how = find_model(checkpoint or model)
     if how:
         console(stderr=True).print(how)
     return path

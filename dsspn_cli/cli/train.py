@@ -107,7 +107,7 @@ def evaluate_command(
 
     if tile < MIN_TILE:
         raise UserError(f"--tile {tile}: tiles must be at least {MIN_TILE} pixels")
-    checkpoint = chosen_model(_one_model(checkpoint, model))
+    checkpoint = chosen_model(checkpoint, model)
     if json_file is not None:           # before the work: a bad path is told at once
         check_output(json_file, inputs=[checkpoint])
     if labels_out is not None:
@@ -152,12 +152,6 @@ def evaluate_command(
         out.print(f"wrote {json_file}")
 
 
-def _one_model(checkpoint: Path | None, model: Path | None) -> Path | None:
-    if checkpoint is not None and model is not None and checkpoint != model:
-        raise UserError(f"{checkpoint} and --model {model}: give the checkpoint once")
-    return checkpoint or model
-
-
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -182,7 +176,7 @@ def export_command(
     from dsspn_cli.engine.export import export
     from dsspn_cli.files import check_output
 
-    checkpoint = chosen_model(_one_model(checkpoint, model))
+    checkpoint = chosen_model(checkpoint, model)
     if fmt not in ("onnx", "torchscript"):
         raise UserError(f"--format {fmt}: use onnx or torchscript")
     suffix = ".onnx" if fmt == "onnx" else ".ts.pt"

@@ -80,7 +80,8 @@ def find_images(inputs: Sequence[str | Path], out: str | Path | None = None) -> 
                     jobs.append(ImageJob(candidate, stem))
         elif st is not None and stat.S_ISREG(st.st_mode) and path.suffix.lower() in (".pt",
                                                                                    ".pth"):
-            raise UserError(f"{path}: is a checkpoint, not an image; give it with --model")
+            raise UserError(f"{path}: is a checkpoint, not an image; give the model first "
+                            "(dsspn predict CKPT IMAGE...) or with --model")
         elif st is not None and stat.S_ISREG(st.st_mode):
             resolved = path.resolve()
             if resolved not in seen:
