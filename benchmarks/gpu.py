@@ -32,7 +32,7 @@ from dsspn_cli.engine.infer import Inference
 from dsspn_cli.engine.world import resolve_precision
 from dsspn_cli.hierarchy.tables import MaskingTable
 from dsspn_cli.hierarchy.tree import load_tree
-from dsspn_cli.model.config import HeadConfig, ModelConfig
+from dsspn_cli.model.config import ModelConfig
 from dsspn_cli.model.segmenter import build_model
 
 HERE = Path(__file__).resolve().parent
@@ -84,8 +84,8 @@ def measured(name: str, results: dict, key: str, function, *args) -> None:
 
 
 def model_config(head: str, backbone: str, quick: bool) -> ModelConfig:
-    head_config = HeadConfig(type=head, hidden=8) if quick else HeadConfig(type=head)
-    return ModelConfig(backbone=backbone, output_stride=8, head=head_config)
+    small = {"hidden": 8} if quick and head == "dsspn" else {}
+    return ModelConfig(backbone=backbone, output_stride=8, head={"type": head, **small})
 
 
 def inference(table, head: str, precision: str, args, device) -> dict:

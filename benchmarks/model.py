@@ -34,15 +34,16 @@ import torch
 
 from dsspn_cli.hierarchy.tables import MaskingTable
 from dsspn_cli.hierarchy.tree import ConceptTree, load_tree
-from dsspn_cli.model.config import HeadConfig, ModelConfig
+from dsspn_cli.model.config import DSSPNSettings, FlatSettings, ModelConfig
+from dsspn_cli.model.contract import Query
 from dsspn_cli.model.head import DSSPNHead
 from dsspn_cli.model.segmenter import Segmenter, build_model
 from dsspn_cli.model.syncs import HostSyncCounter
 
 DSSPN_R101 = ModelConfig(backbone="resnet101", output_stride=8)
-FLAT_R101 = ModelConfig(backbone="resnet101", output_stride=8, head=HeadConfig(type="flat"))
+FLAT_R101 = ModelConfig(backbone="resnet101", output_stride=8, head=FlatSettings())
 DEMO = ModelConfig(backbone="resnet18", output_stride=16)      # what `make demo` trains
-FLAT_DEMO = ModelConfig(backbone="resnet18", output_stride=16, head=HeadConfig(type="flat"))
+FLAT_DEMO = ModelConfig(backbone="resnet18", output_stride=16, head=FlatSettings())
 
 
 # Average neurons an image activates in the paper (section 4.5).
@@ -123,7 +124,7 @@ def train_steps(table, device, batch, crop, repeat):
     computation in all three). The modes take turns in every round, so that a slow spell
     of a shared machine does not fall on one mode; each figure is the median of its rounds."""
     feature = (crop - 1) // 8 + 1
-    head = DSSPNHead(table, 2048, HeadConfig()).to(device)
+    head = DSSPNHead(table, 2048, DSSPNSettings()).to(device)
     features = torch.randn(batch, 2048, feature, feature, device=device, requires_grad=True)
     with torch.no_grad():
         root = head.transition(features)
@@ -203,10 +204,9 @@ def inference(table, dsspn_config, flat_config, device, size, repeat, trained=No
     stride = backbone.output_stride
     with torch.no_grad():
         features = backbone(images)
-        head_dsspn = timed(lambda: dsspn.head.predict(features, size, "cityscapes",
-                                                      stride=stride), device, repeat)
-        head_flat = timed(lambda: flat.head.predict(features, size, "cityscapes",
-                                                    stride=stride), device, repeat)
+        query = Query("cityscapes", size=size, stride=stride)
+        head_dsspn = timed(lambda: dsspn.head.predict(features, query), device, repeat)
+        head_flat = timed(lambda: flat.head.predict(features, query), device, repeat)
         whole_backbone = timed(lambda: backbone(images), device, max(1, repeat // 2))
     return {"dsspn": whole_backbone + head_dsspn, "flat": whole_backbone + head_flat,
             "backbone": whole_backbone, "dsspn_head": head_dsspn, "flat_head": head_flat}
@@ -224,10 +224,10 @@ def host_syncs(table, device, size, trained=None) -> dict:
     with torch.no_grad():
         features = model.backbone(images)
         with HostSyncCounter() as counter:
-            model.head.predict(features, size, "cityscapes",
-                               stride=model.backbone.output_stride)
+            model.head.predict(features, Query("cityscapes", size=size,
+                                               stride=model.backbone.output_stride))
     result = {"predict_image": counter.count, "train_step": {}}
-    head = DSSPNHead(table, 2048, HeadConfig()).to(device)
+    head = DSSPNHead(table, 2048, DSSPNSettings()).to(device)
     for dataset, neurons in PAPER_NEURONS.items():
         target = label_maps(table, dataset, 4, 17, neurons).to(device)
         features = torch.randn(4, 2048, 17, 17, device=device)
@@ -261,7 +261,7 @@ def head_memory(device, batch, feature, depths=(1, 2, 3, 4, 5)):
         row = {}
         for storage in ("shared", "concat"):
             torch.manual_seed(0)
-            head = DSSPNHead(table, 2048, HeadConfig(storage=storage)).to(device)
+            head = DSSPNHead(table, 2048, DSSPNSettings(storage=storage)).to(device)
             with saved_bytes(device, [features]) as peak:
                 loss = head(features, target, "x")
             loss.backward()

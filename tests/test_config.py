@@ -5,7 +5,7 @@ import yaml
 from dsspn_cli.cli.options import setting_options
 from dsspn_cli.engine.config import SAMPLE_DATA_DEFAULTS, TrainConfig, resolve_config
 from dsspn_cli.errors import UserError
-from dsspn_cli.model.config import HeadConfig
+from dsspn_cli.model.config import DSSPNSettings
 
 
 def test_every_single_value_setting_is_an_option():
@@ -34,12 +34,12 @@ def test_help_lists_the_options_with_their_choices(run):
 def test_file_then_options_then_set(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"data": {"ade": "/d"}, "iters": 7, "lr": "1e-3",
-                                    "head": {"hidden": 32, "norm": "group"}}))
-    config, demo = resolve_config(path, {"iters": 9, "head.type": "flat"},
+                                    "head": {"type": "flat", "hidden": 32, "norm": "group"}}))
+    config, demo = resolve_config(path, {"iters": 9, "head.type": "dsspn"},
                                   ["head.hidden=64", "weights.ade=2", "scale=[0.75, 1.5]"])
     assert demo == {}
     assert config.iters == 9 and config.lr == 0.001          # YAML's '1e-3' is a number
-    assert config.head == HeadConfig(type="flat", hidden=64, norm="group")
+    assert config.head == DSSPNSettings(hidden=64, norm="group")
     assert config.weights == {"ade": 2.0} and config.scale == (0.75, 1.5)
     # What a run saves reads back to the same config.
     assert TrainConfig.model_validate(yaml.safe_load(yaml.safe_dump(config.to_dict()))) == config

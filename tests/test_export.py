@@ -8,6 +8,7 @@ from dsspn_cli.engine.config import TrainConfig
 from dsspn_cli.engine.export import StaticPredictor
 from dsspn_cli.hierarchy.tables import MaskingTable
 from dsspn_cli.hierarchy.tree import load_tree
+from dsspn_cli.model.contract import Query
 from dsspn_cli.model.segmenter import build_model
 
 
@@ -28,7 +29,7 @@ def test_static_graph_equals_dynamic_prediction(checkpoint, dataset, level):
     model, *_ = load_model(checkpoint)
     image = torch.randn(1, 3, 64, 96)
     labels, confidence = StaticPredictor(model, dataset, level)(image)
-    concepts, expected_confidence = model.predict(image, dataset, level)
+    concepts, expected_confidence = model.predict(image, Query(dataset, level))
     expected = model.concepts_to_labels(concepts, dataset) if dataset else concepts
     assert torch.equal(labels, expected)
     assert torch.allclose(confidence, expected_confidence)

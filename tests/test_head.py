@@ -6,10 +6,12 @@ from torch import nn
 
 from dsspn_cli.hierarchy.tables import MaskingTable
 from dsspn_cli.hierarchy.tree import ConceptTree, load_tree
-from dsspn_cli.model.config import HeadConfig
+from dsspn_cli.model.config import DSSPNSettings, FlatSettings
+from dsspn_cli.model.contract import Query
+from dsspn_cli.model.descent import FEATURES, descend
 from dsspn_cli.model.flat import FlatHead
 from dsspn_cli.model.grow import grow_from
-from dsspn_cli.model.head import FEATURES, DSSPNHead
+from dsspn_cli.model.head import DSSPNHead
 from dsspn_cli.model.segmenter import Segmenter
 from dsspn_cli.model.syncs import HostSyncCounter, on_host
 
@@ -27,11 +29,11 @@ class TinyBackbone(nn.Module):
 
 
 def dsspn(table, **head) -> Segmenter:
-    return Segmenter(TinyBackbone(), DSSPNHead(table, 16, HeadConfig(**head)))
+    return Segmenter(TinyBackbone(), DSSPNHead(table, 16, DSSPNSettings(**head)))
 
 
 def flat(table, datasets) -> Segmenter:
-    return Segmenter(TinyBackbone(), FlatHead(table, 16, HeadConfig(type="flat"), datasets))
+    return Segmenter(TinyBackbone(), FlatHead(table, 16, FlatSettings(), datasets))
 
 
 def random_target(table, dataset, shape, seed=0):
@@ -55,7 +57,7 @@ def loss_and_grads(head, features, target, dataset, mode):
 @pytest.mark.parametrize("dataset", ["ade", "cityscapes"])
 def test_dynamic_per_image_and_fixed_agree(table, storage, dataset):
     torch.manual_seed(0)
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8, storage=storage))
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8, storage=storage))
     features = torch.randn(3, 16, 10, 10)
     target = random_target(table, dataset, (3, 10, 10))
     reference = loss_and_grads(head, features, target, dataset, "dynamic")
@@ -73,7 +75,7 @@ def test_images_that_activate_different_neurons_train_as_one_at_a_time(table, re
     assembled from several runs, in batch order."""
     tree = load_tree()
     torch.manual_seed(0)
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8, readout=readout))
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8, readout=readout))
     features = torch.randn(5, 16, 6, 6)
     target = torch.full((5, 6, 6), tree.id("car"))
     target[:2, :3] = tree.id("person")
@@ -97,7 +99,7 @@ def test_one_depth_of_neurons_reads_like_each_neuron_on_its_own(table):
     """Inference batches a depth's skip readouts into one convolution and combines the
     ancestors of siblings once: the logits are those of each neuron run alone."""
     torch.manual_seed(1)
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8)).eval()
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8)).eval()
     features = torch.randn(1, 16, 5, 7)
     depth = [k for k in range(len(head.neurons)) if table.depth[table.neuron_concept[k]] == 2]
     parents = sorted({k for k in range(len(head.neurons)) for child in depth
@@ -121,7 +123,7 @@ def test_one_depth_of_neurons_reads_like_each_neuron_on_its_own(table):
 
 def test_active_neurons_are_the_paths_to_present_concepts(table):
     tree = load_tree()
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8))
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8))
     car = tree.id("car")
     target = torch.full((1, 4, 4), car)
     d = head.masking.dataset_index("cityscapes")
@@ -135,7 +137,7 @@ def test_active_neurons_are_the_paths_to_present_concepts(table):
 def test_undefined_children_get_no_gradient(table):
     """Concept masking: on Cityscapes, road's Mapillary-only children are never trained."""
     torch.manual_seed(0)
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8))
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8))
     tree = load_tree()
     vehicle = tree.by_synset()["vehicle.n.01"]
     k = table.neuron_concept.index(tree.id(vehicle))
@@ -152,7 +154,7 @@ def test_undefined_children_get_no_gradient(table):
 def test_exclusive_label_trains_its_neuron_with_negatives(table):
     """ADE20K labels 'chair' and 'armchair': a 'chair' pixel says 'no armchair'."""
     tree = load_tree()
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8))
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8))
     chair = tree.id("chair")
     target = torch.full((1, 4, 4), chair)
     d = head.masking.dataset_index("ade")
@@ -165,7 +167,7 @@ def test_exclusive_label_trains_its_neuron_with_negatives(table):
 
 
 def test_softmax_variant_trains(table):
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8, loss="softmax"))
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8, loss="softmax"))
     loss = head(torch.randn(2, 16, 6, 6), random_target(table, "ade", (2, 6, 6)), "ade")
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
@@ -186,7 +188,7 @@ def small_table():
 def forced_head(tree, scores):
     """A head whose neurons output fixed child logits: scores[concept] = [logit per child]."""
     table = MaskingTable.from_tree(tree)
-    head = DSSPNHead(table, 4, HeadConfig(hidden=4))
+    head = DSSPNHead(table, 4, DSSPNSettings(hidden=4))
     for k, concept in enumerate(table.neuron_concept):
         layer = head.neurons[k].predict
         nn.init.zeros_(layer.weight)
@@ -201,14 +203,14 @@ def test_hierarchical_prediction_follows_best_children():
     head, table = forced_head(tree, {"entity": [2.0, -1.0], "animal": [-3.0, 1.0],
                                      "vehicle": [0.0, 3.0]})
     features = torch.randn(1, 4, 3, 3)
-    concepts, confidence = head.predict(features, size=(6, 6))
+    concepts, confidence = head.predict(features, Query(size=(6, 6)))
     assert (concepts == tree.id("dog")).all()
     expected = torch.sigmoid(torch.tensor(2.0)) * torch.sigmoid(torch.tensor(1.0))
     assert torch.allclose(confidence, expected.expand_as(confidence))
-    concepts, _ = head.predict(features, level=1)
+    concepts, _ = head.predict(features, Query(level=1))
     assert (concepts == tree.id("animal")).all()
     # Dataset 'b' does not define dog: the best defined child of animal is cat.
-    concepts, _ = head.predict(features, dataset="b")
+    concepts, _ = head.predict(features, Query("b"))
     assert (concepts == tree.id("cat")).all()
     labels = head.masking.concepts_to_labels(concepts, "b")
     assert (labels == 5).all()
@@ -218,7 +220,7 @@ def test_prediction_stops_at_a_labelled_concept_when_no_child_is_likely():
     tree = small_table()
     head, _ = forced_head(tree, {"entity": [2.0, -1.0], "animal": [-3.0, -2.0],
                                  "vehicle": [0.0, 0.0]})
-    concepts, _ = head.predict(torch.randn(1, 4, 2, 2), dataset="a")
+    concepts, _ = head.predict(torch.randn(1, 4, 2, 2), Query("a"))
     assert (concepts == tree.id("animal")).all()      # 'a' labels animal, cat and dog
 
 
@@ -257,7 +259,7 @@ def test_model_end_to_end_and_flat_baseline(table):
     target = random_target(table, "cityscapes", (2, 64, 64))
     loss = model(images, target, "cityscapes")
     loss.backward()
-    concepts, confidence = model.predict(images, dataset="cityscapes")
+    concepts, confidence = model.predict(images, Query("cityscapes"))
     assert concepts.shape == (2, 64, 64) and confidence.shape == (2, 64, 64)
     labels = model.concepts_to_labels(concepts, "cityscapes")
     city = table.dataset("cityscapes")
@@ -266,13 +268,13 @@ def test_model_end_to_end_and_flat_baseline(table):
     baseline = flat(table, ["cityscapes"])
     assert baseline.head.class_concept.numel() == 19       # the 19 train classes
     baseline(images, target, "cityscapes").backward()
-    concepts, confidence = baseline.predict(images, dataset="cityscapes")
+    concepts, confidence = baseline.predict(images, Query("cityscapes"))
     assert concepts.shape == (2, 64, 64) and confidence.shape == (2, 64, 64)
     assert set(concepts.unique().tolist()) <= set(city.concept_label)
 
 
 def test_batch_without_labelled_pixels_still_backpropagates(table):
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8))
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8))
     loss = head(torch.randn(2, 16, 6, 6), torch.full((2, 6, 6), -1), "ade")
     loss.backward()
     assert loss.item() == 0
@@ -324,7 +326,6 @@ def reference_descent(head, features, size, dataset, level):
         logits = F.interpolate(neuron_logits(head, step.neuron, hidden), size=size,
                                mode="bilinear", align_corners=False)
         scores = head._scores(logits, step, d)
-        from dsspn_cli.model.head import descend
         current, confidence = descend(current, confidence, scores, step.concept,
                                       masking.neuron_children[step.neuron, :step.children],
                                       step.can_stop, 0.5)
@@ -335,14 +336,14 @@ def reference_descent(head, features, size, dataset, level):
                                            ("mapillary", None), ("coco", 3)])
 def test_descent_on_cells_equals_the_descent_of_every_pixel(table, dataset, level):
     torch.manual_seed(3)
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8)).eval()
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8)).eval()
     for neuron in head.neurons:                 # decisive, spatially varied children
         neuron.predict.weight.data.mul_(20)
     features = torch.randn(2, 16, 9, 13)
     size = (67, 101)
     with torch.no_grad():
-        fast = head.predict(features, size, dataset, level)
-        every = head.predict(features, size, dataset, level, static=True)
+        fast = head.predict(features, Query(dataset, level, size=size))
+        every = head.predict(features, Query(dataset, level, static=True, size=size))
         old = reference_descent(head, features, size, dataset, level)
     assert torch.equal(fast[0], every[0]) and torch.equal(fast[0], old[0])
     # Confidence to the last bits (a vectorised sigmoid rounds otherwise in its tail).
@@ -353,10 +354,10 @@ def test_descent_on_cells_equals_the_descent_of_every_pixel(table, dataset, leve
 
 def test_prediction_waits_on_the_device_about_once_per_depth(table):
     torch.manual_seed(0)
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8)).eval()
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8)).eval()
     features = torch.randn(2, 16, 12, 24)
     with torch.no_grad(), HostSyncCounter() as counter:
-        head.predict(features, (96, 192), "cityscapes")
+        head.predict(features, Query("cityscapes", size=(96, 192)))
     depth = max(table.depth) + 1
     assert counter.count <= 2 * depth + 2, counter.count
     with HostSyncCounter() as counter:
@@ -392,7 +393,7 @@ def test_classes_run_only_the_neurons_above_them_and_read_like_a_full_descent(ta
     hooks = [n.register_forward_hook(lambda m, i, o, k=k: ran.append(k))
              for k, n in enumerate(model.head.neurons)]
     with torch.no_grad():
-        restricted, _ = model.predict(images, classes=classes)
+        restricted, _ = model.predict(images, Query(classes=classes))
         chosen = set(ran)
         ran.clear()
         whole, _ = model.predict(images)

@@ -5,7 +5,8 @@ predictions are upsampled where the training labels were taken."""
 import pytest
 import torch
 
-from dsspn_cli.model.config import HeadConfig, ModelConfig
+from dsspn_cli.model.config import DSSPNSettings, ModelConfig
+from dsspn_cli.model.contract import Query
 from dsspn_cli.model.head import DSSPNHead
 
 
@@ -18,7 +19,7 @@ def labelled_target(table, dataset, shape, seed=0):
 
 def loss_of(table, features, target, dataset, **settings):
     torch.manual_seed(0)
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8, **settings))
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8, **settings))
     loss = head(features, target, dataset)
     loss.backward()
     return head, loss.item()
@@ -46,7 +47,7 @@ def test_each_ablation_changes_the_computation(table, ablation):
     assert loss != pytest.approx(reference, rel=1e-3)
     if key == "ancestors":
         for k, neuron in enumerate(head.neurons):
-            width = 8 if head.masking.neuron_ancestors[k] else head.config.root_width
+            width = 8 if head.masking.neuron_ancestors[k] else head.settings.root_width
             assert neuron.in_channels == width
         assert any(n.in_channels > 8 for n in default.neurons)
     if key == "combine":
@@ -63,12 +64,12 @@ def test_the_skip_readout_reads_the_backbone_features_directly(table):
     torch.manual_seed(0)
     outputs = {}
     for readout in ("skip", "hidden"):
-        head = DSSPNHead(table, 16, HeadConfig(hidden=8, readout=readout)).eval()
+        head = DSSPNHead(table, 16, DSSPNSettings(hidden=8, readout=readout)).eval()
         for branch in head.transition.branches:
             torch.nn.init.zeros_(branch.weight)
             torch.nn.init.zeros_(branch.bias)
-        a = head.predict(torch.randn(1, 16, 6, 6), static=True)[1]
-        b = head.predict(torch.randn(1, 16, 6, 6), static=True)[1]
+        a = head.predict(torch.randn(1, 16, 6, 6), Query(static=True))[1]
+        b = head.predict(torch.randn(1, 16, 6, 6), Query(static=True))[1]
         outputs[readout] = torch.equal(a, b)
     assert outputs == {"skip": False, "hidden": True}
 
@@ -90,7 +91,7 @@ def test_a_concept_with_finer_labels_trains_its_other_child(tree, table):
     assert [coco.label_to_concept[i] for i in coco_tree] == [tree_id]
     assert not coco.child_mask[k][children.index(other)]
 
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8))
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8))
     d = head.masking.dataset_index("ade")
     target = torch.full((1, 4, 4), other)
     counts, child = head.masking.neuron_targets(target, k, d)
@@ -126,7 +127,7 @@ def test_every_other_concept_whose_parent_a_dataset_labels_finer_is_trained(tree
 @pytest.mark.parametrize("datasets", [None, ["cityscapes"], ["ade", "coco"]])
 def test_no_prediction_lands_on_a_concept_nothing_trained(table, datasets):
     torch.manual_seed(2)
-    head = DSSPNHead(table, 16, HeadConfig(hidden=8), datasets).eval()
+    head = DSSPNHead(table, 16, DSSPNSettings(hidden=8), datasets).eval()
     for neuron in head.neurons:                     # decisive, varied choices
         neuron.predict.weight.data.mul_(30)
         neuron.direct.weight.data.mul_(30)
@@ -140,7 +141,7 @@ def test_no_prediction_lands_on_a_concept_nothing_trained(table, datasets):
     seen = set()
     for seed in range(3):
         features = torch.randn(2, 16, 12, 12, generator=torch.Generator().manual_seed(seed))
-        seen |= set(head.predict(features, (48, 48))[0].unique().tolist())
+        seen |= set(head.predict(features, Query(size=(48, 48)))[0].unique().tolist())
     assert len(seen) > 5
     assert seen <= taught, sorted(table.concepts[c] for c in seen - taught)
 

@@ -132,12 +132,13 @@ def test_concepts_without_dataset_are_16_bit_and_level_cuts(checkpoint, model, i
 
 def test_single_tile_equals_the_model(model, tmp_path):
     from dsspn_cli.data.transforms import normalise, to_tensors
+    from dsspn_cli.model.contract import Query
 
     net = model[0]
     image = np.asarray(Image.open(_image(tmp_path / "x.png", SMALL, 3)))
     concepts, confidence = predict_array(net, image, "cityscapes", tile=1024)
     tensor = normalise(to_tensors(image, np.zeros((1, 1), np.int64))[0])[None]
-    direct, score = net.predict(tensor, "cityscapes")
+    direct, score = net.predict(tensor, Query("cityscapes"))
     np.testing.assert_array_equal(concepts, direct[0].numpy())
     np.testing.assert_allclose(confidence, score[0].numpy())
 

@@ -199,7 +199,7 @@ def describe(exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         import difflib
 
-        known = known_keys(error["loc"][:-1])
+        known = (error.get("ctx") or {}).get("known") or known_keys(error["loc"][:-1])
         near = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         return f"unknown setting '{key}'{hint}; known: {', '.join(known)}"

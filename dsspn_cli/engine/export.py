@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dsspn_cli.errors import UserError
+from dsspn_cli.model.contract import Query
 
 
 class StaticPredictor(nn.Module):
@@ -32,8 +33,8 @@ class StaticPredictor(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor):
-        concepts, confidence = self.model.predict(images, self.dataset, self.level,
-                                                  static=True)
+        concepts, confidence = self.model.predict(images, Query(self.dataset, self.level,
+                                                                static=True))
         labels = self.to_label[concepts] if self.dataset is not None else concepts
         return labels, confidence
 

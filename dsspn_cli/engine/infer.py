@@ -132,13 +132,12 @@ class Inference:
         self.dtype = resolve_precision(precision, self.device)
 
     def _predict(self, tensor: torch.Tensor):
+        from dsspn_cli.model.contract import Query
+
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
                             enabled=self.dtype is not None):
-            if self.classes is None:
-                concepts, confidence = self.model.predict(tensor, self.dataset, self.level)
-            else:
-                concepts, confidence = self.model.predict(tensor, self.dataset, self.level,
-                                                          classes=self.classes)
+            concepts, confidence = self.model.predict(tensor, Query(
+                self.dataset, self.level, self.classes))
         return concepts[0], confidence[0].float()
 
     @torch.no_grad()

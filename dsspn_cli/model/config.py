@@ -11,11 +11,27 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 BACKBONES = ("resnet18", "resnet50", "resnet101")
 OUTPUT_STRIDES = (8, 16, 32)
-HEADS = ("dsspn", "flat")
+# The heads, one line each: name -> where its class is (``contract.Head`` says what a head
+# owes). Imported only when a model is built or its settings are read: no torch here.
+HEADS = {
+    "dsspn": "dsspn_cli.model.head:DSSPNHead",
+    "flat": "dsspn_cli.model.flat:FlatHead",
+}
 
 
 def _not_a_flag(value):
@@ -41,16 +57,22 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class HeadConfig(Settings):
-    """The segmentation head. ``type`` chooses it; the other settings shape the DSSPN head
-    (paper section 3) except ``flat_rates``, which shapes the flat baseline."""
+class HeadSettings(Settings):
+    """A head's settings: ``type`` names the head (its line in ``HEADS``); each head's own
+    settings are a subclass of this, named by its class (``DSSPNHead.Settings``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal[HEADS] = Field("dsspn", description="dsspn (the concept tree's semantic "
-                                 "neurons) or flat (one softmax over the labelled concepts, "
-                                 "DeepLabv2's ASPP: the baseline)",
-                                 json_schema_extra={"flag": "--head"})
+    type: Literal[tuple(HEADS)] = Field("dsspn", description="dsspn (the concept tree's "
+                                        "semantic neurons) or flat (one softmax over the "
+                                        "labelled concepts, DeepLabv2's ASPP: the baseline)",
+                                        json_schema_extra={"flag": "--head"})
+
+
+class DSSPNSettings(HeadSettings):
+    """The DSSPN head (paper section 3)."""
+
+    type: Literal["dsspn"] = "dsspn"
     hidden: PositiveInt = Field(48, description="c, the hidden channels of every neuron "
                                 "(the paper: 48)")
     bottleneck: Optional[PositiveInt] = Field(None, description="width of each block's 1x1 "
@@ -85,9 +107,6 @@ class HeadConfig(Settings):
     exclusive_negatives: Bool = Field(True, description="a pixel labelled with a concept that "
                                       "also has finer labels trains that concept's neuron "
                                       "with every child negative")
-    flat_rates: tuple[PositiveInt, ...] = Field(
-        (6, 12, 18, 24), min_length=1, strict=False,
-        description="atrous rates of the flat baseline's ASPP (DeepLabv2's)")
 
     @model_validator(mode="after")
     def _summable(self):
@@ -105,6 +124,70 @@ class HeadConfig(Settings):
         return self.transition_width or self.hidden
 
 
+class FlatSettings(HeadSettings):
+    """The flat baseline (DeepLabv2)."""
+
+    type: Literal["flat"] = "flat"
+    flat_rates: tuple[PositiveInt, ...] = Field(
+        (6, 12, 18, 24), min_length=1, strict=False,
+        description="atrous rates of the flat baseline's ASPP (DeepLabv2's)")
+
+
+def head_class(name: str):
+    """The head registered as ``name`` in ``HEADS`` (imported now: it needs torch)."""
+    import importlib
+
+    module, _, attribute = HEADS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+# Before each head had its own settings, one HeadConfig held those of both, and the configs
+# and checkpoints saved then hold every one of these.
+_ONE_FOR_BOTH = frozenset({
+    "type", "hidden", "bottleneck", "transition_rates", "transition_width", "predict_kernel",
+    "readout", "norm", "loss", "storage", "ancestors", "combine", "structure",
+    "exclusive_negatives", "flat_rates"})
+
+
+def head_settings(values: dict) -> HeadSettings:
+    """``values`` (``type`` and settings) as the settings of the head ``type`` names.
+
+    A setting of another head is left out where it changes nothing: in a config saved before
+    each head had its own settings (it holds every setting of both), or where it holds that
+    head's default; given otherwise, it is refused ('head.flat_rates: a setting of the flat
+    head, not of the dsspn head'). A key no head has is refused with the chosen head's keys."""
+    name = values.get("type", HeadSettings.model_fields["type"].default)
+    if not isinstance(name, str) or name not in HEADS:
+        return HeadSettings.model_validate(values)       # refused, naming the heads there are
+    own = head_class(name).Settings
+    saved_before = _ONE_FOR_BOTH <= values.keys()
+    kept, problems = {}, []
+    for key, value in values.items():
+        if key in own.model_fields:
+            kept[key] = value
+            continue
+        other = next((n for n in HEADS if n != name and
+                      key in head_class(n).Settings.model_fields), None)
+        if other is None:
+            problems.append(InitErrorDetails(type="extra_forbidden", loc=(key,), input=value,
+                                             ctx={"known": sorted(own.model_fields)}))
+        elif not (saved_before or _is_default(head_class(other).Settings, key, value)):
+            problems.append(InitErrorDetails(type=PydanticCustomError(
+                "other_head", "a setting of the {other} head (--head {other}), not of the "
+                "{head} head", {"other": other, "head": name}), loc=(key,), input=value))
+    if problems:
+        raise ValidationError.from_exception_data(own.__name__, problems)
+    return own.model_validate(kept)
+
+
+def _is_default(settings: type[HeadSettings], key: str, value) -> bool:
+    try:
+        return getattr(settings.model_validate({key: value}), key) == \
+            settings.model_fields[key].default
+    except ValidationError:
+        return False
+
+
 class ModelConfig(Settings):
     """The network: backbone and head."""
 
@@ -115,8 +198,16 @@ class ModelConfig(Settings):
                                             "statistics are then frozen")
     output_stride: Literal[OUTPUT_STRIDES] = Field(8, description="input size / feature size "
                                                    "(the paper's: 8)")
-    head: HeadConfig = Field(default_factory=HeadConfig, description="the head's settings "
-                             "(--set head.KEY=VALUE)")
+    head: SerializeAsAny[HeadSettings] = Field(
+        default_factory=DSSPNSettings, description="the head's settings (--set head.KEY=VALUE)")
+
+    @field_validator("head", mode="wrap")
+    @classmethod
+    def _the_heads_own(cls, value, handler):
+        """A mapping is read as the settings of the head its ``type`` names."""
+        if isinstance(value, dict):
+            return head_settings(value)
+        return handler(value)
 
     @property
     def backbone_norm(self) -> str:
@@ -129,5 +220,6 @@ def backbone_norm(pretrained) -> str:
     return "frozen" if pretrained else "batch"
 
 
-__all__ = ["HeadConfig", "ModelConfig", "Settings", "BACKBONES", "OUTPUT_STRIDES", "HEADS",
+__all__ = ["HeadSettings", "DSSPNSettings", "FlatSettings", "ModelConfig", "Settings",
+           "BACKBONES", "OUTPUT_STRIDES", "HEADS", "head_class", "head_settings",
            "backbone_norm"]

@@ -16,19 +16,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsspn_cli.hierarchy.tables import IGNORE
-from dsspn_cli.model.config import HeadConfig
+from dsspn_cli.model.config import FlatSettings
+from dsspn_cli.model.contract import Head, Query
 from dsspn_cli.model.grid import FeatureGrid
-from dsspn_cli.model.masking import MaskingTensors
 
 MASKED = -1e4        # a logit no class reaches, representable in float16
 
 
-class FlatHead(nn.Module):
-    def __init__(self, table, in_channels: int, config: HeadConfig = HeadConfig(),
+class FlatHead(Head):
+    """DeepLabv2's classifier as a ``contract.Head``; its settings are ``FlatSettings``."""
+
+    Settings = FlatSettings
+
+    def __init__(self, table, in_channels: int, settings: FlatSettings | None = None,
                  datasets: list[str] | None = None):
-        super().__init__()
-        self.config = config
-        self.masking = MaskingTensors(table)
+        super().__init__(table, in_channels, settings, datasets)
         names = list(datasets) if datasets else list(table.datasets)
         self.datasets = names
         classes = sorted({c for name in names for c in table.dataset(name).concept_label})
@@ -43,7 +45,7 @@ class FlatHead(nn.Module):
         self.register_buffer("dataset_classes", member, False)     # D x classes
         self.branches = nn.ModuleList(
             nn.Conv2d(in_channels, len(classes), 3, padding=rate, dilation=rate)
-            for rate in config.flat_rates)
+            for rate in self.settings.flat_rates)
 
     def logits(self, features: torch.Tensor, dataset: str | None) -> torch.Tensor:
         logits = sum(branch(features) for branch in self.branches)
@@ -55,8 +57,7 @@ class FlatHead(nn.Module):
         allowed = self.dataset_classes[self.masking.dataset_index(dataset)]
         return logits.masked_fill(~allowed[None, :, None, None], MASKED)
 
-    def forward(self, features: torch.Tensor, target: torch.Tensor, dataset: str,
-                mode: str | None = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, target: torch.Tensor, dataset: str) -> torch.Tensor:
         """Mean cross-entropy over the labelled pixels; ``target`` in concept ids at the
         feature resolution."""
         logits = self.logits(features, dataset)
@@ -65,21 +66,25 @@ class FlatHead(nn.Module):
         return F.cross_entropy(logits, classes, ignore_index=IGNORE, reduction="sum") / labelled
 
     @torch.no_grad()
-    def predict(self, features: torch.Tensor, size: tuple[int, int] | None = None,
-                dataset: str | None = None, level: int | None = None,
-                threshold: float = 0.5, static: bool = False, stride: int | None = None,
-                classes: tuple[int, ...] | None = None):
-        """Concept map and confidence (the class's softmax probability) at ``size``, the
-        logits upsampled as the DSSPN head's (``grid.FeatureGrid``); with ``level``, each
-        concept is replaced by its ancestor at that depth."""
-        logits = self.logits(features, dataset).float()
-        grid = FeatureGrid(logits.shape[-2:], size or logits.shape[-2:], stride, logits.device)
-        logits = grid.upsample(logits)
-        confidence, index = logits.softmax(1).max(1)
+    def predict(self, features: torch.Tensor, query: Query = Query()):
+        """Concept map and confidence (the class's softmax probability) at ``query.size``,
+        the logits upsampled as the DSSPN head's (``grid.FeatureGrid``), chosen among the
+        classes of ``query.dataset``; with ``query.level``, each concept is replaced by its
+        ancestor at that depth. ``query.static``: it has no data-dependent control flow.
+        ``query.classes``: its best class is read in them (``MaskingTensors.vocabulary``),
+        as the DSSPN head's descent is. A ``query.threshold`` is refused: its softmax always
+        picks one of its classes."""
+        if query.threshold is not None:
+            self.refuse("threshold", query.threshold, "has no 'none of them': its softmax "
+                        "always picks one of its classes")
+        logits = self.logits(features, query.dataset).float()
+        grid = FeatureGrid(logits.shape[-2:], query.size or logits.shape[-2:], query.stride,
+                           logits.device)
+        confidence, index = grid.upsample(logits).softmax(1).max(1)
         concepts = self.class_concept[index]
-        if level is not None:
+        if query.level is not None:
             levels = self.masking.concept_at_level
-            concepts = levels[concepts, min(level, levels.shape[1] - 1)]
+            concepts = levels[concepts, min(query.level, levels.shape[1] - 1)]
         return concepts, confidence
 
 

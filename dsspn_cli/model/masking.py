@@ -138,27 +138,31 @@ class MaskingTensors(torch.nn.Module):
     # ------------------------------------------------------------------------------ inference
 
     def descent(self, dataset: str | None, level: int | None, softmax: bool,
-                classes: tuple[int, ...] | None = None) -> list[DescentStep]:
+                classes=None) -> list[DescentStep]:
         """The neurons that can move a pixel, parents first, for predictions in ``dataset``'s
-        concepts (None: any concept) cut at depth ``level``, and, given ``classes``, only the
-        neurons above one of them; decided from the tables alone, so that building the plan
-        never waits on the device."""
+        concepts (None: any concept) cut at depth ``level``, and, given ``classes`` (the
+        concepts of each class, ``class_sets``), only the neurons above one of their
+        concepts; decided from the tables alone, so that building the plan never waits on
+        the device."""
+        classes = None if classes is None else class_sets(classes)
         key = (dataset, level, softmax, classes)
         if key not in self._plans:
             self._plans[key] = _descent(self.table, dataset, level, softmax, classes)
         return self._plans[key]
 
-    def vocabulary(self, classes: tuple[int, ...]) -> torch.Tensor:
-        """Concept -> the index in ``classes`` of the deepest of them at or above it, or -1
-        ('other'): how a descent restricted to ``classes`` is read (built once per
-        ``classes``, as the plans are)."""
+    def vocabulary(self, classes) -> torch.Tensor:
+        """Concept -> the index of the class (``class_sets``: the concepts of each; a concept
+        id alone is a class of one) that holds the deepest concept at or above it, or -1
+        ('other'): how a prediction is read in ``classes`` (built once per ``classes``, as
+        the plans are)."""
+        classes = class_sets(classes)
         if classes not in self._vocabularies:
             self._vocabularies[classes] = self._vocabulary(classes)
         return self._vocabularies[classes].to(self.neuron_concept.device)
 
-    def _vocabulary(self, classes: tuple[int, ...]) -> torch.Tensor:
+    def _vocabulary(self, classes: tuple[frozenset[int], ...]) -> torch.Tensor:
         lut = torch.full((len(self.table.concepts),), IGNORE, dtype=torch.long)
-        position = {c: i for i, c in enumerate(classes)}
+        position = {c: i for i, concepts in enumerate(classes) for c in concepts}
         for concept in range(len(self.table.concepts)):
             for above in reversed(self.table.ancestors(concept) + [concept]):
                 if above in position:
@@ -167,15 +171,24 @@ class MaskingTensors(torch.nn.Module):
         return lut
 
 
+def class_sets(classes) -> tuple[frozenset[int], ...]:
+    """A vocabulary as the set of concept ids of each class; a concept id alone is a class of
+    one (``(3, {4, 5})`` -> ``(frozenset({3}), frozenset({4, 5}))``)."""
+    return tuple(frozenset(c) if isinstance(c, (set, frozenset, list, tuple))
+                 else frozenset((int(c),)) for c in classes)
+
+
 def _descent(table: MaskingTable, dataset: str | None, level: int | None,
-             softmax: bool, classes: tuple[int, ...] | None = None) -> list[DescentStep]:
+             softmax: bool, classes: tuple[frozenset[int], ...] | None = None
+             ) -> list[DescentStep]:
     data = table.datasets[dataset] if dataset is not None else None
     labelled = set()
     for t in table.datasets.values():
         labelled.update(t.concept_label)
     above_classes = None
     if classes is not None:
-        above_classes = {a for c in classes for a in table.ancestors(c)}
+        above_classes = {a for concepts in classes for c in concepts
+                         for a in table.ancestors(c)}
     steps = []
     for k, concept in enumerate(table.neuron_concept):
         if level is not None and table.depth[concept] >= level:
@@ -192,4 +205,4 @@ def _descent(table: MaskingTable, dataset: str | None, level: int | None,
     return steps
 
 
-__all__ = ["MaskingTensors", "DescentStep"]
+__all__ = ["MaskingTensors", "DescentStep", "class_sets"]

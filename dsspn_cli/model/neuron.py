@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dsspn_cli.model.config import HeadConfig
+from dsspn_cli.model.config import DSSPNSettings
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -48,7 +48,7 @@ class Transition(nn.Module):
 
 
 class SemanticNeuron(nn.Module):
-    def __init__(self, in_channels: int, num_children: int, config: HeadConfig,
+    def __init__(self, in_channels: int, num_children: int, config: DSSPNSettings,
                  backbone_channels: int | None = None):
         super().__init__()
         self.in_channels = in_channels

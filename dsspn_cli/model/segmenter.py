@@ -1,18 +1,21 @@
-"""A segmentation model: a dilated ResNet backbone and a head on the concept tree, the DSSPN
-head or the flat baseline; ``build_model`` is the one factory training and checkpoint loading
-use.
+"""A segmentation model: a dilated ResNet backbone and a head on the concept tree (a
+``contract.Head``: the DSSPN head, the flat baseline or any head of ``config.HEADS``);
+``build_model`` is the one factory training and checkpoint loading use.
 
-Both heads train from concept maps and predict concept maps (the tree's ids);
+Every head trains from concept maps and predicts concept maps (the tree's ids);
 ``concepts_to_labels`` writes a prediction in a dataset's own label ids.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsspn_cli.model.config import ModelConfig
+from dsspn_cli.model.config import ModelConfig, head_class
+from dsspn_cli.model.contract import Query
 
 
 class Segmenter(nn.Module):
@@ -29,24 +32,21 @@ class Segmenter(nn.Module):
     def masking(self):
         return self.head.masking
 
-    def forward(self, images: torch.Tensor, target: torch.Tensor, dataset: str,
-                mode: str | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, target: torch.Tensor, dataset: str) -> torch.Tensor:
         """Training loss; ``target`` is a concept map at image or feature resolution."""
         features = self.backbone(images)
-        return self.head(features, subsample_target(target, features.shape[-2:]), dataset,
-                         mode)
+        return self.head(features, subsample_target(target, features.shape[-2:]), dataset)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, dataset: str | None = None,
-                level: int | None = None, static: bool = False,
-                classes: tuple[int, ...] | None = None):
-        """Concept map and confidence at the image size. With ``classes`` (concept ids), the
-        map holds each pixel's index among them, or -1 for none of them ('other')."""
-        concepts, confidence = self.head.predict(
-            self.backbone(images), tuple(images.shape[-2:]), dataset, level, static=static,
-            stride=self.stride, classes=classes)
-        if classes is not None:
-            concepts = self.masking.vocabulary(tuple(classes))[concepts]
+    def predict(self, images: torch.Tensor, query: Query = Query()):
+        """Concept map and confidence at the image size (``query``'s size and stride are the
+        images' and the backbone's). With ``query.classes``, the map holds each pixel's
+        class index, or -1 for none of them ('other')."""
+        features = self.backbone(images)
+        query = replace(query, size=tuple(images.shape[-2:]), stride=self.stride)
+        concepts, confidence = self.head.predict(features, query)
+        if query.classes is not None:
+            concepts = self.masking.vocabulary(query.classes)[concepts]
         return concepts, confidence
 
     @property
@@ -79,20 +79,16 @@ def subsample_target(target: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
 
 def build_model(table, config: ModelConfig = ModelConfig(), datasets: list[str] | None = None,
                 pretrained: bool = True) -> Segmenter:
-    """The model ``config`` describes on ``table``'s tree. ``datasets``: the datasets it will
-    train on (the flat head gets their classes; default: every dataset of the tree).
-    ``pretrained``: load ``config.backbone_weights`` (not when a checkpoint follows)."""
+    """The model ``config`` describes on ``table``'s tree, its head the one ``config.head.type``
+    names in ``HEADS``. ``datasets``: the datasets it will train on (the flat head gets their
+    classes; default: every dataset of the tree). ``pretrained``: load
+    ``config.backbone_weights`` (not when a checkpoint follows)."""
     from dsspn_cli.model.backbone import build_backbone
-    from dsspn_cli.model.flat import FlatHead
-    from dsspn_cli.model.head import DSSPNHead
 
     weights = config.backbone_weights if pretrained else None
     backbone = build_backbone(config.backbone, config.output_stride, weights,
                               norm=config.backbone_norm)
-    if config.head.type == "flat":
-        head = FlatHead(table, backbone.out_channels, config.head, datasets)
-    else:
-        head = DSSPNHead(table, backbone.out_channels, config.head, datasets)
+    head = head_class(config.head.type)(table, backbone.out_channels, config.head, datasets)
     return Segmenter(backbone, head)
 
 
