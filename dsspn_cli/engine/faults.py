@@ -75,8 +75,10 @@ class StopRequest:
 
 def ignore_stop_signals(worker_id: int) -> None:
     """Loader workers leave signals to the main process: a Ctrl-C reaches the whole process
-    group, and a worker that died of it would end the run before its checkpoint. Workers
-    still exit when the main process goes (PyTorch's watchdog)."""
+    group (a scheduler's SIGTERM may reach every process of the job), and a worker that died
+    of it would end the run before its checkpoint. Workers still exit when the main process
+    goes (PyTorch's watchdog). Deaf to SIGTERM, they outlive multiprocessing's exit handler,
+    which joins them for ever: every loader is shut down explicitly (``data.loading``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
