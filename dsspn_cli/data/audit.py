@@ -1,13 +1,13 @@
 """``dsspn data check`` and ``dsspn data stats``: what is on disk, and what the tree sees in it.
 
 Both read every file once, in a few threads (Pillow decodes outside the GIL), and report all
-problems at once instead of stopping at the first.
+problems at once instead of stopping at the first. An error or a Ctrl-C drops the reading
+still queued (``loading.thread_pool``): the command ends at once, not after the dataset.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from dsspn_cli.data.common import BadFile, MissingSplit, Sample, read_image, size_mismatch
 from dsspn_cli.data.formats import check_root, get_format, labelset_for
+from dsspn_cli.data.loading import thread_pool
 from dsspn_cli.errors import UserError
 
 
@@ -106,7 +107,7 @@ def check_dataset(root, format_name: str, splits=None, workers: int = 4,
     for split, items in by_split.items():
         report.counts[split] = sum(1 for s in items if s.extra.get("missing") != "image")
         samples.extend(items)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with thread_pool(workers) as pool:
         results = pool.map(lambda s: _check_one(fmt, defined, s), samples)
         for problems in track(results, len(samples), "checking"):
             report.problems.extend(problems)
@@ -159,7 +160,7 @@ def dataset_stats(root, format_name: str, table, dataset: str | None = None,
 
     pixels: Counter = Counter()
     neurons = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with thread_pool(workers) as pool:
         for counts in track(pool.map(one, samples), len(samples), "reading"):
             pixels.update(counts)
             active = set()

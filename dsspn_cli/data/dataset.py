@@ -13,6 +13,7 @@ import torch
 
 from dsspn_cli.data.common import BadFile, read_image, size_mismatch
 from dsspn_cli.data.formats import check_root, get_format, labelset_for
+from dsspn_cli.data.loading import item_failure
 from dsspn_cli.data.targets import LabelMapper
 from dsspn_cli.data.transforms import EvalTransform
 from dsspn_cli.errors import UserError
@@ -115,18 +116,20 @@ class JointDataset(torch.utils.data.Dataset):
         d, local = self.locate(index)
         try:
             return self.datasets[d][(local, seed) if seed is not None else local]
-        except BadFile as exc:
+        except Exception as exc:
             # Passed on as data, not raised: an exception raised in a loader worker reaches
             # the main process as a traceback, and training wants to name the file instead.
-            return {"bad": str(exc)}
+            return item_failure(exc, self.datasets[d].files(local))
 
 
 def collate(items: list[dict]) -> dict:
     """Stack a batch from one dataset (the sampler guarantees one dataset per batch); a batch
-    with an unusable file is ``{"bad": [messages]}``."""
-    bad = [item["bad"] for item in items if "bad" in item]
-    if bad:
-        return {"bad": bad}
+    with an unusable file is ``{"bad": [messages]}``, one with another error (a UserError)
+    ``{"error": [messages]}`` (``loading.item_failure``)."""
+    for key in ("error", "bad"):
+        failed = [item[key] for item in items if key in item]
+        if failed:
+            return {key: failed}
     names = {item["dataset"] for item in items}
     if len(names) != 1:
         raise ValueError(f"a batch mixes datasets {sorted(names)}; use DatasetBatchSampler")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from dsspn_cli.data.loading import reading
 from dsspn_cli.engine.infer import TILE, Inference, LabelledImages, Track, image_loader, no_track
 from dsspn_cli.engine.metrics import ConfusionMatrix, all_reduce
 from dsspn_cli.errors import UserError
@@ -89,20 +90,23 @@ def evaluate(model, dataset, world=None, *, indices=None, track: Track = no_trac
     loader = image_loader(LabelledImages(dataset), mine, workers, device)
     was_training = core.training
     core.eval()
-    for item in track(loader, len(mine), f"evaluating {dataset.name}"):
-        if "bad" in item:
-            raise UserError(f"{item['bad']}; run 'dsspn data check {dataset.root} --format "
-                            f"{dataset.format.name}' for every such file")
-        concepts = infer(item["image"])[0][None]
-        target = item["target"][None].to(device, non_blocking=True)
-        matrix.update(classes.of(concepts), classes.of(target))
-        if labels_out is not None:
-            _write_labels(labels_out, dataset, item["index"], core.concepts_to_labels(
-                concepts, dataset.name)[0])
-        valid = target >= 0
-        for level in range(depth):
-            cut_truth = torch.where(valid, levels[target.clamp(min=0), level], IGNORE)
-            level_matrices[level].update(levels[concepts, level], cut_truth)
+    with reading(loader) as items:
+        for item in track(items, len(mine), f"evaluating {dataset.name}"):
+            if "error" in item:
+                raise UserError(item["error"])
+            if "bad" in item:
+                raise UserError(f"{item['bad']}; run 'dsspn data check {dataset.root} "
+                                f"--format {dataset.format.name}' for every such file")
+            concepts = infer(item["image"])[0][None]
+            target = item["target"][None].to(device, non_blocking=True)
+            matrix.update(classes.of(concepts), classes.of(target))
+            if labels_out is not None:
+                _write_labels(labels_out, dataset, item["index"], core.concepts_to_labels(
+                    concepts, dataset.name)[0])
+            valid = target >= 0
+            for level in range(depth):
+                cut_truth = torch.where(valid, levels[target.clamp(min=0), level], IGNORE)
+                level_matrices[level].update(levels[concepts, level], cut_truth)
     core.train(was_training)
     all_reduce([matrix] + level_matrices, world)
     scores = matrix.scores(classes.names)

@@ -7,7 +7,8 @@
 - Before the first step every sample the run will read is read once (in threads, split over
   the ranks), the way training reads it. Unusable ones stop the run with the full list, or
   are left out with ``--skip-bad``. The result is kept in the run folder and reused while the
-  files are unchanged, so a resume does not read a large dataset again.
+  files are unchanged, so a resume does not read a large dataset again. A signal stops this
+  reading within a second (there is no step to finish yet), and the run with it.
 - A rank that dies breaks the others' collectives: they stop with a message instead of a
   traceback, and torchrun stops the job (or, with ``--max-restarts``, starts it again, and
   the new processes resume from the last checkpoint).
@@ -20,7 +21,6 @@ import json
 import os
 import signal
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dsspn_cli.errors import Stopped, UserError
@@ -75,8 +75,10 @@ class StopRequest:
 
 def ignore_stop_signals(worker_id: int) -> None:
     """Loader workers leave signals to the main process: a Ctrl-C reaches the whole process
-    group, and a worker that died of it would end the run before its checkpoint. Workers
-    still exit when the main process goes (PyTorch's watchdog)."""
+    group (a scheduler's SIGTERM may reach every process of the job), and a worker that died
+    of it would end the run before its checkpoint. Workers still exit when the main process
+    goes (PyTorch's watchdog). Deaf to SIGTERM, they outlive multiprocessing's exit handler,
+    which joins them for ever: every loader is shut down explicitly (``data.loading``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -124,10 +126,14 @@ def _read_scan_cache(path: Path) -> dict:
     return cache if isinstance(cache, dict) else {}
 
 
-def scan(parts, run_root: Path, world, console=None, workers: int = 4) -> list[tuple]:
+def scan(parts, run_root: Path, world, console=None, workers: int = 4,
+         stop: StopRequest | None = None) -> list[tuple]:
     """Read every sample of ``parts`` [(dataset, split, indices)] once; the unusable ones as
-    [(part number, index, message)], the same on every rank."""
+    [(part number, index, message)], the same on every rank. A signal to ``stop`` ends the
+    reading at once and raises Interrupted (on every rank), with nothing written."""
     import torch.distributed as dist
+
+    from dsspn_cli.data.loading import in_order, thread_pool
 
     cache_file = run_root / SCAN_FILE
     keys = [f"{d.name}/{split}" for d, split, _ in parts]
@@ -151,18 +157,26 @@ def scan(parts, run_root: Path, world, console=None, workers: int = 4) -> list[t
         p, i = job
         return p, i, parts[p][0].problem(i)
 
-    found = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(check, mine)
+    def stopping() -> bool:
+        return stop is not None and bool(stop.signum)
+
+    with thread_pool(workers) as pool:
+        results = in_order(pool, check, mine, stopping)
         if console is not None and world.main:
             from dsspn_cli.console import track
 
             results = track(results, len(mine), "reading the data once", console, "samples")
         found = [(p, i, m) for p, i, m in results if m is not None]
-    if world.size > 1:
+    signum = stop.signum if stopping() else 0
+    if world.size > 1:                  # a rank that was signalled stops them all
         gathered = [None] * world.size
-        dist.all_gather_object(gathered, found)
-        found = sorted(item for part in gathered for item in part)
+        dist.all_gather_object(gathered, (found, signum))
+        found = sorted(item for part, _ in gathered for item in part)
+        signum = max(s for _, s in gathered)
+    if signum:
+        raise Interrupted(f"{signal.Signals(signum).name} while reading the data before step "
+                          "1: nothing trained, no checkpoint written; run the same command "
+                          "again to start", signum)
     if world.main:
         from dsspn_cli.files import atomic_write_text
 

@@ -3,7 +3,9 @@ training share, so that an image gets the same labels in all three.
 
 - Images are decoded in DataLoader worker processes (``image_loader``), one image at a time
   (their sizes differ), in order; a file that cannot be read arrives as ``{"bad": message}``
-  so that the command names it instead of printing a worker's traceback.
+  (a UserError as ``{"error": message}``) so that the command names it instead of printing
+  a worker's traceback. Read them with ``data.loading.reading``, which shuts the workers
+  down when the loop ends.
 - ``Inference`` normalises an image on the model's device and runs the model on it whole, or,
   when a side exceeds ``tile``, in tiles of at most ``tile`` x ``tile`` pixels that overlap by
   ``tile // 4``; each tile keeps only its central part (up to the middle of each overlap), so
@@ -22,7 +24,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from dsspn_cli.data.common import BadFile, read_image
+from dsspn_cli.data.common import read_image
+from dsspn_cli.data.loading import item_failure
 from dsspn_cli.data.transforms import normalise
 from dsspn_cli.engine.config import MIN_TILE, TILE
 
@@ -55,9 +58,9 @@ class LabelledImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         try:
             image, concepts = self.dataset.load(index)
-        except BadFile as exc:
-            return {"index": index, "bad": str(exc)}
-        return {"index": index, "image": _tensor(image), "target": _tensor(concepts)}
+            return {"index": index, "image": _tensor(image), "target": _tensor(concepts)}
+        except Exception as exc:
+            return {"index": index, **item_failure(exc, self.dataset.files(index))}
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -72,8 +75,8 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         try:
             return {"index": index, "image": _tensor(read_image(self.paths[index]))}
-        except BadFile as exc:
-            return {"index": index, "bad": str(exc)}
+        except Exception as exc:
+            return {"index": index, **item_failure(exc, [self.paths[index]])}
 
 
 def image_loader(items: torch.utils.data.Dataset, indices: Sequence[int], workers: int,

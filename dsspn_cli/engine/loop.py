@@ -7,7 +7,9 @@ import time
 
 import torch
 
+from dsspn_cli.data.loading import open_iterator, shut_down, worker_errors
 from dsspn_cli.engine.world import World, agree
+from dsspn_cli.errors import UserError
 
 
 class NonFiniteLoss(Exception):
@@ -37,6 +39,7 @@ class Trainer:
         self.record: dict = {}    # the last step's metrics
         self.failed = False
         self._seen, self._started = 0, time.perf_counter()
+        self._iterator = None     # the loader's, while the loop runs
 
     @property
     def lr(self) -> float:
@@ -66,6 +69,10 @@ class Trainer:
             self.failed = True
             raise
         finally:
+            # Now, not whenever the garbage collector gets to the iterator: its workers
+            # could otherwise keep the process from exiting (``loading``).
+            shut_down(self._iterator, self.loader)
+            self._iterator = None
             for hook in self.hooks:
                 hook.after_train(self)
 
@@ -77,9 +84,13 @@ class Trainer:
             epoch, within = divmod(self.step, per_epoch)
             self.sampler.set_epoch(epoch)
             self.sampler.skip = within
-            yield from self.loader
+            self._iterator = open_iterator(self.loader)
+            with worker_errors():
+                yield from self._iterator
 
     def run_step(self, batch: dict) -> None:
+        if "error" in batch:
+            raise UserError(batch["error"][0])
         if "bad" in batch:
             raise BadSample(batch["bad"][0], self.step + 1)
         device = self.world.device

@@ -413,6 +413,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     out = check_output(out, folder=True)
     jobs = find_images(inputs, out)
     check_images(jobs, out, as_json)
+    from dsspn_cli.data.loading import reading
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.infer import ImageFiles, image_loader
     from dsspn_cli.engine.world import resolve_device, resolve_precision
@@ -426,16 +427,18 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     choice = choose_classes(tree, classes, labelset)
     predictor = Predictor(model, tree, dataset, level, tile, torch_device, precision, choice)
     report = PredictReport(out, dataset, device=str(torch_device))
-    loop: Iterable[dict] = image_loader(ImageFiles([job.image for job in jobs]),
-                                        range(len(jobs)), workers, torch_device)
-    if track is not None and len(jobs) > 1:
-        loop = track(loop, len(jobs), "predicting")
-    for item in loop:
-        if "bad" in item:
-            raise UserError(item["bad"])
-        job = jobs[item["index"]]
-        report.files += predictor.write(job, item["image"].numpy(), out, as_json)
-        report.images.append(job.image)
+    loader = image_loader(ImageFiles([job.image for job in jobs]), range(len(jobs)), workers,
+                          torch_device)
+    with reading(loader) as items:
+        loop: Iterable[dict] = items
+        if track is not None and len(jobs) > 1:
+            loop = track(loop, len(jobs), "predicting")
+        for item in loop:
+            if "bad" in item or "error" in item:
+                raise UserError(item.get("error") or item["bad"])
+            job = jobs[item["index"]]
+            report.files += predictor.write(job, item["image"].numpy(), out, as_json)
+            report.images.append(job.image)
     return report
 
 

@@ -46,9 +46,10 @@ def train(config: TrainConfig, resume: bool = False, console=None,
 # ------------------------------------------------------------------------------ builders
 
 
-def build_data(config: TrainConfig, table, world: World, run: RunFolder, console):
-    """Training and validation datasets (their unusable samples found first), the batch
-    sampler and the loader."""
+def build_data(config: TrainConfig, table, world: World, run: RunFolder, console,
+               stop=None):
+    """Training and validation datasets (their unusable samples found first, unless a signal
+    to ``stop`` comes first), the batch sampler and the loader."""
     from dsspn_cli.data.dataset import JointDataset, SegmentationDataset, collate
     from dsspn_cli.data.sampler import DatasetBatchSampler
     from dsspn_cli.data.transforms import TrainTransform
@@ -61,7 +62,7 @@ def build_data(config: TrainConfig, table, world: World, run: RunFolder, console
     if config.scan:
         parts = [(d, "train", range(len(d))) for d in datasets] + [
             (d, "val", range(len(d))) for d in val_sets]
-        bad = scan(parts, run.root, world, console, workers=max(2, config.workers))
+        bad = scan(parts, run.root, world, console, workers=max(2, config.workers), stop=stop)
         handle_bad_samples(parts, bad, run.root, world, console, config.skip_bad)
     weights = [config.weights[fmt] for fmt in config.data] if config.weights else None
     joint = JointDataset(datasets)
@@ -159,7 +160,7 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
         run.tidy(int(payload["step"]) if payload is not None else None)
 
     table = MaskingTable.from_tree(tree)
-    datasets, val_sets, sampler, loader = build_data(config, table, world, run, console)
+    datasets, val_sets, sampler, loader = build_data(config, table, world, run, console, stop)
     names = [d.name for d in datasets]
     torch.manual_seed(config.seed)      # the same initial weights on every rank
     model = build_model(table, config, names).to(world.device)
