@@ -262,7 +262,7 @@ CASES = {
     "train: --output-stride": (lambda w: ["train", "--output-stride", "4", "--data",
                                           f"cityscapes={w['city']}", "--out",
                                           w["root"] / "t13"], ["output_stride"]),
-    "train: --data format": (lambda w: ["train", "--data", "kitti=/x"], ["unknown format"]),
+    "train: --data format": (lambda w: ["train", "--data", "nuscenes=/x"], ["unknown format"]),
     "train: unknown option": (lambda w: ["train", "--learning-rate", "1"], ["no such option"]),
     "predict: --tile": (lambda w: ["predict", "--model", w["ckpt"],
                                    w["root"] / "full.png", "--tile",

@@ -124,7 +124,7 @@ def test_tables_written_and_readable(tmp_path, run):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["hierarchy", "merge", "coco", "kitti"], "unknown dataset 'kitti'"),
+    (["hierarchy", "merge", "coco", "nuscenes"], "unknown dataset 'nuscenes'"),
     (["hierarchy", "merge", "coco", "missing/labels.yaml"], "no such label-set file"),
     (["hierarchy", "show", "nowhere.yaml"], "no such concept tree file"),
     (["hierarchy", "show", "--dataset", "kitti"], "--dataset kitti: not in this concept tree"),

@@ -122,8 +122,8 @@ def test_colour_label_maps_are_refused(tmp_path):
 
 
 def test_unknown_format():
-    with pytest.raises(UserError, match="--format kitti: unknown dataset format"):
-        get_format("kitti")
+    with pytest.raises(UserError, match="--format nuscenes: unknown dataset format"):
+        get_format("nuscenes")
 
 
 def test_check_reports_every_problem_at_once(tmp_path):

@@ -155,8 +155,8 @@ def test_bad_labelsets_name_file_field_and_fix(tmp_path, doc, message):
 
 
 def test_unknown_dataset_and_missing_file():
-    with pytest.raises(UserError, match="unknown dataset 'kitti'; built-in label sets: ade, "):
-        load_labelset("kitti")
+    with pytest.raises(UserError, match="unknown dataset 'nuscenes'; built-in label sets: ade, "):
+        load_labelset("nuscenes")
     with pytest.raises(UserError, match="nope/x.yaml: no such label-set file"):
         load_labelset("nope/x.yaml")
 

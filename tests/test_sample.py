@@ -55,9 +55,10 @@ def valid_ids(name: str, ignore: int) -> set[int]:
 
 def test_summary_and_readme(sample):
     out, summary = sample
-    assert summary == {ds: SPLITS for ds in ("cityscapes", "ade", "coco", "mapillary")}
+    assert summary == {**{ds: SPLITS for ds in ("cityscapes", "ade", "coco", "mapillary")},
+                       "camvid": {"test": 2}, "voc": {"val": 2}}
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.txt", "ade20k", "cityscapes", "coco-stuff", "mapillary"]
+        "README.txt", "ade20k", "cityscapes", "coco-stuff", "held-out", "mapillary"]
     assert "not real photos" in (out / "README.txt").read_text().lower()
 
 
@@ -174,15 +175,20 @@ def test_same_seed_same_bytes_other_seed_other_images(sample, tmp_path):
 # encoder (the decoded pixels of every PNG, the JSON and README bytes); FILES covers every
 # byte of every file. Re-record only for a change meant to alter the sample data, or when a
 # new numpy (random streams) or Pillow (PNG/JPEG encoders) alters them, and say which.
+# The held-out sets (held-out/, added later) have digests of their own, so these still pin
+# the four training datasets as they always were.
 SAMPLE_LABELS_DIGEST = "919d79b4afa8471bbe05550bd31b36d19830adcf2e71b7b8a036155e2ff088f6"
 SAMPLE_FILES_DIGEST = "ef322ea12d1a41dd5f55796a4ec3c7f2f0b14e5ca30878ca70843271169b6706"
+HELD_OUT_LABELS_DIGEST = "eff670f1d7ec54f24597f041d3e373543a7a9781295f7f3c25a315abf6643ba6"
+HELD_OUT_FILES_DIGEST = "87c73758bc49b1f823d73fb0a716ecc9396750e4f7ffe114583bf5610619858a"
 
 
-def sample_digests(root: Path) -> tuple[str, str]:
-    """(labels digest, files digest) of a sample folder, as recorded above."""
+def sample_digests(root: Path, skip: str | None = None) -> tuple[str, str]:
+    """(labels digest, files digest) of a sample folder, as recorded above, without the
+    folder ``skip``."""
     labels, every = [], []
     for path in sorted(root.rglob("*")):
-        if not path.is_file():
+        if not path.is_file() or (skip and path.relative_to(root).parts[0] == skip):
             continue
         name = path.relative_to(root).as_posix()
         data = path.read_bytes()
@@ -200,10 +206,12 @@ def sample_digests(root: Path) -> tuple[str, str]:
 
 
 def test_same_seed_same_bytes_as_recorded(sample):
-    labels, every = sample_digests(sample[0])
+    labels, every = sample_digests(sample[0], skip="held-out")
     assert labels == SAMPLE_LABELS_DIGEST, "the drawn scenes or their labels changed"
     assert every == SAMPLE_FILES_DIGEST, ("same label maps, other file bytes: the images "
                                           "(JPEG) or the encoding of the files changed")
+    labels, every = sample_digests(sample[0] / "held-out")
+    assert (labels, every) == (HELD_OUT_LABELS_DIGEST, HELD_OUT_FILES_DIGEST)
 
 
 def test_rerun_replaces_own_sample_and_refuses_foreign_data(tmp_path):

@@ -91,7 +91,7 @@ def test_evaluate_and_train_cli(data, tmp_path, run):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "--data", "kitti=/x"], "unknown format 'kitti'"),
+    (["train", "--data", "nuscenes=/x"], "unknown format 'nuscenes'"),
     (["train", "--data", "cityscapes"], "write FORMAT=ROOT"),
     (["train", "--data", "cityscapes=/nowhere", "--out", "r"], "no such folder"),
     (["evaluate", "missing.pt"], "no such checkpoint"),

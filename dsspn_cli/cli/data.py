@@ -16,7 +16,8 @@ app = typer.Typer(help="Datasets: write the built-in sample data, check a datase
                   add_completion=False)
 
 FORMAT_HELP = ("Layout: cityscapes, ade, coco (PNG maps, else JSON), coco-json, mapillary, "
-               "mapillary-v2, folder.")
+               "mapillary-v2, folder; held-out test sets: voc, pascal-context (59), "
+               "pascal-context-60, camvid, kitti, wilddash, scannet.")
 # The neurons an image activates on average in the paper (section 4.5), for comparison.
 PAPER_NEURONS = {"coco": 6, "ade": 5, "cityscapes": 10, "mapillary": 8}
 

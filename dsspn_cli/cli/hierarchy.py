@@ -233,10 +233,13 @@ def list_labelsets():
     by_file: dict = {}
     for alias, path in builtin_labelsets().items():
         by_file.setdefault(path, []).append(alias)
-    listed = table("name", "title", "labels", "mapped", "ignore", "aliases")
-    for path, aliases in by_file.items():
-        ls = load_labelset(path.stem)
-        add_row(listed, ls.name, ls.title, len(ls.labels), len(ls.mapped_labels),
+    listed = table("name", "title", "use", "labels", "mapped", "ignore", "aliases")
+    sets = [load_labelset(path.stem) for path in by_file]
+    # The training sets first, then the held-out test sets (scored, never in the shipped tree).
+    for ls, aliases in sorted(zip(sets, by_file.values()),
+                              key=lambda item: bool(item[0].extra.get("held_out"))):
+        use = "held-out test" if ls.extra.get("held_out") else "training"
+        add_row(listed, ls.name, ls.title, use, len(ls.labels), len(ls.mapped_labels),
                 ls.ignore_index, ", ".join(a for a in aliases if a != ls.name))
     _console().print(listed)
 

@@ -141,7 +141,15 @@ def dataset_stats(root, format_name: str, table, dataset: str | None = None,
     root = check_root(root)
     fmt = get_format(format_name)
     labelset = labelset_for(fmt, root)
-    mapper = LabelMapper(table, dataset or labelset.name, labelset)
+    name = dataset or labelset.name
+    if fmt.held_out and name not in table.datasets:
+        # Until its classes can be mapped onto the tree's concepts, the tree sees nothing here.
+        raise UserError(f"--format {fmt.name}: {labelset.title} is a held-out test set, not a "
+                        f"dataset of this tree ({', '.join(table.datasets)}), and mapping its "
+                        "classes onto the tree's concepts is not there yet; 'dsspn data check' "
+                        "reads it, or merge a tree with it (dsspn hierarchy merge coco ade "
+                        f"cityscapes mapillary {name} -o tree.yaml) and give --tree tree.yaml")
+    mapper = LabelMapper(table, name, labelset)
     samples = [s for s in fmt.samples(root, split) if s.extra.get("missing") != "image"]
     if not samples:
         raise UserError(f"{root}: no images in split '{split}'")

@@ -198,6 +198,19 @@ def read_label_png(path: Path) -> np.ndarray:
         return np.asarray(image).astype(np.int32)
 
 
+def read_label_within(path: Path, most: int, what: str, fix: str) -> np.ndarray:
+    """``read_label_png``, every stored value from 0 to ``most``: for readers that turn the
+    values into others (ScanNet's NYU40 ids, Pascal Context's shifted ids), so that a value
+    out of range is caught as stored, not after it became another class. BadFile naming the
+    first few values outside, as ``what`` they are not, and the ``fix``."""
+    values = read_label_png(path)
+    bad = np.unique(values[(values < 0) | (values > most)])
+    if bad.size:
+        raise BadFile(path, f"values {', '.join(map(str, bad[:5].tolist()))} are not {what}; "
+                      f"{fix}")
+    return values
+
+
 def image_header(path: Path) -> tuple[int, int, int]:
     """(height, width, EXIF orientation) of a photo as ``read_image`` returns it, from the
     header alone."""
@@ -237,6 +250,10 @@ class DatasetFormat:
     labelset = ""                     # the built-in label set this layout uses
     splits: dict[str, str] = {}       # user split name -> folder name
     layout = ""                       # one line shown when the layout is not found
+    # MSeg's held-out test sets (VOC, CamVid, ...) are scored, never trained on, and are not
+    # datasets of the shipped tree; test_split is the split such a set is scored on.
+    held_out = False
+    test_split = "val"
 
     def folder(self, split: str) -> str:
         if split not in self.splits:
@@ -259,12 +276,13 @@ class DatasetFormat:
 def pair_by_stem(image_dir: Path, label_dir: Path, image_tail: str | None = None,
                  label_tail: str | None = None, orphan_suffix: str = ".jpg",
                  label_suffixes=(".png",), recursive: bool = False,
-                 extra: dict | None = None) -> list[Sample]:
+                 extra: dict | None = None, not_images: tuple[str, ...] = ()) -> list[Sample]:
     """Every image of ``image_dir`` with the label map of ``label_dir`` whose name has the
     same key, and every label map without an image (``extra['missing'] = 'image'``, at the
     image path it would have). The key is a name without its tail (Cityscapes'
     '_leftImg8bit.png' / '_gtFine_labelIds.png'), or without its suffix when no tail is given
-    ('x.jpg' / 'x.png'); names without the tail are not part of the layout."""
+    ('x.jpg' / 'x.png'); names without the tail are not part of the layout, nor are names
+    ending in one of ``not_images`` (label maps beside the images, as WildDash has them)."""
 
     def key(path: Path, tail: str | None) -> str | None:
         if tail is None:
@@ -279,6 +297,8 @@ def pair_by_stem(image_dir: Path, label_dir: Path, image_tail: str | None = None
                 labels[name] = label
     found = []
     for image in files(image_dir, recursive=recursive):
+        if not_images and image.name.endswith(not_images):
+            continue
         name = key(image, image_tail)
         if name is not None:
             found.append(Sample(image, labels.pop(name, None), name, dict(extra or {})))
@@ -293,3 +313,51 @@ def files(folder: Path, suffixes=IMAGE_SUFFIXES, recursive: bool = False) -> lis
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in folder.glob(pattern)
                   if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+
+
+def dataset_base(root: Path, tops: tuple[str, ...], marker: str) -> Path:
+    """Where a layout starts: ``root/top`` for the first of ``tops`` that holds ``marker``,
+    else ``root`` itself. Datasets unpack with or without their top folders (VOCdevkit/VOC2012,
+    CamVid, scannet_frames_25k): either is accepted as ROOT."""
+    for top in tops:
+        if (root / top / marker).exists():
+            return root / top
+    return root
+
+
+def read_split_list(path: Path) -> list[str]:
+    """The ids of a split list file: the first field of each line (VOC's ImageSets lists one
+    image id a line, ScanNet's scannetv2_*.txt one scene), blank lines skipped."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file of ids; use the split list shipped with the "
+                        "dataset") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the split list: {os_problem(exc)}") from None
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
+
+
+class SplitListFormat(DatasetFormat):
+    """A layout whose splits are lists of image ids (``<lists>/<split>.txt``), with the images
+    in one folder and the label maps in another, named by id: Pascal VOC and Pascal Context."""
+
+    tops: tuple[str, ...] = ()        # the dataset's own top folders, when ROOT is above them
+    lists = ""                        # the folder of the split lists, under the top
+    images = "JPEGImages"
+    labels = ""
+    image_suffix = ".jpg"
+
+    def samples(self, root: Path, split: str) -> list[Sample]:
+        base = dataset_base(root, self.tops, self.images)
+        listing = base / self.lists / f"{self.folder(split)}.txt"
+        if not listing.is_file():
+            if base == root and not (root / self.images).is_dir():   # no layout at all
+                listing = root / self.tops[0] / self.lists / listing.name
+            raise self.missing_layout(root, listing)
+        found = []
+        for key in dict.fromkeys(read_split_list(listing)):    # in list order, once each
+            label = base / self.labels / f"{key}.png"
+            found.append(Sample(base / self.images / f"{key}{self.image_suffix}",
+                                label if label.is_file() else None, key))
+        return found

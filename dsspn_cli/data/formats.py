@@ -5,11 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from dsspn_cli.data.ade20k import ADE20K
+from dsspn_cli.data.camvid import CamVid
 from dsspn_cli.data.cityscapes import Cityscapes
 from dsspn_cli.data.coco_stuff import CocoStuff, CocoStuffJson
 from dsspn_cli.data.common import DatasetFormat
 from dsspn_cli.data.folder import Folder
+from dsspn_cli.data.kitti import KITTI
 from dsspn_cli.data.mapillary import MapillaryVistas, MapillaryVistasV2
+from dsspn_cli.data.pascal_context import PascalContext, PascalContext60
+from dsspn_cli.data.scannet import ScanNet
+from dsspn_cli.data.voc import PascalVOC
+from dsspn_cli.data.wilddash import WildDash
 from dsspn_cli.errors import UserError
 
 FORMATS: dict[str, type[DatasetFormat]] = {
@@ -20,9 +26,21 @@ FORMATS: dict[str, type[DatasetFormat]] = {
     "mapillary": MapillaryVistas,
     "mapillary-v2": MapillaryVistasV2,
     "folder": Folder,
+    # MSeg's held-out test sets: read, checked and scored, never trained on by default.
+    "voc": PascalVOC,
+    "pascal-context": PascalContext,
+    "pascal-context-60": PascalContext60,
+    "camvid": CamVid,
+    "kitti": KITTI,
+    "wilddash": WildDash,
+    "scannet": ScanNet,
 }
 ALIASES = {"ade20k": "ade", "coco-stuff": "coco", "cocostuff": "coco", "vistas": "mapillary",
-           "mapillary-vistas": "mapillary", "vistas-v2": "mapillary-v2", "city": "cityscapes"}
+           "mapillary-vistas": "mapillary", "vistas-v2": "mapillary-v2", "city": "cityscapes",
+           "pascal-voc": "voc", "voc2012": "voc", "pascal-voc-2012": "voc",
+           "pascal-context-59": "pascal-context", "pc59": "pascal-context",
+           "pc60": "pascal-context-60", "camvid-11": "camvid", "kitti-semantics": "kitti",
+           "wilddash-v1": "wilddash", "scannet-20": "scannet", "scannet20": "scannet"}
 
 
 def get_format(name: str) -> DatasetFormat:

@@ -27,7 +27,11 @@ Layouts written under ``OUT`` (``write_sample_data``):
   ``coco-stuff/stuffthingmaps_trainval2017/{train2017,val2017}/<id>.png`` and
   ``coco-stuff/annotations/{stuff,instances}_{train2017,val2017}.json``;
 - ``mapillary/{training,validation}/{images,v1.2/labels}/<key>.jpg|png`` and
-  ``mapillary/config_v1.2.json``.
+  ``mapillary/config_v1.2.json``;
+- held-out test sets, drawn the same way from seeds of their own, labelled in their own
+  classes and never trained on (``sample_datasets`` leaves them out):
+  ``held-out/camvid/{test,testannot}/<seq>_<frame>.png`` (CamVid, 11 classes) and
+  ``held-out/voc/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets}`` (Pascal VOC 2012).
 
 The COCO JSON reproduces the PNG label maps exactly (``layouts/coco_stuff.py`` says how).
 
@@ -52,6 +56,7 @@ from dsspn_cli.data.sample.concepts import (
     CONCEPTS,
     DATASETS,
     GROUP_DEPTH,
+    HELD_OUT,
     INDOOR_CONCEPTS,
     LANDSCAPE_CONCEPTS,
     SCENE_CONCEPTS,
@@ -66,16 +71,19 @@ from dsspn_cli.data.sample.scenes import SCENE_MIX, draw_scene
 from dsspn_cli.errors import UserError, os_problem
 
 __all__ = [
-    "CITIES", "CONCEPTS", "DATASETS", "FOLDERS", "GROUP_DEPTH", "INDOOR_CONCEPTS",
+    "CITIES", "CONCEPTS", "DATASETS", "FOLDERS", "GROUP_DEPTH", "HELD_OUT", "INDOOR_CONCEPTS",
     "KEY_ALPHABET", "LANDSCAPE_CONCEPTS", "MAX_PIXELS", "MIN_SIDE", "README_MARK",
     "SCENE_CONCEPTS", "SCENE_MIX", "STREET_CONCEPTS", "TEXTURES", "WRITERS", "ConceptKit",
     "check_size", "default_sample_root", "draw_scene", "ensure_sample_data", "sample_datasets",
-    "write_sample_data",
+    "held_out_datasets", "write_sample_data",
 ]
 
-# The folder of each dataset under OUT, by the tree's dataset name.
+# The folder of each dataset under OUT, by the tree's dataset name (held-out sets: by their
+# format's name), the held-out ones apart so that nobody trains on them by mistake.
+HELD_OUT_DIR = "held-out"
 FOLDERS = {"cityscapes": "cityscapes", "ade": "ade20k", "coco": "coco-stuff",
-           "mapillary": "mapillary"}
+           "mapillary": "mapillary", "camvid": f"{HELD_OUT_DIR}/camvid",
+           "voc": f"{HELD_OUT_DIR}/voc"}
 README_MARK = "dsspn sample data"
 
 
@@ -96,6 +104,22 @@ Each scene is drawn as a map of concepts of the dsspn concept tree, and each dat
 at its own granularity with its own ids (Cityscapes 'rider' where Mapillary says 'bicyclist',
 ADE20K 'animal' where COCO-Stuff says 'cat'). Colours follow the tree (siblings look alike);
 textures and shapes tell siblings apart. Useful for smoke tests and demos, not for accuracy.
+"""
+
+
+def _held_out_readme(seed, counts, size) -> str:
+    return f"""{README_MARK}: held-out test sets, procedural scenes, NOT real photos
+(seed {seed}, {counts['val']} images each, {size[0]}x{size[1]} pixels).
+
+Drawn like the four training datasets beside this folder, from seeds of their own, and labelled
+in the classes of two of MSeg's held-out test sets, in their real layouts:
+
+  camvid/   test/, testannot/, test.txt                                 CamVid, 11 classes
+  voc/      VOCdevkit/VOC2012/: JPEGImages, SegmentationClass, ImageSets  Pascal VOC 2012
+
+Never trained on: 'dsspn train' without --data reads only the four training datasets. They are
+for scoring a model zero-shot, in classes it never trained on; 'dsspn data check voc --format
+voc' (or camvid) reads them.
 """
 
 
@@ -145,7 +169,7 @@ def write_sample_data(out, seed: int = 0, images: int = 16, size=(128, 256),
     counts = {"train": images, "val": max(2, images // 4)}
 
     out = check_output(out, folder=True)
-    names = ["README.txt"] + [FOLDERS[d] for d in DATASETS]
+    names = ["README.txt"] + [FOLDERS[d] for d in DATASETS] + [HELD_OUT_DIR]
     readme = out / "README.txt"
     ours = readme.is_file() and readme.read_text(errors="replace").startswith(README_MARK)
     clash = [n for n in names if (out / n).exists()]
@@ -161,11 +185,13 @@ def write_sample_data(out, seed: int = 0, images: int = 16, size=(128, 256),
     finished = False
     try:
         summary = {}
-        for ds in DATASETS:
+        for ds in DATASETS + HELD_OUT:
             summary[ds] = WRITERS[ds](kit, staging / FOLDERS[ds], seed, counts,
                                       (height, width))
         (staging / "README.txt").write_text(_readme(seed, counts, (height, width)),
                                             encoding="utf-8")
+        (staging / HELD_OUT_DIR / "README.txt").write_text(
+            _held_out_readme(seed, counts, (height, width)), encoding="utf-8")
         old = staging / ".replaced"
         old.mkdir()
         for name in names:
@@ -188,9 +214,17 @@ def write_sample_data(out, seed: int = 0, images: int = 16, size=(128, 256),
 
 def sample_datasets(root: str | Path | None = None) -> dict[str, str]:
     """The sample datasets under ``root`` (default: dsspn's cache), as ``{format: folder}``,
-    the way training and evaluation take data."""
+    the way training and evaluation take data: the four training datasets, never the
+    held-out ones (``held_out_datasets``)."""
     root = Path(root) if root is not None else default_sample_root()
     return {dataset: str(root / FOLDERS[dataset]) for dataset in DATASETS}
+
+
+def held_out_datasets(root: str | Path | None = None) -> dict[str, str]:
+    """The held-out sample test sets under ``root``, as ``{format: folder}``: for scoring a
+    model zero-shot, never for training."""
+    root = Path(root) if root is not None else default_sample_root()
+    return {dataset: str(root / FOLDERS[dataset]) for dataset in HELD_OUT}
 
 
 def default_sample_root() -> Path:
@@ -201,8 +235,9 @@ def default_sample_root() -> Path:
 
 
 def ensure_sample_data(root: str | Path | None = None) -> dict[str, str]:
-    """The sample datasets, written first if they are not there yet."""
+    """The sample datasets, written first if they are not there yet (or were written before
+    the held-out sets were)."""
     root = Path(root) if root is not None else default_sample_root()
-    if not (root / "README.txt").is_file():
+    if not (root / "README.txt").is_file() or not (root / HELD_OUT_DIR / "README.txt").is_file():
         write_sample_data(root)
     return sample_datasets(root)

@@ -12,6 +12,9 @@ from dsspn_cli.errors import UserError
 
 # The tree's dataset names, in the order the datasets are written.
 DATASETS = ("cityscapes", "ade", "coco", "mapillary")
+# Held-out test sets written beside them (their label sets' names): drawn the same way,
+# labelled in their own classes, never trained on (not datasets of the tree).
+HELD_OUT = ("camvid", "voc")
 
 # The concepts each scene type renders (names of the shipped tree).
 STREET_CONCEPTS = (
@@ -105,6 +108,17 @@ class ConceptKit:
             if ids:
                 return int(min(ids))
         return None
+
+    def table_of(self, labelset, classes: dict[str, str], rest: int) -> np.ndarray:
+        """Concept index -> label id of a label set that is not in the tree (a held-out
+        set): ``classes`` names the label of each scene concept it has a class for, every
+        other drawn concept gets ``rest``, undrawn pixels the label set's ignore value."""
+        ids = {label.name: label.id for label in labelset.labels}
+        table = np.full(len(CONCEPTS) + 1, rest, np.uint8)
+        for concept, name in classes.items():
+            table[self.index[concept]] = ids[name]
+        table[self.none] = labelset.ignore_index
+        return table
 
     def _colours(self):
         tree = self.tree

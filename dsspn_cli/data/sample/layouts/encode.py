@@ -11,9 +11,14 @@ import numpy as np
 from PIL import Image
 
 
-def png_bytes(arr: np.ndarray, mode: str) -> bytes:
+def png_bytes(arr: np.ndarray, mode: str, palette: bytes | None = None) -> bytes:
+    """A PNG of ``arr``; with ``palette`` (mode P), an indexed PNG whose pixel values are the
+    palette indices, as VOC stores its label maps."""
     buf = io.BytesIO()
-    Image.fromarray(arr, mode=mode).save(buf, format="PNG")
+    image = Image.fromarray(arr, mode=mode)
+    if palette is not None:
+        image.putpalette(palette)
+    image.save(buf, format="PNG")
     return buf.getvalue()
 
 
