@@ -365,7 +365,9 @@ def last_good(run: RunFolder) -> str:
     from dsspn_cli.engine.checkpoint import load_checkpoint
 
     if not run.last.is_file():
-        return "no checkpoint written yet"
+        steps = run.step_files()        # resumed from one, last.pt not written again yet
+        return (f"the newest checkpoint is {steps[-1]}; resume with --resume" if steps else
+                "no checkpoint written yet")
     return (f"the last good checkpoint is {run.last} (step "
             f"{load_checkpoint(run.last)['step']}); resume with --resume")
 
