@@ -112,14 +112,15 @@ def check_output(path: str | os.PathLike, *, inputs=(), folder: bool = False,
             raise _not_regular(path, st.st_mode)
     above = _nearest_folder(path if folder else path.parent, path)
     inputs = [given for given in inputs if given is not None]
-    targets = _expand(path, writes) if folder and st is not None else []
-    for relative, is_folder in targets:
-        _check_below(path, relative, is_folder)
-    # The most precise complaint first: a file the command would write is one it reads.
     read = {_identity(given): given for given in inputs}
     read.pop(None, None)
-    for target in [path / relative for relative, _ in targets] if folder else [path]:
-        given = read.get(_identity(target))
+    if folder:
+        existing = _check_writes(path, _expand(path, writes)) if st is not None else {}
+    else:
+        existing = {path: _identity(path)}
+    # The most precise complaint first: a file the command would write is one it reads.
+    for target, identity in existing.items():
+        given = read.get(identity)
         if given is not None:
             raise UserError(one_line(
                 f"{target}: is also an input of this command ({given}); writing it would "
@@ -149,29 +150,43 @@ def _expand(root: Path, writes) -> list[tuple[str, bool]]:
     return found
 
 
-def _check_below(root: Path, relative: str, is_folder: bool) -> None:
-    """Each part of ``root/relative`` that exists is a real folder (the last: a regular file,
-    or a folder when ``is_folder``), never a link."""
-    current = root
-    parts = Path(relative).parts
-    for depth, part in enumerate(parts, start=1):
-        current = current / part
-        try:
-            st = os.lstat(current)
-        except (FileNotFoundError, NotADirectoryError):
-            return                          # not there yet: dsspn creates it
-        except OSError as exc:
-            raise os_error(exc, current, "write") from None
-        if stat.S_ISLNK(st.st_mode):
-            _refuse_link(current)
-        if depth < len(parts) or is_folder:
-            if not stat.S_ISDIR(st.st_mode):
+def _check_writes(root: Path, writes) -> dict[Path, tuple[int, int]]:
+    """Each part of every write (relative path, whether a folder) below ``root`` that exists
+    is a real folder (the last: a regular file, or a folder for a folder), never a link.
+    Returns the identities of the files already there (to be replaced)."""
+    folders: dict[str, bool] = {}       # a part checked once: a folder there, or nothing
+    existing = {}
+    for relative, is_folder in writes:
+        current = os.fspath(root)          # strings: thousands of images, each a few parts
+        parts = [part for part in relative.split(os.sep) if part]
+        for depth, part in enumerate(parts, start=1):
+            current = os.path.join(current, part)
+            last = depth == len(parts) and not is_folder
+            if not last and current in folders:
+                if folders[current]:
+                    continue
+                break
+            try:
+                st = os.lstat(current)
+            except (FileNotFoundError, NotADirectoryError):
+                folders[current] = False
+                break                         # not there yet: dsspn creates it
+            except OSError as exc:
+                raise os_error(exc, current, "write") from None
+            if stat.S_ISLNK(st.st_mode):
+                _refuse_link(Path(current))
+            if last:
+                if not stat.S_ISREG(st.st_mode):
+                    raise _not_regular(Path(current), st.st_mode)
+                existing[Path(current)] = (st.st_dev, st.st_ino)
+            elif stat.S_ISDIR(st.st_mode):
+                folders[current] = True
+            else:
                 what = "a file" if stat.S_ISREG(st.st_mode) else kind_of(st.st_mode)
                 raise UserError(one_line(
                     f"{current}: is {what}, where this command writes a folder ({root / relative}"
                     "); remove or rename it, or give another output folder"))
-        elif not stat.S_ISREG(st.st_mode):
-            raise _not_regular(current, st.st_mode)
+    return existing
 
 
 def _refuse_overlap(path: Path, folder: bool, inputs) -> None:
