@@ -3,18 +3,13 @@ written atomically), and safe reading of the files users give (YAML, JSON, text)
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 from dsspn_cli.errors import UserError, one_line, os_error, os_problem
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def stat_path(path: str | os.PathLike, action: str = "read") -> os.stat_result | None:
@@ -85,11 +80,24 @@ def _identity(path) -> tuple[int, int] | None:
 
 def check_output(path: str | os.PathLike, *, inputs=(), folder: bool = False,
                  writes=()) -> Path:
-    """Check, before any work, that an output can be written where the user asked: not one
-    of the command's ``inputs`` (for a folder: none of the files it ``writes`` inside), not a
-    folder where a file goes (or a file where a folder goes), never a link, FIFO, device or
-    socket (outputs are replaced whole), names the file system accepts, and a writable
-    folder to hold it. A one-line UserError otherwise; nothing is created."""
+    """Check, before any work, that an output can be written where the user asked, and return
+    it as a Path. A one-line UserError otherwise; nothing is created.
+
+    ``inputs``: every path the command reads (files and folders). The output may not be one
+    of them, lie inside one, nor (a folder) hold one: what is read is never replaced, and
+    nothing written lands among what is read.
+    ``folder``: the output is a folder; ``writes`` are the paths the command writes inside it
+    ('city/a.png'; 'checkpoints/' a sub-folder; 'step-*.pt' whatever exists by that pattern).
+    Below the folder the user named, no part of any of them may be a link (a link there would
+    aim the write elsewhere), a FIFO, device or socket (which would block it or be replaced),
+    or a file where a folder goes.
+    A file output is never a link, a FIFO, device or socket, nor a folder; a trailing '/'
+    names a folder, so it is refused for a file. Names must fit the file system, and the folder
+    that will hold the output must be writable."""
+    text = os.fspath(path)
+    if not folder and text.endswith(("/", os.sep)) and text.strip("/" + os.sep):
+        raise UserError(one_line(f"{text}: ends with '/', which names a folder, but this output "
+                                 f"is a file; give the file's name ({text}NAME, say)"))
     path = Path(path)
     _check_names(path)
     if not folder:
@@ -103,24 +111,122 @@ def check_output(path: str | os.PathLike, *, inputs=(), folder: bool = False,
         if not folder and not stat.S_ISREG(st.st_mode):
             raise _not_regular(path, st.st_mode)
     above = _nearest_folder(path if folder else path.parent, path)
-    read = {_identity(given): given for given in inputs if given is not None}
+    inputs = [given for given in inputs if given is not None]
+    read = {_identity(given): given for given in inputs}
     read.pop(None, None)
-    for target in [path / name for name in writes] if folder else [path]:
-        if folder and st is not None:        # files already in the folder, to be replaced
-            _refuse_link(target)
-            found = stat_path(target, "write")
-            if found is not None and not stat.S_ISREG(found.st_mode):
-                raise _not_regular(target, found.st_mode)
-        given = read.get(_identity(target)) if read else None
+    if folder:
+        existing = _check_writes(path, _expand(path, writes)) if st is not None else {}
+    else:
+        existing = {path: _identity(path)}
+    # The most precise complaint first: a file the command would write is one it reads.
+    for target, identity in existing.items():
+        given = read.get(identity)
         if given is not None:
             raise UserError(one_line(
                 f"{target}: is also an input of this command ({given}); writing it would "
                 "replace what is being read; give another output "
-                + ("folder" if folder else "name")))
+                + ("folder, or move the input out of this one" if folder else "name")))
+    _refuse_overlap(path, folder, inputs)
     if not os.access(above, os.W_OK | os.X_OK):
         raise UserError(one_line(f"{path}: cannot write: {above} is not writable "
                                  f"({_why_not_writable(above)}); choose another place"))
     return path
+
+
+def _expand(root: Path, writes) -> list[tuple[str, bool]]:
+    """(relative path, whether it is a folder) of every write below ``root``: names as given,
+    patterns as the entries that exist now (the files a run replaces or removes)."""
+    import glob
+
+    found = []
+    for name in writes:
+        is_folder = name.endswith("/")
+        name = name.rstrip("/")
+        if glob.has_magic(name):
+            found += [(match, is_folder) for match in sorted(
+                glob.glob(name, root_dir=root, include_hidden=True))]
+        else:
+            found.append((name, is_folder))
+    return found
+
+
+def _check_writes(root: Path, writes) -> dict[Path, tuple[int, int]]:
+    """Each part of every write (relative path, whether a folder) below ``root`` that exists
+    is a real folder (the last: a regular file, or a folder for a folder), never a link.
+    Returns the identities of the files already there (to be replaced)."""
+    folders: dict[str, bool] = {}       # a part checked once: a folder there, or nothing
+    existing = {}
+    for relative, is_folder in writes:
+        current = os.fspath(root)          # strings: thousands of images, each a few parts
+        parts = [part for part in relative.split(os.sep) if part]
+        for depth, part in enumerate(parts, start=1):
+            current = os.path.join(current, part)
+            last = depth == len(parts) and not is_folder
+            if not last and current in folders:
+                if folders[current]:
+                    continue
+                break
+            try:
+                st = os.lstat(current)
+            except (FileNotFoundError, NotADirectoryError):
+                folders[current] = False
+                break                         # not there yet: dsspn creates it
+            except OSError as exc:
+                raise os_error(exc, current, "write") from None
+            if stat.S_ISLNK(st.st_mode):
+                _refuse_link(Path(current))
+            if last:
+                if not stat.S_ISREG(st.st_mode):
+                    raise _not_regular(Path(current), st.st_mode)
+                existing[Path(current)] = (st.st_dev, st.st_ino)
+            elif stat.S_ISDIR(st.st_mode):
+                folders[current] = True
+            else:
+                what = "a file" if stat.S_ISREG(st.st_mode) else kind_of(st.st_mode)
+                raise UserError(one_line(
+                    f"{current}: is {what}, where this command writes a folder ({root / relative}"
+                    "); remove or rename it, or give another output folder"))
+    return existing
+
+
+def _refuse_overlap(path: Path, folder: bool, inputs) -> None:
+    """The output is not an input, does not lie inside an input folder, and (a folder) holds
+    no input. Compared as files (device and inode) along the real paths, so that links, hard
+    links and other spellings of a path are all seen through."""
+    known: dict[str, tuple | None] = {}
+
+    def chain(given) -> list:
+        """Identities of a path's real location and of every folder above it."""
+        real, found = os.path.realpath(given), []
+        while True:
+            if real not in known:
+                known[real] = _identity(real)
+            found.append(known[real])
+            parent = os.path.dirname(real)
+            if parent == real:
+                return found
+            real = parent
+
+    outside = chain(path)
+    itself = outside[0]
+    for given in inputs:
+        mine = _identity(given)
+        if mine is None:                 # not there: nothing to protect (its reader says so)
+            continue
+        if mine == itself:
+            raise UserError(one_line(
+                f"{path}: is also an input of this command ({given}); writing it would replace "
+                "what is being read; give another output " + ("folder" if folder else "name")))
+        if mine in outside[1:]:
+            raise UserError(one_line(
+                f"{path}: lies inside {given}, an input of this command; dsspn writes nothing "
+                "into what it reads (it could replace a file there, or be read back as one); "
+                "give an output outside it"))
+        if folder and itself is not None and itself in chain(given)[1:]:
+            raise UserError(one_line(
+                f"{path}: holds {given}, an input of this command; dsspn writes nothing into a "
+                "folder holding what it reads (it could replace it); give another output "
+                "folder, or move the input out of this one"))
 
 
 def _why_not_writable(folder: Path) -> str:
@@ -132,11 +238,19 @@ def _why_not_writable(folder: Path) -> str:
     return "permission denied, EACCES"
 
 
-def _refuse_link(path: Path) -> None:
-    if os.path.islink(path):
-        raise UserError(one_line(f"{path}: is a symbolic link (to {os.readlink(path)}); dsspn "
-                                 "neither replaces a link nor writes through one: give the "
-                                 "path of the file itself"))
+def _refuse_link(path: Path, folder_fd: int | None = None) -> None:
+    """A UserError when ``path`` (or, with ``folder_fd``, its name in that folder) is a
+    symbolic link."""
+    where = path.name if folder_fd is not None else path
+    try:
+        st = os.stat(where, dir_fd=folder_fd, follow_symlinks=False)
+    except (OSError, ValueError):
+        return
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(where, dir_fd=folder_fd)
+        raise UserError(one_line(f"{path}: is a symbolic link (to {target}); dsspn neither "
+                                 "replaces a link nor writes through one: give the path of "
+                                 "the file itself"))
 
 
 def _not_regular(path: Path, mode: int) -> UserError:
@@ -147,61 +261,215 @@ def _not_regular(path: Path, mode: int) -> UserError:
                               "a file name"))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+# Writing. Each write opens its folder by descriptor, starting at ``within`` (the folder the
+# user named; by default the nearest existing folder above) and taking every part below it
+# without following a link, then works by name inside it: a link planted among dsspn's own
+# sub-folders or files is refused, never followed, even if it appears after the check.
+
+_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_folder(folder: Path, within: str | os.PathLike | None = None) -> int:
+    """A descriptor of ``folder``, created (with its missing parents) if needed."""
+    folder = Path(os.path.abspath(folder))
+    if within is None:
+        base = _nearest_folder(folder, folder)
+    else:
+        base = Path(os.path.abspath(within))
+        base.mkdir(parents=True, exist_ok=True)
+    fd = os.open(base, _FOLDER)
+    current = base
+    try:
+        for part in folder.relative_to(base).parts:
+            current = current / part
+            try:
+                os.mkdir(part, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                inner = os.open(part, _FOLDER | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    _refuse_link(current, fd)
+                    raise UserError(one_line(f"{current}: is not a folder; remove or rename "
+                                             "it, or write elsewhere")) from None
+                raise
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_name(path: Path, folder_fd: int) -> None:
+    """What is at ``path`` now may be replaced: nothing, or a regular file."""
+    _refuse_link(path, folder_fd)
+    try:
+        st = os.stat(path.name, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+
+
+def _temporary_name(name: str) -> str:
+    """A hidden name beside ``name``, '.NAME.RANDOM.tmp' (what a killed run leaves is found
+    by that pattern and removed); it must fit too: at most 180 bytes of the name (255 is
+    the limit)."""
+    short = os.fsdecode(os.fsencode(name)[:180])
+    return f".{short}.{secrets.token_hex(4)}.tmp"
+
+
+def _temporary(folder_fd: int, name: str) -> tuple[str, int]:
+    """A new file beside ``name`` (created, never opened through a link), and its name."""
+    while True:
+        temporary = _temporary_name(name)
+        try:
+            # 0o666 less the umask: the permissions a plain open() would give.
+            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                      | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o666,
+                                      dir_fd=folder_fd)
+        except FileExistsError:
+            continue
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *,
+                       within: str | os.PathLike | None = None) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
     A reader never sees a half-written file, and a failed write (unwritable folder, full disk)
     leaves the old file intact and raises a one-line UserError that says which. A symbolic
     link, a folder, a FIFO, a device or a socket at ``path`` is never replaced nor written
     through (a link planted where an output goes must not aim the write elsewhere, and
-    replacing '/dev/stdout' would break the system).
+    replacing '/dev/stdout' would break the system); nor is a link among the folders below
+    ``within`` (see ``_open_folder``).
     """
     path = Path(path)
-    _refuse_link(path)
-    st = stat_path(path, "write")
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise _not_regular(path, st.st_mode)
-    tmp = None
+    fd = temporary = None
     try:
-        if not path.parent.is_dir():
-            _nearest_folder(path.parent, path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-        # The temporary name must fit too: at most 180 bytes of the name (255 is the limit).
-        short = os.fsdecode(os.fsencode(path.name)[:180])
-        fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            # mkstemp creates 0600; give the file the permissions a plain open() would.
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _sync_folder(path.parent)
+        fd = _open_folder(path.parent, within)
+        _check_name(path, fd)
+        temporary, handle = _temporary(fd, path.name)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        # A rename replaces the name itself: a link that appeared there since is replaced,
+        # never followed.
+        os.replace(temporary, path.name, src_dir_fd=fd, dst_dir_fd=fd)
+        temporary = None
+        _sync(fd)
     except OSError as exc:
         raise UserError(one_line(f"{path}: cannot write: {os_problem(exc)}")) from None
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        if fd is not None:
+            if temporary is not None:
+                _unlink(temporary, fd)
+            os.close(fd)
     return path
 
 
-def _sync_folder(folder: Path) -> None:
-    """Make the rename itself durable (a power cut right after must not undo it)."""
+def append_text(path: str | os.PathLike, text: str, *,
+                within: str | os.PathLike | None = None) -> Path:
+    """Append ``text`` to the log ``path`` (created if missing). Never through a link, and
+    never blocking: a FIFO there would wait for a reader for ever; both are refused."""
+    path = Path(path)
+    fd = None
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = _open_folder(path.parent, within)
+        _check_name(path, fd)
+        try:
+            handle = os.open(path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o666, dir_fd=fd)
+        except OSError as exc:     # it changed since the check: a link (ELOOP), a FIFO (ENXIO)
+            if exc.errno in (errno.ELOOP, errno.ENXIO):
+                _check_name(path, fd)
+            raise
+        with os.fdopen(handle, "a", encoding="utf-8") as stream:
+            mode = os.fstat(stream.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise _not_regular(path, mode)
+            stream.write(text)
+    except OSError as exc:
+        raise UserError(one_line(f"{path}: cannot write: {os_problem(exc)}")) from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return path
+
+
+def make_folder(path: str | os.PathLike, *, within: str | os.PathLike | None = None) -> Path:
+    """Create the folder ``path`` (and its parents) the way writes open it: no part below
+    ``within`` may be a link. For folders another library fills (TensorBoard's)."""
+    try:
+        os.close(_open_folder(Path(path), within))
+    except OSError as exc:
+        raise UserError(one_line(f"{path}: cannot write: {os_problem(exc)}")) from None
+    return Path(path)
+
+
+def link_into_place(source: str | os.PathLike, target: str | os.PathLike, *,
+                    within: str | os.PathLike | None = None) -> Path:
+    """Give the finished file ``source`` a second name ``target`` in the same folder (last.pt,
+    best.pt) without a moment of half a file there: a hard link where the file system has
+    them (no space, no time; files are never written in place, so sharing one is safe), else
+    a copy; then a rename. Neither name is followed if it is a link."""
+    source, target = Path(source), Path(target)
+    fd = temporary = None
+    try:
+        fd = _open_folder(target.parent, within)
+        _check_name(target, fd)
+        temporary = _temporary_name(target.name)
+        try:
+            os.link(source.name, temporary, src_dir_fd=fd, dst_dir_fd=fd,
+                    follow_symlinks=False)
+        except OSError:                   # no hard links here (FAT, some network shares)
+            _copy(source.name, temporary, fd)
+        os.replace(temporary, target.name, src_dir_fd=fd, dst_dir_fd=fd)
+        temporary = None
+        _sync(fd)
+    except OSError as exc:
+        raise UserError(one_line(f"{target}: cannot write: {os_problem(exc)}")) from None
+    finally:
+        if fd is not None:
+            if temporary is not None:
+                _unlink(temporary, fd)
+            os.close(fd)
+    return target
+
+
+def _copy(source: str, target: str, folder_fd: int) -> None:
+    import shutil
+
+    reading = os.open(source, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder_fd)
+    with os.fdopen(reading, "rb") as src:
+        writing = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666,
+                          dir_fd=folder_fd)
+        with os.fdopen(writing, "wb") as dst:
+            shutil.copyfileobj(src, dst, 2**20)
+            dst.flush()
+            os.fsync(dst.fileno())
+
+
+def _unlink(name: str, folder_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=folder_fd)
     except OSError:
-        return
+        pass
+
+
+def _sync(folder_fd: int) -> None:
+    """Make a rename itself durable (a power cut right after must not undo it)."""
     try:
-        os.fsync(fd)
+        os.fsync(folder_fd)
     except OSError:             # some file systems cannot sync a folder; the rename stands
         pass
-    finally:
-        os.close(fd)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *,
+                      within: str | os.PathLike | None = None) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), within=within)
 
 
 def read_text_file(path: str | os.PathLike, what: str, kind: str) -> str:

@@ -131,7 +131,8 @@ def test_sigkill_at_random_points_then_resume_ends_with_the_same_weights(data, t
     checkpoints = out / "checkpoints"
     saved, kills = 0, 0
     for how in ("random", "while-writing", "random", None):
-        proc = start(config, out, *(["--resume"] if saved else []))
+        # A run that logged a step is continued (before its first checkpoint: started over).
+        proc = start(config, out, *(["--resume"] if logged_step(out) else []))
         if how is None:
             break
         if how == "random":

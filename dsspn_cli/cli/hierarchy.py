@@ -47,8 +47,8 @@ def merge(
     datasets: List[str] = typer.Argument(..., help="Label sets in order, the first is the "
                                          "skeleton: built-in names (coco, ade, cityscapes, "
                                          "mapillary, mapillary-v2) or YAML/text files."),
-    output: Path = typer.Option(Path("concept-tree.yaml"), "-o", "--output",
-                                help="Where to write the tree (.yaml, or .json for node-link)."),
+    output: str = typer.Option("concept-tree.yaml", "-o", "--output",
+                               help="Where to write the tree (.yaml, or .json for node-link)."),
     max_depth: int = typer.Option(5, "--max-depth", min=1, help="Deepest level a concept may "
                                   "sit at (root = 0); the paper's tree reached 5."),
     wordnet_dir: Optional[Path] = typer.Option(None, "--wordnet-dir", help="A WordNet 3.0 "
@@ -69,7 +69,8 @@ def merge(
     base = load_tree(onto) if onto is not None else None
     labelsets = [load_labelset(ref) for ref in datasets]
     builtins = builtin_labelsets()
-    check_output(output, inputs=[builtins.get(ls.source, ls.source) for ls in labelsets])
+    output = check_output(output, inputs=[builtins.get(ls.source, ls.source) for ls in labelsets]
+                          + [onto, wordnet_dir])
     wn = wordnet(wordnet_dir)
     tree, report = merge_labelsets(labelsets, wn, max_depth=max_depth,
                                    output_dir=output.parent, onto=base)
@@ -122,7 +123,7 @@ def show(
     depth: Optional[int] = typer.Option(None, "--depth", min=0, help="Cut at this depth."),
     fmt: ShowFormat = typer.Option(ShowFormat.tree, "--format", help="tree (terminal), yaml, "
                                    "json (networkx node-link) or png (needs -o)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Write to this file."),
 ):
     """Show a concept tree: in the terminal, as YAML or node-link JSON, or drawn as PNG."""
     from rich.text import Text
@@ -132,7 +133,7 @@ def show(
     from dsspn_cli.hierarchy.tree import load_tree
 
     if output is not None:
-        check_output(output, inputs=[_tree_path(tree_file)])
+        output = check_output(output, inputs=[_tree_path(tree_file)])
     tree = load_tree(tree_file)
     if dataset is not None:
         dataset = tree.dataset_name(dataset)

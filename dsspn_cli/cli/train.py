@@ -4,6 +4,7 @@ dsspn_cli.engine. ``train``'s options come from the training config's schema."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -57,6 +58,7 @@ def _train(
         config = out / "config.yaml"          # continue with the settings the run had
     resolved, demo = resolve_config(config, settings, assignments, {**(flags or {}),
                                                                      "data": "--data"})
+    _check_config_file(config, Path(resolved.out), resume)
     console = make_console(stderr=True)
     if demo:
         console.print("no --data: training on the built-in sample data with CPU demo "
@@ -65,10 +67,27 @@ def _train(
     result = train(resolved, resume=resume, console=console)
     if result.get("rank", 0) != 0:      # under torchrun, rank 0 speaks for the job
         return
+    if result.get("already_finished"):
+        console.print(f"the run in {result['run']} is already finished at step "
+                      f"{result['step']}; nothing to do (a larger --iters trains it further)")
+        return
     console.print(f"done: step {result.get('step')}, loss {result.get('loss', float('nan')):.4f}"
                   f", best validation mIoU {max(result.get('best_mIoU', -1), 0):.2f}; "
                   f"run folder {result['run']} (checkpoints/last.pt, best.pt, metrics.jsonl, "
                   "curves.png)")
+
+
+def _check_config_file(config: Path | None, out: Path, resume: bool) -> None:
+    """The config file is an input: the run folder may not hold it, since train writes its
+    resolved config.yaml there (and a new run's files beside it); but for the run's own
+    config.yaml, which a resumed run replaces with the config it now runs."""
+    from dsspn_cli.engine.run import FILES
+    from dsspn_cli.files import check_output
+
+    own = out / "config.yaml"
+    if config is None or (resume and own.is_file() and os.path.samefile(config, own)):
+        return
+    check_output(out, folder=True, inputs=[config], writes=FILES)
 
 
 train_command = with_settings(_train, TrainConfig)
@@ -80,7 +99,7 @@ def evaluate_command(
     data: Optional[List[str]] = typer.Option(None, "--data", help="FORMAT=ROOT; repeat for "
                                              "several (default: the sample data)."),
     split: str = typer.Option("val", "--split"),
-    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the scores here."),
+    json_file: Optional[str] = typer.Option(None, "--json", help="Write the scores here."),
     device: str = typer.Option("auto", "--device"),
     per_class: bool = typer.Option(False, "--per-class", help="Print every class's IoU."),
     labels_out: Optional[Path] = typer.Option(None, "--labels-out", help="Also write each "
@@ -101,33 +120,37 @@ def evaluate_command(
     from dsspn_cli.data.dataset import SegmentationDataset
     from dsspn_cli.data.sample import sample_datasets
     from dsspn_cli.engine.checkpoint import load_model
-    from dsspn_cli.engine.evaluate import evaluate
+    from dsspn_cli.engine.evaluate import evaluate, label_file
     from dsspn_cli.engine.world import resolve_precision, setup_world, teardown_world
     from dsspn_cli.files import atomic_write_text, check_output
 
     if tile < MIN_TILE:
         raise UserError(f"--tile {tile}: tiles must be at least {MIN_TILE} pixels")
     checkpoint = chosen_model(checkpoint, model)
+    sets = parse_data(data) or sample_datasets()
+    reads = [checkpoint, *sets.values()]
     if json_file is not None:           # before the work: a bad path is told at once
-        check_output(json_file, inputs=[checkpoint])
+        json_file = check_output(json_file, inputs=reads)
     if labels_out is not None:
-        check_output(labels_out, folder=True)
+        check_output(labels_out, folder=True, inputs=reads)
     world = setup_world(device)
     try:
         resolve_precision(precision, world.device)      # a bad choice fails before any work
         model, table, _, _ = load_model(checkpoint, world.device)
-        sets = parse_data(data) or sample_datasets()
+        datasets = [SegmentationDataset(root, fmt, split, table) for fmt, root in sets.items()]
+        if labels_out is not None:      # every file to write, now that they are known
+            check_output(labels_out, folder=True, inputs=reads, writes=[
+                label_file(d, sample.key) for d in datasets for sample in d.samples])
         err = console(stderr=True)
 
         def bar(items, total, what):
             return track(items, total, what, err, "images") if world.main else items
 
         results = {}
-        for fmt, root in sets.items():
-            dataset = SegmentationDataset(root, fmt, split, table)
+        for dataset in datasets:
             results[dataset.name] = evaluate(
                 model, dataset, world, track=bar, tile=tile, precision=precision,
-                workers=workers, labels_out=labels_out / dataset.name if labels_out else None)
+                workers=workers, labels_out=labels_out)
     finally:
         teardown_world(world)
     if not world.main:                 # under torchrun, rank 0 speaks for the job
@@ -162,8 +185,8 @@ def export_command(
     checkpoint: Optional[Path] = typer.Argument(None, help=MODEL_HELP, show_default=False),
     model: Optional[Path] = typer.Option(None, "--model", help="The same, as an option."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="Default: beside the checkpoint."),
+    output: Optional[str] = typer.Option(None, "-o", "--output",
+                                         help="Default: beside the checkpoint."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Predict in this dataset's "
                                           "label ids (default: the tree's concepts)."),
     level: Optional[int] = typer.Option(None, "--level", min=0),

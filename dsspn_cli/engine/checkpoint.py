@@ -55,9 +55,10 @@ def restore_rng_states(states: dict) -> None:
 
 def save_checkpoint(path: str | Path, *, model, tree, config: dict, step: int, epoch: int,
                     optimizer=None, scheduler=None, metrics: dict | None = None,
-                    scaler=None, datasets: list[str] | None = None) -> Path:
+                    scaler=None, datasets: list[str] | None = None, within=None) -> Path:
     """Write a checkpoint atomically; ``model`` may be wrapped in DistributedDataParallel.
-    ``datasets``: the datasets the model trains on (the flat head's classes are theirs)."""
+    ``datasets``: the datasets the model trains on (the flat head's classes are theirs).
+    ``within``: the run folder, below which no part of ``path`` is followed if a link."""
     model = getattr(model, "module", model)
     payload = {
         "format": FORMAT, "version": VERSION,
@@ -77,7 +78,7 @@ def save_checkpoint(path: str | Path, *, model, tree, config: dict, step: int, e
         payload["scaler"] = scaler.state_dict()
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue(), within=within)
 
 
 # The payload's schema: field -> (type, whether every checkpoint has it); RESUME_FIELDS are

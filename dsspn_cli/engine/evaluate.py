@@ -37,6 +37,12 @@ class DatasetClasses:
         return torch.where(concepts >= 0, lut[concepts.clamp(min=0)], IGNORE)
 
 
+def label_file(dataset, key: str) -> str:
+    """Where ``--labels-out DIR`` gets a prediction: ``<dataset>/<key>_labelIds.png`` in DIR
+    (the Cityscapes submission format)."""
+    return f"{dataset.name}/{key}_labelIds.png"
+
+
 def _write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
     """The dataset's label ids as PNG; its ignore value becomes the set's 'unlabeled' id 0
     where that exists (Cityscapes label maps have no 255)."""
@@ -56,8 +62,9 @@ def _write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
     mode = "L" if values.max(initial=0) < 256 else "I;16"
     buffer = io.BytesIO()
     Image.fromarray(values.astype(np.uint8 if mode == "L" else np.uint16)).save(buffer, "PNG")
-    key = dataset.samples[index].key
-    atomic_write_bytes(Path(folder) / f"{key}_labelIds.png", buffer.getvalue())
+    # Nothing below the folder the user named is followed if a link.
+    atomic_write_bytes(Path(folder) / label_file(dataset, dataset.samples[index].key),
+                       buffer.getvalue(), within=folder)
 
 
 @torch.no_grad()
@@ -72,7 +79,8 @@ def evaluate(model, dataset, world=None, *, indices=None, track: Track = no_trac
     summed exactly over the ranks (one all-reduce of integers per dataset, which every rank
     calls, also one left without images), so every rank returns the scores of all of them.
     ``labels_out``: a folder for each prediction as a PNG of the dataset's label ids, named
-    ``<key>_labelIds.png`` (the Cityscapes submission format); each rank writes its own."""
+    ``<dataset>/<key>_labelIds.png`` (``label_file``; the Cityscapes submission format); each
+    rank writes its own."""
     from dsspn_cli.engine.world import World
 
     core = getattr(model, "module", model)

@@ -48,12 +48,11 @@ class ImageJob:
     stem: Path         # output name without suffix, relative to the output folder
 
 
-def find_images(inputs: Sequence[str | Path], out: str | Path | None = None) -> list[ImageJob]:
+def find_images(inputs: Sequence[str | Path]) -> list[ImageJob]:
     """Image files given directly, and every image inside the folders given (recursive,
-    sorted; hidden files and anything inside ``out`` skipped). Files given directly are read
-    whatever their suffix. UserError when a path is missing, nothing is found, or two inputs
-    would write the same outputs."""
-    out_dir = Path(out).resolve() if out is not None else None
+    sorted; hidden files skipped). Files given directly are read whatever their suffix.
+    UserError when a path is missing, nothing is found, or two inputs would write the same
+    outputs. (The output folder lies in no folder given: ``check_images``.)"""
     jobs: list[ImageJob] = []
     seen: set[Path] = set()
     for given in inputs:
@@ -67,8 +66,6 @@ def find_images(inputs: Sequence[str | Path], out: str | Path | None = None) -> 
                         or any(part.startswith(".") for part in relative.parts)):
                     continue
                 resolved = candidate.resolve()
-                if out_dir is not None and out_dir in resolved.parents:
-                    continue
                 found.append((candidate, resolved, relative.with_suffix("")))
             if not found:
                 raise UserError(f"{path}: no images in this folder (looked for "
@@ -102,17 +99,21 @@ def find_images(inputs: Sequence[str | Path], out: str | Path | None = None) -> 
     return jobs
 
 
-def check_images(jobs: Sequence[ImageJob], out: Path, as_json: bool = False) -> None:
-    """Read every header before any work: an unreadable file stops with its name; and no
-    output may replace an input (an image named like another's outputs)."""
+def check_images(jobs: Sequence[ImageJob], out: Path, as_json: bool = False,
+                 reads: Sequence = ()) -> None:
+    """Before any work: no output may replace an input (an image named like another's
+    outputs) nor be written through a link (a sub-folder ``OUT/<city>`` that is one), the
+    output folder is none of the paths read (``reads``: the paths given, the model, a label
+    set), lies inside none and holds none; and every image's header is read, so that an
+    unreadable file stops with its name."""
+    suffixes = SUFFIXES + ((".json",) if as_json else ())
+    check_output(out, folder=True, inputs=list(reads) + [job.image for job in jobs],
+                 writes=[f"{job.stem}{suffix}" for job in jobs for suffix in suffixes])
     for job in jobs:
         try:
             image_size(job.image)
         except BadFile as exc:
             raise UserError(str(exc)) from None
-    suffixes = SUFFIXES + ((".json",) if as_json else ())
-    check_output(out, folder=True, inputs=[job.image for job in jobs],
-                 writes=[f"{job.stem}{suffix}" for job in jobs for suffix in suffixes])
 
 
 # ----------------------------------------------------------------------------------- colours
@@ -321,20 +322,23 @@ class Predictor:
         overlay = ((image.astype(np.uint16) + colour) // 2).astype(np.uint8)
         rows = self.summary(concepts, confidence)
         base = out / job.stem
+
+        def write(suffix: str, data: bytes) -> Path:
+            # Nothing below the output folder (OUT/<city>) is followed if a link.
+            return atomic_write_bytes(f"{base}{suffix}", data, within=out)
+
         written = [
-            atomic_write_bytes(f"{base}_labels.png", _png(Image.fromarray(
+            write("_labels.png", _png(Image.fromarray(
                 labels.astype(np.uint16 if self.sixteen_bit else np.uint8)))),
-            atomic_write_bytes(f"{base}_color.png", _png(Image.fromarray(colour))),
-            atomic_write_bytes(f"{base}_overlay.png", _png(Image.fromarray(overlay))),
-            atomic_write_bytes(f"{base}_legend.png", legend_png(rows, self.colours,
-                                                                job.image.name,
-                                                                self.label_names)),
+            write("_color.png", _png(Image.fromarray(colour))),
+            write("_overlay.png", _png(Image.fromarray(overlay))),
+            write("_legend.png", legend_png(rows, self.colours, job.image.name,
+                                            self.label_names)),
         ]
         if as_json:
             doc = {"image": str(job.image), "dataset": self.dataset,
                    "size": [int(image.shape[0]), int(image.shape[1])], "concepts": rows}
-            written.append(atomic_write_bytes(f"{base}.json",
-                                              (json.dumps(doc, indent=1) + "\n").encode()))
+            written.append(write(".json", (json.dumps(doc, indent=1) + "\n").encode()))
         return written
 
 
@@ -411,8 +415,8 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     if level is not None and level < 0:
         raise UserError(f"--level {level}: give a depth of 0 or more (0 = the root)")
     out = check_output(out, folder=True)
-    jobs = find_images(inputs, out)
-    check_images(jobs, out, as_json)
+    jobs = find_images(inputs)
+    check_images(jobs, out, as_json, reads=[*inputs, checkpoint, labelset])
     from dsspn_cli.data.loading import reading
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.infer import ImageFiles, image_loader

@@ -8,27 +8,66 @@
     RUN/curves.png                  training loss and validation mIoU against the step
     RUN/tensorboard/                the same scalars, when TensorBoard is installed
 
-Only rank 0 writes here. Every file is written atomically (a temporary file, then a rename).
+Only rank 0 writes here. Every file is written atomically (a temporary file, then a rename),
+and every path below the run folder is checked for links and special files before the work
+and opened without following a link (``files``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import re
 from pathlib import Path
 
-from dsspn_cli.errors import UserError, os_problem
-from dsspn_cli.files import atomic_write_bytes, atomic_write_text
+from dsspn_cli.engine.faults import BAD_FILES, SCAN_FILE
+from dsspn_cli.files import (
+    append_text,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output,
+    link_into_place,
+    make_folder,
+)
 
 SCALARS = ("loss", "lr", "images_per_s", "val_mIoU")
 
+# Every path a run writes in its folder, for the check before the work (check_output's
+# 'writes'); 'finetune-*/' are the universal schedule's stages, run folders themselves.
+FILES = ("config.yaml", "metrics.jsonl", "curves.png", SCAN_FILE, BAD_FILES, "checkpoints/",
+         "checkpoints/last.pt", "checkpoints/best.pt", "checkpoints/step-*.pt", "tensorboard/")
+WRITES = FILES + ("finetune-*/",) + tuple(f"finetune-*/{name}" for name in FILES)
+STEP_FILE = re.compile(r"step-(\d+)\.pt")
+
+
+def earlier_run(root: str | Path) -> list[str]:
+    """What of an earlier run a folder holds (paths relative to it): checkpoints, or a
+    metrics log with lines. A new run there would overwrite the ones and add a second
+    history to the other."""
+    root = Path(root)
+    found = [name for name in ("checkpoints/last.pt", "checkpoints/best.pt")
+             if (root / name).is_file()]
+    found += [f"checkpoints/{path.name}" for path in step_files(root / "checkpoints")]
+    metrics = root / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        found.append("metrics.jsonl")
+    return found
+
+
+def step_files(folder: Path) -> list[Path]:
+    """The step checkpoints in ``folder``, oldest first (by step, whatever the digits)."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), path) for path in folder.iterdir()
+             if (m := STEP_FILE.fullmatch(path.name))]
+    return [path for _, path in sorted(found)]
+
 
 class RunFolder:
-    def __init__(self, out: str | Path):
-        from dsspn_cli.files import check_output
-
-        self.root = check_output(out, folder=True)     # a bad place is told before any work
+    def __init__(self, out: str | Path, inputs=()):
+        """``inputs``: every path the run reads (data roots, tree, checkpoints it starts
+        from); the run folder may be none of them, lie inside none, hold none."""
+        # A bad place, a link or a FIFO among the files to write, is told before any work.
+        self.root = check_output(out, folder=True, inputs=inputs, writes=WRITES)
         self.config = self.root / "config.yaml"
         self.checkpoints = self.root / "checkpoints"
         self.last = self.checkpoints / "last.pt"
@@ -43,18 +82,13 @@ class RunFolder:
     def write_config(self, config: dict) -> None:
         import yaml
 
-        atomic_write_text(self.config, yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(self.config, yaml.safe_dump(config, sort_keys=False), within=self.root)
 
     # ------------------------------------------------------------------------------ metrics
 
     def log(self, record: dict) -> None:
         """A line of metrics.jsonl, and TensorBoard scalars when TensorBoard is installed."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with open(self.metrics, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        except OSError as exc:
-            raise UserError(f"{self.metrics}: cannot write: {os_problem(exc)}") from None
+        append_text(self.metrics, json.dumps(record) + "\n", within=self.root)
         board = self.board()
         if board is not None:
             for key in SCALARS:
@@ -69,12 +103,13 @@ class RunFolder:
             except ImportError:          # TensorBoard is optional
                 self._board = False
             else:
-                self._board = SummaryWriter(str(self.root / "tensorboard"))
+                folder = make_folder(self.root / "tensorboard", within=self.root)
+                self._board = SummaryWriter(str(folder))
         return self._board or None
 
     def records(self) -> list[dict]:
         """metrics.jsonl's records; a line cut short by a kill is passed over."""
-        if not self.metrics.is_file():
+        if not self.metrics.is_file() or self.metrics.is_symlink():    # nor read through one
             return []
         records = []
         for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -96,27 +131,22 @@ class RunFolder:
                 stale.unlink(missing_ok=True)
         if step is not None and self.metrics.is_file():
             kept = [r for r in self.records() if r["step"] <= step]
-            atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept),
+                              within=self.root)
 
     def keep_last(self, keep: int) -> None:
-        for old in sorted(self.checkpoints.glob("step-*.pt"))[:-keep]:
+        for old in step_files(self.checkpoints)[:-keep]:
             old.unlink(missing_ok=True)
 
+    def step_files(self) -> list[Path]:
+        return step_files(self.checkpoints)
+
+    def earlier_run(self) -> list[str]:
+        return earlier_run(self.root)
+
     def link(self, source: Path, target: Path) -> None:
-        """Give a finished checkpoint another name (last.pt, best.pt) without a moment of half
-        a file there: a hard link where the file system has them (no space, no time; files are
-        never written in place, so sharing one is safe), else a copy; then a rename."""
-        temporary = target.with_name(f".{target.name}.tmp")
-        try:
-            temporary.unlink(missing_ok=True)
-            try:
-                os.link(source, temporary)
-            except OSError:
-                shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            raise UserError(f"{target}: cannot write: {os_problem(exc)}") from None
+        """Give a finished checkpoint another name (last.pt, best.pt)."""
+        link_into_place(source, target, within=self.root)
 
     def plot_curves(self) -> None:
         """curves.png: training loss and validation mIoU against the step."""
@@ -145,7 +175,7 @@ class RunFolder:
         figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=120)
-        atomic_write_bytes(self.curves, buffer.getvalue())
+        atomic_write_bytes(self.curves, buffer.getvalue(), within=self.root)
 
 
-__all__ = ["RunFolder"]
+__all__ = ["RunFolder", "FILES", "WRITES", "earlier_run", "step_files"]

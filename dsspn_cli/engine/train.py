@@ -15,7 +15,7 @@ import signal
 import torch
 
 from dsspn_cli.engine.config import TrainConfig
-from dsspn_cli.engine.run import RunFolder
+from dsspn_cli.engine.run import RunFolder, earlier_run
 from dsspn_cli.engine.world import (
     World,
     ranks_in_sync,
@@ -131,20 +131,22 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
     from dsspn_cli.hierarchy.tree import load_tree
     from dsspn_cli.model.segmenter import build_model
 
-    run = RunFolder(config.out)
-    if restart_count() and run.last.is_file() and not resume:
+    run = RunFolder(config.out, inputs=read_paths(config))
+    earlier = run.earlier_run()
+    if restart_count() and earlier and not resume:
         resume = True           # torchrun --max-restarts started the job again: continue it
-        _say(console, world, f"restart {restart_count()} by torchrun: resuming from {run.last}")
-    if resume and not run.last.is_file():
-        raise UserError(f"{run.last}: nothing to resume; start without --resume")
-    if not resume and run.last.is_file():
+        _say(console, world, f"restart {restart_count()} by torchrun: resuming from the run in "
+                             f"{run.root}")
+    if not resume and earlier:
+        # Starting afresh would overwrite its checkpoints and add a second history to its
+        # metrics.jsonl.
         raise UserError(f"{run.root}: already holds a run; use --resume to continue it or "
-                        "another --out")
+                        f"another --out (it holds {', '.join(earlier[:3])})")
     tree = load_tree(config.tree)
     # Checked before anything is written: a failed resume leaves the run as it was.
-    payload = load_checkpoint(run.last, resume=True) if resume else None
+    payload, source = _resume_from(run, console, world) if resume else (None, None)
     if payload is not None:
-        _check_start(payload, config, tree, run.last, "resume")
+        _check_start(payload, config, tree, source, "resume")
     start = None                     # the checkpoint a new run starts from, if any
     if payload is None and (config.init_from or config.grow_from):
         start = load_checkpoint(config.init_from or config.grow_from)
@@ -157,7 +159,9 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
         config = config.replace(data=ensure_sample_data())
     if world.main:              # first, so that an unwritable run folder fails at once
         run.write_config(config.to_dict())
-        run.tidy(int(payload["step"]) if payload is not None else None)
+        # Resuming drops what was logged after the checkpoint (it is logged again); a run
+        # resumed before its first checkpoint starts over: all its metrics go (step -1).
+        run.tidy(int(payload["step"]) if payload is not None else -1 if resume else None)
 
     table = MaskingTable.from_tree(tree)
     datasets, val_sets, sampler, loader = build_data(config, table, world, run, console, stop)
@@ -174,7 +178,7 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
         _load_weights(model, start, config.init_from)
     elif start is not None:
         _grow(model, start, config.grow_from, run, world, console)
-    step, best = _restore(payload, run, model, optimizer, scheduler, scaler)
+    step, best = _restore(payload, source, model, optimizer, scheduler, scaler)
 
     def save(path, step, metrics):
         try:
@@ -182,7 +186,7 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
                             epoch=step // len(sampler), optimizer=optimizer,
                             scheduler=scheduler, metrics=metrics,
                             scaler=scaler if scaler.is_enabled() else None,
-                            datasets=names)
+                            datasets=names, within=run.root)
         except UserError as exc:     # disk full, folder gone read-only: say what is left
             raise UserError(f"{exc}; training stopped at step {step}, {last_good(run)}"
                             ) from None
@@ -206,7 +210,8 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
         raise Interrupted(f"{name} at step {trainer.step} of {total}: checkpoint {run.last} "
                           f"written; continue with 'dsspn train --out {run.root} --resume'",
                           trainer.signum)
-    last = dict(trainer.record)
+    # No step taken: a resumed run that had already finished (its record is the checkpoint's).
+    last = dict(trainer.record) or {"step": trainer.step, "already_finished": True}
     if world.distributed:
         share_running_stats(model, world)
         last["ranks_in_sync"] = ranks_in_sync(model)
@@ -268,13 +273,51 @@ def share_running_stats(model, world: World) -> None:
             torch.distributed.broadcast(buffer, 0)
 
 
-def _restore(payload, run: RunFolder, model, optimizer, scheduler, scaler) -> tuple[int, float]:
+def read_paths(config: TrainConfig) -> list[str]:
+    """Every path a run reads, which its run folder may not be, lie inside or hold: the data
+    roots (the sample data's when none is given), the tree, the checkpoints or weights it
+    starts from. (A resumed run's own checkpoint and config.yaml are its to replace.)"""
+    from dsspn_cli.data.sample import sample_datasets
+
+    roots = list(config.data.values()) or list(sample_datasets().values())
+    return roots + [config.tree, config.init_from, config.grow_from, config.backbone_weights]
+
+
+def _resume_from(run: RunFolder, console, world: World):
+    """(checkpoint payload, its path) to resume from: last.pt, else the newest step file that
+    loads; those that do not are passed over, said in one line. (None, None) for a run
+    stopped before its first checkpoint: it starts over."""
+    from dsspn_cli.engine.checkpoint import load_checkpoint
+
+    passed = []
+    for path in ([run.last] if run.last.is_file() else []) + run.step_files()[::-1]:
+        try:
+            payload = load_checkpoint(path, resume=True)
+        except UserError as exc:
+            passed.append(f"{path.name}: {str(exc).removeprefix(f'{path}: ').split(';')[0]}")
+            continue
+        if path != run.last or passed:
+            why = "; ".join(passed) if passed else "last.pt: missing"
+            _say(console, world, f"resuming from {path} (passed over {why})")
+        return payload, path
+    if passed:
+        raise UserError(f"{run.checkpoints}: no checkpoint here loads ({'; '.join(passed)}); "
+                        "nothing to resume: move them out of the folder to start the run over "
+                        "with --resume, or start a new run with another --out")
+    if run.earlier_run():            # metrics logged, no checkpoint written yet
+        _say(console, world, f"{run.root}: no checkpoint written yet: the run starts over "
+                             "from step 1 (its metrics.jsonl is cleared)")
+        return None, None
+    raise UserError(f"{run.last}: nothing to resume; start without --resume")
+
+
+def _restore(payload, source, model, optimizer, scheduler, scaler) -> tuple[int, float]:
     """Resuming: the checkpoint's weights and states; (step, best validation mIoU)."""
     from dsspn_cli.engine.checkpoint import restore_rng_states
 
     if payload is None:
         return 0, -1.0
-    _load_weights(model, payload, run.last)
+    _load_weights(model, payload, source)
     try:
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
@@ -282,9 +325,10 @@ def _restore(payload, run: RunFolder, model, optimizer, scheduler, scaler) -> tu
             scaler.load_state_dict(payload["scaler"])
         restore_rng_states(payload["rng"])
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-        raise UserError(f"{run.last}: its optimiser, schedule or random states do not fit this "
-                        f"run ({type(exc).__name__}); the file is damaged: resume from an "
-                        "earlier step-*.pt copied to last.pt, or start a new run") from None
+        raise UserError(f"{source}: its optimiser, schedule or random states do not fit this "
+                        f"run ({type(exc).__name__}); the file is damaged: move it out of the "
+                        "folder (--resume then takes the newest step-*.pt that loads), or start "
+                        "a new run with another --out") from None
     return int(payload["step"]), float(payload.get("metrics", {}).get("best_mIoU", -1.0))
 
 
@@ -322,7 +366,9 @@ def last_good(run: RunFolder) -> str:
     from dsspn_cli.engine.checkpoint import load_checkpoint
 
     if not run.last.is_file():
-        return "no checkpoint written yet"
+        steps = run.step_files()        # resumed from one, last.pt not written again yet
+        return (f"the newest checkpoint is {steps[-1]}; resume with --resume" if steps else
+                "no checkpoint written yet")
     return (f"the last good checkpoint is {run.last} (step "
             f"{load_checkpoint(run.last)['step']}); resume with --resume")
 
@@ -396,7 +442,7 @@ def _finetune(config: TrainConfig, run: RunFolder, world: World, console, stop) 
             weights=None, init_from=str(run.last))
         _say(console, world, f"fine-tuning on {fmt}: {config.finetune} iterations at lr "
                              f"{stage.lr:g}")
-        again = (folder / "checkpoints" / "last.pt").is_file()
+        again = bool(earlier_run(folder))
         results[fmt] = _train(stage, again, world, console, None, stop)["run"]
     return results
 
