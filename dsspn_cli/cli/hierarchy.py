@@ -58,6 +58,9 @@ def merge(
                                         "tree without moving any of its concepts, so that a "
                                         "model trained on it grows onto the new tree "
                                         "(dsspn train --grow-from)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List where every label "
+                                 "went (by default only the labels of label-set files and "
+                                 "of sets merged --onto a tree)."),
 ):
     """Merge dataset label sets into one WordNet-backed concept tree."""
     from dsspn_cli.files import check_output
@@ -81,10 +84,15 @@ def merge(
               "# Each concept: name, WordNet 3.0 synset, labels (dataset: label ids mapped to it),"
               " children.\n# kind: wordnet marks the intermediate concepts the merge added.\n")
     tree.save(output, header=header)
-    _print_merge_summary(tree, report, output)
+    listed = {ls.name for ls in labelsets
+              if verbose or onto is not None or ls.source.lower() not in builtins}
+    _print_merge_summary(tree, report, output, listed)
 
 
-def _print_merge_summary(tree, report, output: Path) -> None:
+def _print_merge_summary(tree, report, output: Path, listed: set[str] = frozenset()) -> None:
+    """Counts per dataset; where each label of ``listed`` datasets went (label, synset,
+    concept, parent, how placed); notes; and a warning for each label placed where a person
+    should look (at the top of the tree, a guessed sense splitting another's label)."""
     from dsspn_cli.console import add_row, styled, table
 
     console = _console()
@@ -109,8 +117,20 @@ def _print_merge_summary(tree, report, output: Path) -> None:
     if report.others:
         console.print(f"{len(report.others)} '-other' concepts added beside a single child: "
                       + ", ".join(report.others))
+    placed = [p for p in report.placements if p.dataset in listed]
+    if placed:
+        where = table("dataset", "id", "label", "synset", "concept", "parent", "how placed",
+                      title=f"where the labels of {', '.join(sorted(listed))} went")
+        for p in placed:
+            synset = (p.synset or "-") + (" (by name)" if p.by_name else "")
+            add_row(where, p.dataset, p.label_id, p.label, synset,
+                    p.concept if p.concept != p.label else "=", p.parent or "-",
+                    f"{p.how}: {p.detail}" if p.detail else p.how)
+        console.print(where)
     for note in report.notes:
         console.print(styled(("note", "yellow"), f" {note}"))
+    for warning in report.warnings:
+        console.print(styled(("warning", "bold yellow"), f" {warning}"))
     console.print(f"wrote {output}")
 
 
