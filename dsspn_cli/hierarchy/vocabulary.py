@@ -551,17 +551,17 @@ def _share(index: _Index, mappings: list[ClassMapping], where: list[str], source
         owners = claims[concept]
         if len(owners) < 2:
             continue
-        winner = _finest(index, [mappings[i] for i in owners])
-        if winner is None:
-            clashes.setdefault(tuple(owners), []).append(concept)
-            continue
+        finest = [owners[k] for k in _finest(index, [mappings[i] for i in owners])]
+        if len(finest) > 1:
+            clashes.setdefault(tuple(finest), []).append(concept)
         for i in owners:
-            if i != owners[winner]:
-                taken.setdefault(i, {})[concept] = mappings[owners[winner]].name
+            if i not in finest:
+                taken.setdefault(i, {})[concept] = " and ".join(
+                    f"'{mappings[j].name}'" for j in finest)
     result = list(mappings)
     for i, lost in taken.items():
         kept = mappings[i].concepts - set(lost)
-        by = ", ".join(f"{c} goes to '{n}'" for c, n in sorted(
+        by = ", ".join(f"{c} goes to {n}" for c, n in sorted(
             lost.items(), key=lambda item: index.tree.id(item[0])))
         if kept:
             result[i] = replace(mappings[i], concepts=kept,
@@ -594,25 +594,25 @@ def _share(index: _Index, mappings: list[ClassMapping], where: list[str], source
     return result, problems
 
 
-def _finest(index: _Index, claimants: list[ClassMapping]) -> int | None:
-    """Which of several classes claiming one concept takes it: the only one naming it
-    ('same') against unions ('below'), or the union whose synset WordNet puts below every
-    other's; None when none does (a 'coarser' class never takes a concept from another)."""
+def _finest(index: _Index, claimants: list[ClassMapping]) -> list[int]:
+    """Which of several classes claiming one concept keep it: those naming it ('same')
+    against unions ('below'), or the union whose synset WordNet puts below every other's;
+    all of them when a 'coarser' class is among them (it never takes a concept from
+    another, nor gives it up). One left takes the concept; several cannot be told apart."""
+    everyone = list(range(len(claimants)))
     if any(m.how == "coarser" for m in claimants):
-        return None
+        return everyone
     same = [i for i, m in enumerate(claimants) if m.how == "same"]
-    if len(same) == 1:
-        return same[0]
     if same:
-        return None
+        return same
     for i, mapping in enumerate(claimants):
         synset = index.synset(mapping.synset) if mapping.synset else None
         if synset is None:
             continue
         above = {s.name() for path in synset.hypernym_paths() for s in path[:-1]}
         if all(m.synset in above for j, m in enumerate(claimants) if j != i):
-            return i
-    return None
+            return [i]
+    return everyone
 
 
 # ------------------------------------------------------------------------------ datasets
@@ -639,7 +639,7 @@ def labelled(concept: str, labels: Sequence[str]) -> str:
     """A dataset's label names with the concept beside them: 'roadway (road)'; the concept
     alone where the names are its own."""
     names = list(dict.fromkeys(labels))
-    if not names or names == [concept]:
+    if not names or {n.lower() for n in names} == {concept.lower()}:
         return concept
     return f"{', '.join(names)} ({concept})"
 
