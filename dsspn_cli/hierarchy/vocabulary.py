@@ -27,7 +27,7 @@ give different concepts, the class names none and one line lists them to choose 
 (``bike``: bicycle.n.01 or motorcycle.n.01).
 
 A label of a label-set file with a ``synset`` maps by it; one without is named by its name as
-above; one with only a ``parent`` that its name cannot place maps to that parent, coarser.
+above; one that neither places, but that has a ``parent``, maps to that parent, coarser.
 
 Two classes on one concept cannot be told apart, with one exception: a class naming the
 concept itself ('same', or a finer WordNet class among unions) takes it from the unions of
@@ -448,8 +448,8 @@ def suggest(index: _Index, text: str, most: int = 3) -> list[str]:
 
 
 def _map_label(index: _Index, label: Label) -> ClassMapping:
-    """A label of a label-set file: by its synset, else by its name; a label with only a
-    parent that its name cannot place maps to the parent, coarser."""
+    """A label of a label-set file: by its synset, else by its name; a label that neither
+    places but that has a parent maps to the parent, coarser."""
     if label.synset:
         synset = index.synset(label.synset)
         if synset is None:
@@ -465,13 +465,13 @@ def _map_label(index: _Index, label: Label) -> ClassMapping:
                 mapped = _unnamed(index, label.name, mapped.note, mapped.synset)
     else:
         mapped = _map_text(index, label.name)
-        if not mapped.concepts and label.parent:
-            parent = _map_text(index, label.parent)
-            if len(parent.concepts) == 1:
-                concept = next(iter(parent.concepts))
-                mapped = ClassMapping(label.name, "coarser", parent.concepts, parent.synset,
-                                      f"its parent '{label.parent}' is '{concept}': the "
-                                      "model knows nothing finer")
+    if not mapped.concepts and label.parent:
+        parent = _map_text(index, label.parent)
+        if len(parent.concepts) == 1:
+            concept = next(iter(parent.concepts))
+            mapped = ClassMapping(label.name, "coarser", parent.concepts, parent.synset,
+                                  f"its parent '{label.parent}' is '{concept}': the model "
+                                  "knows nothing finer")
     return replace(mapped, label_id=label.id)
 
 
