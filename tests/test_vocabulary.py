@@ -377,3 +377,20 @@ def test_hierarchy_map_of_a_tree_imports_neither_torch_nor_pydantic():
                           cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("heavy: []"), proc.stdout
+
+
+def test_without_wordnet_the_trees_own_names_still_name_classes(monkeypatch):
+    from dsspn_cli.hierarchy import wordnet as wordnet_module
+    from dsspn_cli.hierarchy.tree import load_tree
+
+    def missing(*args, **kwargs):
+        raise UserError(wordnet_module.HOW_TO_GET)
+
+    monkeypatch.setattr(wordnet_module, "wordnet", missing)
+    tree = load_tree()                          # a tree of its own: nothing cached
+    assert mapped(tree, None, "person") == ("same", {"person"})
+    assert mapped(tree, None, "car.n.01") == ("same", {"car"})
+    assert mapped(tree, None, "vegetation") == ("same", {"plant-stuff"})
+    assert mapped(tree, None, "vehicle") == ("same", {"vehicle-things"})   # vehicle.n.01
+    found = map_class(tree, None, "canine")
+    assert found.how == "none" and "WordNet 3.0 not found" in found.note

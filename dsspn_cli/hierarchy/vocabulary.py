@@ -146,6 +146,7 @@ class _Index:
         self.by_lower = {" ".join(n.replace("_", " ").split()).lower(): n for n in tree.names}
         self._labels: dict[str, tuple[str, str]] | None = None
         self._closures: dict[str, frozenset[str]] | None = None
+        self._canonical: dict[str, str] = {}
         self._words: dict[str, str] | None = None
 
     @property
@@ -160,20 +161,32 @@ class _Index:
     def labels(self) -> dict[str, tuple[str, str]]:
         """Label names of the tree's datasets, lower case -> (concept, dataset)."""
         if self._labels is None:
-            self._labels = self.tree.label_names(with_dataset=True)
+            self._labels = {}
+            for name, value in self.tree.label_names(with_dataset=True).items():
+                self._labels.setdefault(_normal(name), value)
         return self._labels
 
     @property
     def closures(self) -> dict[str, frozenset[str]]:
         """Concept -> every proper WordNet hypernym of its synset, over all paths."""
         if self._closures is None:
-            self._closures = {}
+            closures = {}
             for synset, concept in self.by_synset.items():
-                found = {s.name() for path in self.synset(synset).hypernym_paths()
-                         for s in path}
-                found.discard(synset)
-                self._closures[concept] = frozenset(found)
+                found = self.synset(synset)
+                if found is None:             # a hand-written tree's unknown synset
+                    continue
+                self._canonical.setdefault(found.name(), concept)
+                above = {s.name() for path in found.hypernym_paths() for s in path}
+                above.discard(found.name())
+                closures[concept] = frozenset(above)
+            self._closures = closures
         return self._closures
+
+    @property
+    def canonical(self) -> dict[str, str]:
+        """Synset -> concept, each synset under its own name ('auto.n.01' is car.n.01)."""
+        _ = self.closures
+        return self._canonical
 
     @property
     def words(self) -> dict[str, str]:
@@ -260,15 +273,15 @@ def _highest(index: _Index, found: Iterable[str]) -> frozenset[str]:
 def _reach(index: _Index, synset) -> _Reach:
     """same, else below, else coarser, else none, for one noun synset."""
     tree, name = index.tree, synset.name()
-    if name in index.by_synset:
-        return _Reach("same", frozenset({index.by_synset[name]}))
+    if name in index.canonical:
+        return _Reach("same", frozenset({index.canonical[name]}))
     below = [c for c, above in index.closures.items() if name in above]
     if below:
         return _Reach("below", _highest(index, below))
     nearest = set()
     for path in synset.hypernym_paths():            # root first, the synset last
         for above in reversed(path[:-1]):
-            concept = index.by_synset.get(above.name())
+            concept = index.canonical.get(above.name())
             if concept is not None and concept != tree.root:
                 nearest.add(concept)
                 break
@@ -392,7 +405,15 @@ def _map_text(index: _Index, text: str) -> ClassMapping:
         concept, dataset = index.labels[key]
         return ClassMapping(text, "same", frozenset({concept}), tree.node(concept).get(
             "synset"), f"{dataset} label '{key}' is the concept '{concept}'")
-    mapped = _from_word(index, text, key)
+    try:
+        mapped = _from_word(index, text, key)
+    except UserError as exc:          # no WordNet here: the words of the tree's synsets
+        heads = {_normal(s.split(".")[0]): c for s, c in sorted(index.by_synset.items())}
+        if key in heads:
+            return ClassMapping(text, "same", frozenset({heads[key]}), tree.node(
+                heads[key]).get("synset"), f"the word of the concept '{heads[key]}'")
+        return _unnamed(index, text, f"only the tree's own names are known without "
+                        f"WordNet ({exc})")
     if mapped is None:
         return _unnamed(index, text, f"WordNet has no noun '{key}'")
     if mapped.how == "none" and not mapped.choices:
@@ -428,7 +449,7 @@ def suggest(index: _Index, text: str, most: int = 3) -> list[str]:
                     continue
                 seen.add(neighbour.name())
                 following.append(neighbour)
-                concept = index.by_synset.get(neighbour.name())
+                concept = index.canonical.get(neighbour.name())
                 if concept is not None and concept != index.tree.root and concept not in found:
                     found.append(concept)
         if found:
@@ -450,15 +471,15 @@ def suggest(index: _Index, text: str, most: int = 3) -> list[str]:
 def _map_label(index: _Index, label: Label) -> ClassMapping:
     """A label of a label-set file: by its synset, else by its name; a label that neither
     places but that has a parent maps to the parent, coarser."""
-    if label.synset:
+    if label.synset and label.synset in index.by_synset:        # no WordNet needed
+        concept = index.by_synset[label.synset]
+        mapped = ClassMapping(label.name, "same", frozenset({concept}), label.synset,
+                              f"{label.synset} is the concept '{concept}'")
+    elif label.synset:
         synset = index.synset(label.synset)
         if synset is None:
             mapped = _unnamed(index, label.name, f"'{label.synset}' is not a WordNet 3.0 noun "
                               "synset")
-        elif label.synset in index.by_synset or synset.name() in index.by_synset:
-            concept = index.by_synset.get(label.synset) or index.by_synset[synset.name()]
-            mapped = ClassMapping(label.name, "same", frozenset({concept}), synset.name(),
-                                  f"{synset.name()} is the concept '{concept}'")
         else:
             mapped = _from_synset(index, label.name, synset)
             if mapped.how == "none" and not mapped.choices:
@@ -491,9 +512,11 @@ def map_vocabulary(tree, classes: Sequence[str | Label], wn=None, strict: bool =
     mappings = [_map_label(index, c) if isinstance(c, Label) else _map_text(index, c)
                 for c in classes]
     where = [_where(source, c) for c in classes]
-    problems = [VocabularyProblem("unnamed", (m.name,), (), _unnamed_message(index, w, m, source))
-                for m, w in zip(mappings, where) if not m.concepts]
-    mappings, shared = _share(index, mappings, where, source)
+    labels = any(isinstance(c, Label) for c in classes)
+    problems = [VocabularyProblem("unnamed", (m.name,), (), one_line(
+        _unnamed_message(index, w, m, source, labels)))
+        for m, w in zip(mappings, where) if not m.concepts]
+    mappings, shared = _share(index, mappings, where, source, labels)
     problems += shared
     if strict and problems:
         more = len(problems) - 1
@@ -515,11 +538,11 @@ def map_labelset(tree, labelset: LabelSet, wn=None, strict: bool = True) -> Voca
 def _where(source: str, item) -> str:
     if isinstance(item, Label):
         return f"{source}: label '{item.name}' (id {item.id})"
-    return f"{source} {item.strip()}"
+    return f"{source} {item.strip()}".strip()
 
 
-def _unnamed_message(index: _Index, where: str, mapping: ClassMapping, source: str) -> str:
-    labels = not source.startswith("--")
+def _unnamed_message(index: _Index, where: str, mapping: ClassMapping, source: str,
+                     labels: bool) -> str:
     if mapping.choices and mapping.choices[0] in index.tree:      # equally near concepts
         fix = ("give the label a 'parent:' naming the one you mean" if labels else
                f"name the one you mean ({source} {mapping.choices[0]})")
@@ -536,8 +559,8 @@ def _unnamed_message(index: _Index, where: str, mapping: ClassMapping, source: s
             f"{hint}")
 
 
-def _share(index: _Index, mappings: list[ClassMapping], where: list[str], source: str
-           ) -> tuple[list[ClassMapping], list[VocabularyProblem]]:
+def _share(index: _Index, mappings: list[ClassMapping], where: list[str], source: str,
+           labels: bool) -> tuple[list[ClassMapping], list[VocabularyProblem]]:
     """Concepts claimed by several classes: the class naming the concept itself takes it
     from unions; otherwise the classes cannot be told apart (a problem)."""
     claims: dict[str, list[int]] = {}
@@ -567,17 +590,18 @@ def _share(index: _Index, mappings: list[ClassMapping], where: list[str], source
             result[i] = replace(mappings[i], concepts=kept,
                                 note=mappings[i].note + f" ({by})")
         else:
-            problems.append(VocabularyProblem("shared", (mappings[i].name,), tuple(lost), (
+            problems.append(VocabularyProblem("shared", (mappings[i].name,), tuple(lost),
+                                              one_line(
                 f"{where[i]}: every concept it covers ({_listed(index, lost)}) is named by a "
                 f"finer class, so nothing is left to it; "
-                + ("remove the label" if not source.startswith("--") else
+                + ("remove the label" if labels else
                    "leave it out, or leave out the finer classes"))))
     for owners, concepts in clashes.items():
         names = [mappings[i].name for i in owners]
         what = "; ".join(f"{mappings[i].name}: {mappings[i].how}" for i in owners)
         both = "both" if len(owners) == 2 else "all"
-        if source.startswith("--"):
-            start = f"{source} {','.join(names)}"
+        if not labels:
+            start = f"{source} {','.join(names)}".strip()
             fix = "keep one of them, or name a finer concept for one"
         else:
             start = f"{source}: labels " + ", ".join(
@@ -590,7 +614,8 @@ def _share(index: _Index, mappings: list[ClassMapping], where: list[str], source
         else:
             message = (f"{start}: {both} name {_listed(index, concepts)} ({what}), so the "
                        f"model cannot tell them apart; {fix}")
-        problems.append(VocabularyProblem("shared", tuple(names), tuple(concepts), message))
+        problems.append(VocabularyProblem("shared", tuple(names), tuple(concepts),
+                                          one_line(message)))
     return result, problems
 
 
