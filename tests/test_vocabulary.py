@@ -142,9 +142,15 @@ def test_the_sense_that_reaches_the_tree_is_taken(tree, wn):
     found = map_class(tree, wn, "dog")                    # also frump, cad, frank...: coarser
     assert (found.how, set(found.concepts)) == ("same", {"dog"})
     assert mapped(tree, wn, "dogs") == ("same", {"dog"})
-    # window.n.01 is window-stuff, windowpane.n.01 (a 'window' too) is below it.
-    found = map_class(tree, wn, "window")
-    assert set(found.concepts) == {"window-stuff"} and "windowpane.n.01" in found.note
+    # ground is land.n.04 (ground-stuff), earth.n.02 (earth) and land.n.02 (land): the
+    # first holds the others.
+    found = map_class(tree, wn, "ground")
+    assert set(found.concepts) == {"ground-stuff"} and "earth.n.02" in found.note
+    assert mapped(tree, wn, "window") == ("same", {"window-stuff"})
+    # A synset the word itself names comes first: cloud.n.01 (below: fog) is a cloud too;
+    # 'soil' is also a word of land.n.02, the concept land.
+    assert mapped(tree, wn, "cloud") == ("same", {"clouds"})
+    assert mapped(tree, wn, "soil") == ("same", {"dirt"})
 
 
 def test_several_senses_reaching_the_tree_are_one_line_to_choose_from(tree, wn):

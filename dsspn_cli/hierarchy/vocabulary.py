@@ -19,12 +19,15 @@ a set of the tree's concepts, by the first of these that applies:
 5. **none**: nothing of the tree at, below or above it; suggestions come from WordNet's
    neighbours of the word (``people`` -> person, its members) and from spelling.
 
-A word with several noun senses takes the sense that reaches the tree: a sense that names or
-covers concepts (same, below) before one that is only finer than a concept (coarser); among
-those, senses that give the same concepts are one, and a sense whose concepts hold those of
-all the others is taken (``window``: window-stuff holds windowpane). Where senses remain that
-give different concepts, the class names none and one line lists them to choose a synset
-(``bike``: bicycle.n.01 or motorcycle.n.01).
+A word with several noun senses takes the sense that reaches the tree. Where several do: a
+concept's synset named by the word itself first (``cloud``: cloud.n.02, the concept clouds;
+``soil``: soil.n.02, not land.n.02 of which 'soil' is a synonym), then senses that name or
+cover concepts (same, below), then senses only finer than a concept (coarser: ``dog`` is
+dog.n.01, not frump.n.01, a person). Among the senses of the first of these that has any,
+senses giving the same concepts are one, and a sense whose concepts hold those of all the
+others is taken (``window``: window-stuff holds windowpane). Where senses remain that give
+different concepts, the class names none and one line lists them to choose a synset
+(``bike``: bicycle.n.01 or motorcycle.n.01; ``machine``: machine.n.01 or car.n.01).
 
 A label of a label-set file with a ``synset`` maps by it; one without is named by its name as
 above; one that neither places, but that has a ``parent``, maps to that parent, coarser.
@@ -195,7 +198,8 @@ class _Index:
         if self._words is None:
             self._words = {}
             for synset, concept in sorted(self.by_synset.items()):
-                for lemma in self.synset(synset).lemma_names():
+                found = self.synset(synset)
+                for lemma in found.lemma_names() if found is not None else ():
                     self._words.setdefault(lemma.replace("_", " ").lower(), concept)
         return self._words
 
@@ -330,8 +334,48 @@ def _from_synset(index: _Index, text: str, synset, word: str = "") -> ClassMappi
         "above it"))
 
 
+def _head(synset_name: str) -> str:
+    """The word a synset is named by: 'cloud' for cloud.n.02."""
+    return _normal(synset_name.rsplit(".", 2)[0])
+
+
+def _by_head(index: _Index, text: str, key: str) -> ClassMapping | None:
+    """A word that names synsets of the tree itself (cloud: cloud.n.02, the concept
+    'clouds'), without WordNet: the first rule for words, before other senses."""
+    found = [(synset, concept) for synset, concept in sorted(
+        index.by_synset.items(), key=lambda item: index.tree.id(item[1]))
+        if _head(synset) == key and concept != index.tree.root]
+    if not found:
+        return None
+    return _choose(index, text, key, [(synset, ClassMapping(
+        text, "same", frozenset({concept}), synset,
+        f"'{key}' names {synset}, the concept '{concept}'")) for synset, concept in found])
+
+
+def _choose(index: _Index, text: str, key: str, senses: list[tuple[str, ClassMapping]]
+            ) -> ClassMapping:
+    """One of several senses, each (synset, mapping): the one, where they give the same
+    concepts or one holds the concepts of all others; else none, with them to choose."""
+    distinct: dict[frozenset[str], tuple[str, ClassMapping]] = {}
+    for synset, mapping in senses:
+        distinct.setdefault(mapping.concepts if not mapping.choices else
+                            frozenset(mapping.choices), (synset, mapping))
+    if len(distinct) == 1:
+        return next(iter(distinct.values()))[1]
+    holding = [m for concepts, (_, m) in distinct.items() if not m.choices and all(
+        _covers(index, concepts, other) for other in distinct)]
+    if holding:
+        return holding[0]
+    described = "; ".join(f"{synset} ({m.how}: {_listed(index, m.concepts or m.choices, 3)})"
+                          for synset, m in distinct.values())
+    return ClassMapping(text, "none", choices=tuple(s for s, _ in distinct.values()), note=(
+        f"'{key}' has {len(distinct)} senses that reach the tree: {described}"))
+
+
 def _from_word(index: _Index, text: str, key: str) -> ClassMapping | None:
-    """A WordNet word: the sense that reaches the tree; None if WordNet has no such noun."""
+    """A WordNet word: the sense that reaches the tree; None if WordNet has no such noun.
+    Where several do: a concept's synset the word itself names, then senses that name or
+    cover concepts (same, below), then senses finer than one (coarser)."""
     senses = index.senses(key)
     if not senses:
         return None
@@ -344,28 +388,12 @@ def _from_word(index: _Index, text: str, key: str) -> ClassMapping | None:
         return ClassMapping(text, "none", note=(
             f"none of WordNet's {len(senses)} senses of '{key}' ({shown}) has a concept of "
             "the tree at, below or above it"))
-    # Naming or covering concepts beats being finer than one.
-    best = [(s, m) for s, m in reaching if m.how in ("same", "below")] or reaching
-    distinct: dict[frozenset[str], tuple] = {}
-    for sense, mapping in best:
-        distinct.setdefault(mapping.concepts if not mapping.choices else
-                            frozenset(mapping.choices), (sense, mapping))
-    if len(distinct) == 1:
-        chosen = next(iter(distinct.values()))[1]
-    else:
-        holding = [m for concepts, (_, m) in distinct.items() if not m.choices and all(
-            _covers(index, concepts, other) for other in distinct)]
-        if holding:
-            chosen = holding[0]
-        else:
-            choices = tuple(s.name() for s, _ in distinct.values())
-            described = "; ".join(
-                f"{s.name()} ({m.how}: {_listed(index, m.concepts or m.choices, 3)})"
-                for s, m in distinct.values())
-            return ClassMapping(text, "none", choices=choices, note=(
-                f"'{key}' has {len(distinct)} senses that reach the tree: {described}"))
+    forms = {key, _normal(index.wn.morphy(key.replace(" ", "_"), "n") or key)}
+    best = ([(s, m) for s, m in reaching if m.how == "same" and _head(s.name()) in forms]
+            or [(s, m) for s, m in reaching if m.how in ("same", "below")] or reaching)
+    chosen = _choose(index, text, key, [(s.name(), m) for s, m in best])
     others = [s.name() for s, m in reaching if m.synset != chosen.synset]
-    if others:
+    if others and chosen.concepts:
         chosen = replace(chosen, note=chosen.note + f" (other senses: {', '.join(others[:3])}"
                          + (", ..." if len(others) > 3 else "") + ")")
     return chosen
@@ -405,13 +433,12 @@ def _map_text(index: _Index, text: str) -> ClassMapping:
         concept, dataset = index.labels[key]
         return ClassMapping(text, "same", frozenset({concept}), tree.node(concept).get(
             "synset"), f"{dataset} label '{key}' is the concept '{concept}'")
+    named = _by_head(index, text, key)          # no WordNet needed
+    if named is not None:
+        return named
     try:
         mapped = _from_word(index, text, key)
-    except UserError as exc:          # no WordNet here: the words of the tree's synsets
-        heads = {_normal(s.split(".")[0]): c for s, c in sorted(index.by_synset.items())}
-        if key in heads:
-            return ClassMapping(text, "same", frozenset({heads[key]}), tree.node(
-                heads[key]).get("synset"), f"the word of the concept '{heads[key]}'")
+    except UserError as exc:          # no WordNet here
         return _unnamed(index, text, f"only the tree's own names are known without "
                         f"WordNet ({exc})")
     if mapped is None:
