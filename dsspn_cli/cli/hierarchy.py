@@ -311,7 +311,7 @@ def _print_mapping(tree, vocabulary, source: str, labels: bool) -> None:
 
     console = _console()
     columns = (("id",) if labels else ()) + ("class", "how", "concepts", "synset", "note")
-    shown = table(*columns, title=f"{source} on {tree.source or 'the tree'}")
+    shown = table(*columns, title=f"{source} mapped onto {tree.source or 'the tree'}")
     for mapping in vocabulary.classes:
         concepts = [f"{c} ({tree.id(c)})" for c in mapping.ordered(tree)]
         if len(concepts) > MAP_SHOWN:
