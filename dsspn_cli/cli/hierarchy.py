@@ -58,6 +58,9 @@ def merge(
                                         "tree without moving any of its concepts, so that a "
                                         "model trained on it grows onto the new tree "
                                         "(dsspn train --grow-from)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List where every label "
+                                 "went (by default only the labels of label-set files and "
+                                 "of sets merged --onto a tree)."),
 ):
     """Merge dataset label sets into one WordNet-backed concept tree."""
     from dsspn_cli.files import check_output
@@ -82,10 +85,15 @@ def merge(
               "# Each concept: name, WordNet 3.0 synset, labels (dataset: label ids mapped to it),"
               " children.\n# kind: wordnet marks the intermediate concepts the merge added.\n")
     tree.save(output, header=header)
-    _print_merge_summary(tree, report, output)
+    listed = {ls.name for ls in labelsets
+              if verbose or onto is not None or ls.source.lower() not in builtins}
+    _print_merge_summary(tree, report, output, listed)
 
 
-def _print_merge_summary(tree, report, output: Path) -> None:
+def _print_merge_summary(tree, report, output: Path, listed: set[str] = frozenset()) -> None:
+    """Counts per dataset; where each label of ``listed`` datasets went (label, synset,
+    concept, parent, how placed); notes; and a warning for each label placed where a person
+    should look (at the top of the tree, a guessed sense splitting another's label)."""
     from dsspn_cli.console import add_row, styled, table
 
     console = _console()
@@ -110,8 +118,20 @@ def _print_merge_summary(tree, report, output: Path) -> None:
     if report.others:
         console.print(f"{len(report.others)} '-other' concepts added beside a single child: "
                       + ", ".join(report.others))
+    placed = [p for p in report.placements if p.dataset in listed]
+    if placed:
+        where = table("dataset", "id", "label", "synset", "concept", "parent", "how placed",
+                      title=f"where the labels of {', '.join(sorted(listed))} went")
+        for p in placed:
+            synset = (p.synset or "-") + (" (by name)" if p.by_name else "")
+            add_row(where, p.dataset, p.label_id, p.label, synset,
+                    p.concept if p.concept != p.label else "=", p.parent or "-",
+                    f"{p.how}: {p.detail}" if p.detail else p.how)
+        console.print(where)
     for note in report.notes:
         console.print(styled(("note", "yellow"), f" {note}"))
+    for warning in report.warnings:
+        console.print(styled(("warning", "bold yellow"), f" {warning}"))
     console.print(f"wrote {output}")
 
 
@@ -223,6 +243,95 @@ def tables(
     console = _console()
     console.print(table.summary().split("\n\nneuron")[0])
     console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+HOW_STYLES = {"same": "green", "below": "cyan", "coarser": "yellow", "none": "bold red"}
+MAP_SHOWN = 6       # concepts listed per class in the table (JSON lists them all)
+
+
+@app.command("map")
+def map_classes(
+    labelset: Optional[str] = typer.Argument(None, help="A label set whose labels to map: a "
+                                             "built-in name or a YAML/text file.",
+                                             show_default=False),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Classes to map instead, "
+                                          "comma-separated: concept names, synsets "
+                                          "(car.n.01) or WordNet words (canine, 'motor "
+                                          "vehicle')."),
+    tree_file: Optional[Path] = typer.Option(None, "--tree", help="Tree file (default: the "
+                                             "shipped four-dataset tree)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Map onto the tree inside this "
+                                         "checkpoint instead (reading it needs torch)."),
+    as_json: bool = typer.Option(False, "--json", help="Write the mapping as JSON."),
+    wordnet_dir: Optional[Path] = typer.Option(None, "--wordnet-dir", help="A WordNet 3.0 "
+                                               "database folder to use (default: found "
+                                               "automatically)."),
+):
+    """Map a vocabulary onto a tree: per class, how it matched (same concept, the concepts
+    WordNet puts below it, the concept above it: coarser, or none) and its concepts; the
+    classes it cannot name or tell apart are listed after. Exit 0 either way."""
+    from dsspn_cli.hierarchy.vocabulary import map_labelset, map_vocabulary
+    from dsspn_cli.hierarchy.wordnet import wordnet
+
+    if (labelset is None) == (classes is None):
+        raise UserError("give a label set or --classes A,B,... (one of them) to map")
+    if tree_file is not None and model is not None:
+        raise UserError("--tree and --model: give one of them")
+    tree = _tree_to_map(tree_file, model)
+    wn = wordnet(wordnet_dir) if wordnet_dir is not None else None
+    if classes is not None:
+        wanted = [c.strip() for c in classes.split(",") if c.strip()]
+        if not wanted:
+            raise UserError(f"--classes {classes!r}: name one class or more, like person,sky")
+        vocabulary, source = map_vocabulary(tree, wanted, wn, strict=False), "--classes"
+    else:
+        from dsspn_cli.hierarchy.labelset import load_labelset
+
+        chosen = load_labelset(labelset)
+        vocabulary, source = map_labelset(tree, chosen, wn, strict=False), chosen.source
+    if as_json:
+        doc = {"source": str(source), **vocabulary.to_json(tree)}
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        return
+    _print_mapping(tree, vocabulary, str(source), labels=classes is None)
+
+
+def _tree_to_map(tree_file: Path | None, model: Path | None):
+    """The tree of a file (no torch), or the one inside a checkpoint."""
+    from dsspn_cli.hierarchy.tree import load_tree
+
+    if model is None:
+        return load_tree(tree_file)
+    from dsspn_cli.engine.checkpoint import load_checkpoint, tree_of
+
+    return tree_of(load_checkpoint(model), str(model))
+
+
+def _print_mapping(tree, vocabulary, source: str, labels: bool) -> None:
+    from dsspn_cli.console import add_row, styled, table
+
+    console = _console()
+    columns = (("id",) if labels else ()) + ("class", "how", "concepts", "synset", "note")
+    shown = table(*columns, title=f"{source} mapped onto {tree.source or 'the tree'}")
+    for mapping in vocabulary.classes:
+        concepts = [f"{c} ({tree.id(c)})" for c in mapping.ordered(tree)]
+        if len(concepts) > MAP_SHOWN:
+            concepts = concepts[:MAP_SHOWN - 1] + [f"... {len(concepts)} in all"]
+        note = mapping.note
+        if mapping.choices:
+            note += "; choose: " + ", ".join(mapping.choices)
+        if mapping.suggestions:
+            note += "; did you mean " + ", ".join(mapping.suggestions) + "?"
+        row = ([mapping.label_id] if labels else []) + [
+            mapping.name, styled((mapping.how, HOW_STYLES[mapping.how])),
+            ", ".join(concepts) or "-", mapping.synset or "-", note]
+        add_row(shown, *row)
+    console.print(shown)
+    counts = {how: sum(1 for m in vocabulary.classes if m.how == how) for how in HOW_STYLES}
+    console.print(f"{len(vocabulary.classes)} classes: " + ", ".join(
+        f"{n} {how}" for how, n in counts.items() if n))
+    for problem in vocabulary.problems:
+        console.print(styled(("problem", "bold red"), f" {problem.message}"))
 
 
 @app.command("labelsets")

@@ -155,56 +155,67 @@ def label_colours(tree, dataset: str) -> tuple[dict[int, str], dict[int, tuple]]
 @dataclass(frozen=True)
 class ClassChoice:
     """The classes a prediction is restricted to (``--classes``, ``--labelset``): their
-    concepts, names and the ids written for them, and the id of 'none of them'."""
+    concepts, names and the ids written for them, and the id of 'none of them'.
+
+    ``concept_sets`` holds every class's concepts (a class may be a union: 'motor vehicle'
+    is car, motorcycle and truck); ``concepts`` the one concept of each class, -1 for a
+    union (only with ``choose_classes(unions=True)``). ``mappings``: how each class was
+    named (``dsspn_cli.hierarchy.vocabulary.ClassMapping``)."""
 
     concepts: tuple[int, ...]
     names: tuple[str, ...]
     ids: tuple[int, ...]
     other: int
     colours: dict = field(default_factory=dict, compare=False, hash=False)   # id -> rgb
+    concept_sets: tuple[frozenset[int], ...] = ()
+    mappings: tuple = field(default=(), compare=False, hash=False)
 
 
-def choose_classes(tree, names: str | None = None, labelset: str | Path | None = None
-                   ) -> ClassChoice | None:
-    """``person,vehicle,sky`` (concept names, synsets or synset words: ids 0, 1, 2..., other
-    255), or a label-set file whose labels name concepts of the tree by synset or name (its
-    ids, its names, its colours; other: its ignore value)."""
+def choose_classes(tree, names: str | None = None, labelset: str | Path | None = None,
+                   wn=None, unions: bool = False) -> ClassChoice | None:
+    """``person,vehicle,sky`` (ids 0, 1, 2..., other 255), or a label-set file (its ids, its
+    names, its colours; other: its ignore value), each class named as the vocabulary
+    mapping names it (``hierarchy.vocabulary``: a concept, a synset, any WordNet word; a
+    class below or above the tree's concepts). A class that names nothing, or two on one
+    concept, is one line with the fix. ``unions``: whether a class may be several concepts
+    (the caller runs ``concept_sets``); without, such a class is one line too."""
+    from dsspn_cli.hierarchy.vocabulary import map_labelset, map_vocabulary
+
     if names is None and labelset is None:
         return None
     if names is not None and labelset is not None:
         raise UserError("--classes and --labelset: give one of them")
+    colours: dict = {}
     if names is not None:
         wanted = [n.strip() for n in names.split(",") if n.strip()]
         if not wanted:
             raise UserError(f"--classes {names!r}: name one class or more, like person,sky")
-        known = tree.label_names()
-        concepts = [tree.find(n, f"--classes {n}", known) for n in wanted]
-        ids, other, colours = list(range(len(wanted))), 255 if len(wanted) < 255 else \
-            len(wanted), {}
+        vocabulary = map_vocabulary(tree, wanted, wn, strict=True)
+        ids, other = list(range(len(wanted))), 255 if len(wanted) < 255 else len(wanted)
+        where = [f"--classes {n}" for n in wanted]
     else:
         from dsspn_cli.hierarchy.labelset import load_labelset
 
         chosen = load_labelset(str(labelset))
-        by_synset, known = tree.by_synset(), tree.label_names()
-        labels = [label for label in chosen.labels if label.mapped]
-        concepts, wanted, ids, colours = [], [], [], {}
+        vocabulary = map_labelset(tree, chosen, wn, strict=True)
+        labels = chosen.mapped_labels
+        ids, other = [label.id for label in labels], chosen.ignore_index
+        where = [f"{labelset}: label '{label.name}' (id {label.id})" for label in labels]
         for label in labels:
-            where = f"{labelset}: label '{label.name}' (id {label.id})"
-            concept = by_synset.get(label.synset) if label.synset else None
-            concepts.append(concept or tree.find(label.name, where, known))
-            wanted.append(label.name)
-            ids.append(label.id)
             colour = label.extra.get("color")
             if isinstance(colour, (list, tuple)) and len(colour) == 3:
                 colours[label.id] = tuple(int(c) for c in colour)
-        if not labels:
-            raise UserError(f"{labelset}: the label set has no labels to predict")
-        other = chosen.ignore_index
-    twice = [name for name in dict.fromkeys(concepts) if concepts.count(name) > 1]
-    if twice:
-        raise UserError(f"--classes: '{twice[0]}' is named twice; name each concept once")
-    return ClassChoice(tuple(tree.id(c) for c in concepts), tuple(wanted), tuple(ids), other,
-                       colours)
+    sets = vocabulary.concept_ids(tree)
+    for mapping, place in zip(vocabulary.classes, where):
+        if len(mapping.concepts) > 1 and not unions:
+            raise UserError(f"{place}: names {len(mapping.concepts)} concepts "
+                            f"({', '.join(mapping.ordered(tree)[:5])}"
+                            f"{', ...' if len(mapping.concepts) > 5 else ''}) and this "
+                            "command takes one concept per class; name them as classes of "
+                            "their own, or a concept above them")
+    concepts = tuple(next(iter(s)) if len(s) == 1 else -1 for s in sets)
+    return ClassChoice(concepts, vocabulary.names, tuple(ids), other, colours, sets,
+                       vocabulary.classes)
 
 
 @dataclass

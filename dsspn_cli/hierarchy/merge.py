@@ -51,12 +51,32 @@ class DatasetReport:
 
 
 @dataclass
+class Placement:
+    """Where one label went: its concept, the concept above it, and how it was placed."""
+
+    dataset: str
+    label: str
+    label_id: int
+    synset: str | None
+    by_name: bool            # the synset was looked up by the label's name, not given
+    concept: str             # the concept the label maps to
+    how: str                 # joined | same name | parent | WordNet | top | skeleton
+    detail: str = ""         # the how in words: 'same synset as car', 'above armchair'...
+    parent: str | None = None          # the concept above it in the merged tree
+    under: str | None = None           # the concept it was placed under, at the time
+
+
+@dataclass
 class MergeReport:
     datasets: list[DatasetReport] = field(default_factory=list)
     intermediates: list[str] = field(default_factory=list)
     spliced: list[str] = field(default_factory=list)
     others: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    placements: list[Placement] = field(default_factory=list)
+    # Labels placed where a person should look: at the top of the tree, or a sense guessed
+    # from the name made a kind of another dataset's label. One line each, with the fix.
+    warnings: list[str] = field(default_factory=list)
 
 
 class _Builder:
@@ -83,6 +103,9 @@ class _Builder:
         self.by_synset: dict[str, str] = {d["synset"]: n for n, d in self.graph.nodes(data=True)
                                           if d.get("synset")}
         self._closure_cache: dict[str, frozenset[str]] = {}
+        self.placements: list[Placement] = []
+        self.warnings: list[str] = []
+        self.by_name: set[tuple[str, int]] = set()     # (dataset, label id): guessed synsets
 
     # -------------------------------------------------------------------------- WordNet
 
@@ -282,12 +305,59 @@ class _Builder:
 
     def place_label(self, label: Label, labelset: LabelSet, resolve_parent, where: str,
                     rep: DatasetReport, local: dict[str, str]) -> str:
+        """Place one label; its placement (and any warning about it) is recorded."""
+        by_name = (labelset.name, label.id) in self.by_name
+        leaves_before = {n for n in self.graph if self.graph.out_degree(n) == 0}
+        concept, how, detail, under = self._place(label, labelset, resolve_parent, where,
+                                                  rep, local)
+        placement = Placement(labelset.name, label.name, label.id, label.synset, by_name,
+                              concept, how, detail, under=under)
+        self.placements.append(placement)
+        warning = self.warning(placement, labelset, leaves_before)
+        if warning:
+            self.warnings.append(warning)
+        return concept
+
+    def warning(self, placed: Placement, labelset: LabelSet, leaves_before: set[str]) -> str:
+        """One line where WordNet put a label where a person should look: at the top of
+        the tree, or, for a sense guessed from the label's name, below a label of another
+        dataset that had nothing below it (that label is split in two by a guess)."""
+        if placed.how != "WordNet" or placed.under is None:
+            return ""
+        synset = self.wn.synset(placed.synset)
+        sense = f"{placed.synset} ({synset.definition()})" + (
+            ", the sense looked up by its name" if placed.by_name else "")
+        yaml = ", in a YAML label set," if Path(labelset.source).suffix.lower() == ".txt" \
+            else ""
+        fix = (f"give it{yaml} the 'synset:' you mean or a 'parent:' naming the concept it "
+               "belongs under")
+        who = f"{labelset.name} '{placed.label}' (id {placed.label_id})"
+        if placed.under == self.root:
+            beside = [c for c in self.graph.successors(self.root) if c != placed.concept]
+            return (f"{who} went to the top of the tree, beside "
+                    f"{', '.join(beside[:3]) or 'nothing'}: WordNet puts no concept of the "
+                    f"tree above {sense}; {fix}")
+        owners = [d for d in self.graph.nodes[placed.under]["labels"] if d != labelset.name]
+        if placed.by_name and owners and placed.under in leaves_before:
+            above = self.parent(placed.under)
+            kind = self.graph.nodes[placed.under].get("synset") or placed.under
+            return (f"{who} went below {owners[0]}'s '{placed.under}', a label with nothing "
+                    f"below it before: {sense}, is a kind of {kind} in WordNet, so "
+                    f"{owners[0]}'s '{placed.under}' is split; if yours is not one, {fix} "
+                    f"(such as '{above}')")
+        return ""
+
+    def _place(self, label: Label, labelset: LabelSet, resolve_parent, where: str,
+               rep: DatasetReport, local: dict[str, str]) -> tuple[str, str, str, str | None]:
+        """(concept, how, the how in words, the concept it went under)."""
         if label.synset and label.synset in self.by_synset:
             rep.joined += label.used
-            return self.by_synset[label.synset]
+            concept = self.by_synset[label.synset]
+            return (concept, "joined", f"same synset as '{concept}'", self.parent(concept))
         adopt: list[str] = []
         if label.parent:
             parent = resolve_parent(label.parent, where, label.synset)
+            how, detail = "parent", f"parent: {label.parent}"
             rep.explicit += label.used
             if label.synset and label.parent not in local:
                 # A parent from outside this label set names a region of the tree; WordNet may
@@ -298,8 +368,15 @@ class _Builder:
                 if inside:
                     order = self.order()
                     parent = max(inside, key=lambda n: (self.depth(n), -order[n]))
+                    detail += f", WordNet placed it deeper, under '{parent}'"
         elif label.synset:
             parent, adopt = self.placement(label.synset, where)
+            how = "WordNet"
+            ceiling = self.graph.nodes[parent].get("synset")
+            detail = (f"below {ceiling}" if parent != self.root else
+                      "under the root, nothing above it")
+            if adopt:
+                detail += f", above {', '.join(adopt[:3])}" + (", ..." if len(adopt) > 3 else "")
         else:
             raise UserError(f"{where}: no synset and no parent; give it a 'synset:' "
                             "(like car.n.01) or a 'parent:'")
@@ -309,15 +386,16 @@ class _Builder:
             for child in self.graph.successors(parent):
                 if child == label.concept_name and not self.graph.nodes[child].get("synset"):
                     rep.joined += label.used
-                    return child
+                    return child, "joined", f"same name under '{parent}'", parent
         fitted = self.within_depth(parent)
         if fitted != parent:
             self.notes.append(f"{labelset.name} '{label.name}' placed under '{fitted}' instead "
                               f"of '{parent}' to keep the depth within {self.max_depth}")
+            detail += f"; moved up to '{fitted}' to keep the depth within {self.max_depth}"
             parent, adopt = fitted, []
         rep.new_concepts += label.used
         name = self.unique_name(label.concept_name, label.synset, labelset.name)
-        return self.add(name, label.synset, parent, adopt)
+        return self.add(name, label.synset, parent, adopt), how, detail, parent
 
     # -------------------------------------------------------------------------- WordTree
 
@@ -530,11 +608,18 @@ def merge_labelsets(labelsets: list[LabelSet], wn, max_depth: int = 5,
     builder = _Builder(wn, max_depth, onto)
     builder.notes = report.notes
     for i, labelset in enumerate(labelsets):
+        given = {item.id for item in labelset.labels if item.synset}
         labelset, ambiguous = resolve_synsets(labelset, wn)
+        builder.by_name.update((labelset.name, item.id) for item in labelset.labels
+                               if item.synset and item.id not in given)
         report.notes.extend(ambiguous)
         builder.add_labelset(labelset, base=(i == 0 and onto is None), report=report)
     builder.add_intermediates(report)
     builder.fix_single_children(report)
+    for placed in builder.placements:
+        placed.parent = builder.parent(placed.concept) if placed.concept in builder.graph \
+            else None
+    report.placements, report.warnings = builder.placements, builder.warnings
     for _, data in builder.graph.nodes(data=True):
         data["labels"] = {k: sorted(v) for k, v in data["labels"].items()}
     datasets = dict(_rebased(onto, output_dir)) if onto is not None else {}

@@ -25,22 +25,35 @@ def visible_concepts(tree: ConceptTree, dataset: str | None, depth: int | None) 
     return keep
 
 
+def shown_names(tree: ConceptTree, dataset: str | None) -> dict[str, str]:
+    """Concept -> the name to show: with a dataset, its own label names with the concept
+    beside them ('roadway (road)'); the concept's name otherwise."""
+    if dataset is None:
+        return {}
+    from dsspn_cli.hierarchy.vocabulary import dataset_labels, labelled
+
+    return {concept: labelled(concept, names)
+            for concept, names in dataset_labels(tree, dataset).items()}
+
+
 def tree_lines(tree: ConceptTree, dataset: str | None = None, depth: int | None = None):
     """The tree for the terminal: one line of literal text per concept, under guides. Built
     here rather than with rich's Tree, which leaves out every concept deeper than the console
-    is wide (about depth 18 at 80 columns); a line is as long as its concept needs."""
+    is wide (about depth 18 at 80 columns); a line is as long as its concept needs. With a
+    dataset, its concepts are named by its own labels, the concept beside them."""
     from rich.text import Text
 
     colours = {name: DATASET_COLOURS[i % len(DATASET_COLOURS)]
                for i, name in enumerate(tree.datasets)}
     keep = visible_concepts(tree, dataset, depth)
+    names = shown_names(tree, dataset)
 
     def label(name: str, guide: str) -> Text:
         data = tree.node(name)
         neuron = tree.graph.out_degree(name) >= 2
         text = Text(guide, style="dim")
         text.append(f"{tree.id(name)} ", style="dim")
-        text.append(name, style="bold" if neuron else "")
+        text.append(names.get(name, name), style="bold" if neuron else "")
         if data.get("synset"):
             text.append(f"  {data['synset']}", style="dim cyan")
         if data.get("kind") == "wordnet":
@@ -83,6 +96,7 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
     from dsspn_cli.files import atomic_write_bytes
 
     keep = visible_concepts(tree, dataset, depth)
+    names = shown_names(tree, dataset)
     progress = Progress(f"drawing {path}", 2 * len(keep) + 1, unit="steps")
     children = {n: [c for c in tree.children(n) if c in keep] for n in keep}
     leaves = [n for n in tree.names if n in keep and not children[n]]
@@ -116,12 +130,13 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
         colour = colours.get(labelled[0], "#777777") if labelled else "#777777"
         ax.scatter([x], [y], s=14 if children[name] else 8, color=colour, zorder=2)
         if children[name]:
-            ax.annotate(name, (x, y), fontsize=font + 1, ha="center", va="bottom",
+            ax.annotate(names.get(name, name), (x, y), fontsize=font + 1, ha="center", va="bottom",
                         xytext=(0, 3), textcoords="offset points", weight="bold", zorder=3)
         else:
             degrees = math.degrees(angle[name])
             flip = 90 < degrees < 270
-            ax.text(x + 0.08 * math.cos(angle[name]), y + 0.08 * math.sin(angle[name]), name,
+            ax.text(x + 0.08 * math.cos(angle[name]), y + 0.08 * math.sin(angle[name]),
+                    names.get(name, name),
                     fontsize=font, rotation=degrees + 180 if flip else degrees,
                     rotation_mode="anchor", ha="right" if flip else "left", va="center")
         progress.advance()

@@ -121,10 +121,11 @@ class ConceptTree:
         raise UserError(f"--dataset {name}: not in this concept tree (it has "
                         f"{', '.join(self.datasets)})")
 
-    def label_names(self) -> dict[str, str]:
-        """Every dataset's label names -> their concepts (from the label sets the tree
-        names; a label set that cannot be read gives none)."""
-        found: dict[str, str] = {}
+    def label_names(self, with_dataset: bool = False) -> dict:
+        """Every dataset's label names (lower case; readable names too, such as Mapillary's
+        'Road') -> their concepts, or (concept, dataset) ``with_dataset``; from the label
+        sets the tree names (a label set that cannot be read gives none)."""
+        found: dict = {}
         for dataset, info in self.datasets.items():
             try:
                 labelset = labelset_of(self.source or None, info, dataset)
@@ -133,7 +134,10 @@ class ConceptTree:
             concepts = self.label_map(dataset)
             for label in labelset.labels:
                 if label.id in concepts:
-                    found.setdefault(label.name.lower(), concepts[label.id])
+                    value = (concepts[label.id], dataset) if with_dataset else concepts[label.id]
+                    for name in (label.name, label.extra.get("readable")):
+                        if isinstance(name, str) and name.strip():
+                            found.setdefault(" ".join(name.split()).lower(), value)
         return found
 
     def concepts_of(self, dataset: str) -> list[str]:
@@ -168,36 +172,21 @@ class ConceptTree:
     def by_synset(self) -> dict[str, str]:
         return {d["synset"]: n for n, d in self.graph.nodes(data=True) if d.get("synset")}
 
-    def find(self, text: str, where: str = "", label_names: dict[str, str] | None = None
-             ) -> str:
-        """The concept a person means by ``text``: its name, its synset (vehicle.n.01), the
-        synset's word (vehicle, any case), or a dataset's label name (``label_names``: name
-        -> concept, such as Cityscapes' 'vegetation'); one line with the nearest names
-        otherwise."""
-        if text in self.index:
-            return text
-        by_synset = self.by_synset()
-        if text in by_synset:
-            return by_synset[text]
-        words: dict[str, str] = {}
-        for synset, name in sorted(by_synset.items()):
-            words.setdefault(synset.split(".")[0].replace("_", " ").lower(), name)
-        for label, name in sorted((label_names or {}).items()):
-            words.setdefault(label.lower(), name)
-        by_lower = {name.lower(): name for name in self.names}
-        key = " ".join(text.replace("_", " ").split()).lower()
-        if key in by_lower:
-            return by_lower[key]
-        if key in words:
-            return words[key]
-        import difflib
+    def find(self, text: str, where: str = "", wn=None) -> str:
+        """The one concept a person means by ``text``, named as every class is
+        (``dsspn_cli.hierarchy.vocabulary``): a concept's name, its synset (vehicle.n.01),
+        any word of the synset (automobile), a dataset's label name (Cityscapes'
+        'vegetation'), or a WordNet word below or above one concept ('canine', 'poodle');
+        one line with the nearest names otherwise, or when it names several concepts."""
+        from dsspn_cli.hierarchy.vocabulary import map_vocabulary
 
-        near = difflib.get_close_matches(key, list(by_lower) + list(words), n=6, cutoff=0.6)
-        near = list(dict.fromkeys(by_lower.get(n) or words[n] for n in near))[:3]
-        hint = (f"; did you mean {', '.join(map(repr, near))}?" if near
-                else "; 'dsspn hierarchy show' lists them")
-        raise UserError(one_line(f"{where or text}: no concept '{text}' in this tree (give a "
-                                 f"concept's name, its synset or the synset's word){hint}"))
+        mapping = map_vocabulary(self, [text], wn, strict=True,
+                                 source=where or "concept").classes[0]
+        if len(mapping.concepts) > 1:
+            raise UserError(one_line(
+                f"{where or text}: '{text}' names {len(mapping.concepts)} concepts "
+                f"({', '.join(mapping.ordered(self))}); name one of them"))
+        return next(iter(mapping.concepts))
 
     # ------------------------------------------------------------------------------ writing
 
