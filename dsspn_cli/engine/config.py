@@ -13,21 +13,19 @@ training uses the built-in sample data with ``SAMPLE_DATA_DEFAULTS`` (a CPU demo
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from dsspn_cli.errors import UserError, shown
+from dsspn_cli.errors import UserError, one_line, shown
 from dsspn_cli.model.config import (
     Bool,
     Float,
-    Int,
     ModelConfig,
-    NonNegativeFloat,
     NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
 )
 
@@ -46,6 +44,50 @@ SAMPLE_DATA_DEFAULTS = {"backbone": "resnet18", "output_stride": 16, "crop": 112
                         "val_every": 200, "val_images": 8}
 
 
+def _finite(value):
+    """Infinity and NaN (YAML's .inf, .nan, or '1e400'), said as such before the range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):      # not a number: the type check says so
+        return value
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _within(low=None, high=None, *, above=None, below=None):
+    """A finite number setting within its range: infinity, NaN or 1e300 would pass a plain
+    float and fail later, deep in a transform, the optimiser or a collective. The limits are
+    wide enough for any value a run could train with, because checkpoints carry their config
+    and are checked by this schema when they are loaded."""
+    return Annotated[Float, BeforeValidator(_finite),
+                     Field(allow_inf_nan=False, ge=low, le=high, gt=above, lt=below)]
+
+
+def _whole(low: int, high: int):
+    """A whole number setting within [low, high]."""
+    return Annotated[int, Field(strict=True, ge=low, le=high)]
+
+
+# Counts of steps: a run of more than a billion is a typing mistake.
+Steps = _whole(1, 10**9)
+StepsOrZero = _whole(0, 10**9)
+Crop = _whole(32, 8192)
+# The random rescale factor: the image is resized by it before the crop, so a large one
+# makes a huge image (a 1024x2048 photo at 8 is 8192x16384 pixels).
+Scale = _within(above=0, high=8)
+LearningRate = _within(above=0, high=10)
+Momentum = _within(0, below=1)
+WeightDecay = _within(0, 1)
+PolyPower = _within(0, 100)
+Weight = _within(0, 1e6)
+Workers = _whole(0, 256)              # processes: more would exhaust the machine, not help
+Minutes = _within(above=0, high=7 * 24 * 60)
+# numpy's generators take seeds from 0; torch's at most 2**64 - 1, which the per-sample
+# seed (seed * 1000003 + index) must stay under.
+Seed = _whole(0, 2**32 - 1)
+
+
 class TrainConfig(ModelConfig):
     """Everything a run needs; saved as RUN/config.yaml."""
 
@@ -54,41 +96,41 @@ class TrainConfig(ModelConfig):
     out: str = Field("runs/train", min_length=1, description="run folder")
     tree: Optional[str] = Field(None, description="concept tree file (default: the shipped "
                                 "four-dataset tree)")
-    iters: Optional[PositiveInt] = Field(None, description="training steps (default: one "
+    iters: Optional[Steps] = Field(None, description="training steps (default: one "
                                          "epoch, or --epochs)")
-    epochs: Optional[PositiveInt] = Field(None, description="epochs, when --iters is not given")
+    epochs: Optional[Steps] = Field(None, description="epochs, when --iters is not given")
     batch_size: PositiveInt | dict[str, PositiveInt] = Field(
         8, description="images per step and process; in YAML or --set also one per dataset "
         "(batch_size.coco=4: the paper's 4 for COCO-Stuff and ADE20K, 6 for Cityscapes and "
         "Mapillary)")
-    crop: Int = Field(513, ge=32, description="training crop side in pixels")
-    scale: tuple[PositiveFloat, PositiveFloat] = Field(
+    crop: Crop = Field(513, description="training crop side in pixels")
+    scale: tuple[Scale, Scale] = Field(
         (0.5, 2.0), strict=False, description="random rescale range [low, high]")
-    lr: PositiveFloat = Field(0.003, description="learning rate of the new layers")
-    backbone_lr: Optional[PositiveFloat] = Field(None, description="learning rate of the "
+    lr: LearningRate = Field(0.003, description="learning rate of the new layers")
+    backbone_lr: Optional[LearningRate] = Field(None, description="learning rate of the "
                                                  "backbone (default: lr/100 when pretrained, "
                                                  "else lr)")
-    momentum: Float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: NonNegativeFloat = Field(1e-4, description="SGD weight decay")
-    poly_power: NonNegativeFloat = Field(0.9, description="power of the poly schedule")
-    weights: Optional[dict[str, NonNegativeFloat]] = Field(
+    momentum: Momentum = Field(0.9, description="SGD momentum")
+    weight_decay: WeightDecay = Field(1e-4, description="SGD weight decay")
+    poly_power: PolyPower = Field(0.9, description="power of the poly schedule")
+    weights: Optional[dict[str, Weight]] = Field(
         None, description="dataset -> sampling weight in joint training (default: by size)")
-    workers: NonNegativeInt = Field(2, description="data loader processes")
+    workers: Workers = Field(2, description="data loader processes")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
-    seed: Int = Field(0, description="random seed (weights, sampling, augmentation)")
+    seed: Seed = Field(0, description="random seed (weights, sampling, augmentation)")
     precision: Literal[PRECISIONS] = Field(
         "auto", description="number format of training and validation: fp32, fp16 (CUDA, "
         "with loss scaling), bf16 (GPUs of compute capability 8.0+, and CPUs), or auto: bf16 "
         "where the GPU has it, else fp16 on CUDA, fp32 on CPU")
-    log_every: PositiveInt = Field(10, description="steps between metrics.jsonl lines")
-    checkpoint_every: PositiveInt = Field(100, description="steps between checkpoints")
+    log_every: Steps = Field(10, description="steps between metrics.jsonl lines")
+    checkpoint_every: Steps = Field(100, description="steps between checkpoints")
     keep: PositiveInt = Field(3, description="step checkpoints kept besides last and best")
-    val_every: NonNegativeInt = Field(5000, description="steps between validations, and "
+    val_every: StepsOrZero = Field(5000, description="steps between validations, and "
                                       "one at the end (0: at each checkpoint)")
     val_images: Optional[NonNegativeInt] = Field(
         500, description="validation images per dataset, spread evenly over its validation "
         "split, the same ones each time (0 or null: all; the full score is 'dsspn evaluate')")
-    dist_timeout: PositiveFloat = Field(30.0, description="minutes a process waits in a "
+    dist_timeout: Minutes = Field(30.0, description="minutes a process waits in a "
                                         "collective for the others (torchrun) before the job "
                                         "stops")
     init_from: Optional[str] = Field(None, description="start from this checkpoint's weights "
@@ -97,7 +139,7 @@ class TrainConfig(ModelConfig):
                                      "another tree (one this tree was merged onto with "
                                      "'hierarchy merge --onto'): its backbone and every neuron "
                                      "that survives here")
-    finetune: NonNegativeInt = Field(0, description="universal schedule: after joint "
+    finetune: StepsOrZero = Field(0, description="universal schedule: after joint "
                                      "training, this many steps on each dataset at a tenth "
                                      "of the learning rates")
     skip_bad: Bool = Field(False, description="leave out samples that cannot be read "
@@ -123,6 +165,32 @@ class TrainConfig(ModelConfig):
                              "drop --no-scan, or --skip-bad")
         return self
 
+    @field_validator("data")
+    @classmethod
+    def _known_formats(cls, value: dict) -> dict:
+        # The message names this field: a config file's 'data:' has no --format option.
+        from dsspn_cli.data.formats import ALIASES, FORMATS
+
+        for fmt, root in value.items():
+            if ALIASES.get(fmt.lower(), fmt.lower()) not in FORMATS:
+                raise ValueError(f"unknown dataset format '{one_line(fmt)}'; use one of "
+                                 f"{', '.join(FORMATS)} as the key, the root folder as the "
+                                 "value")
+            if not root.strip():
+                raise ValueError(f"{one_line(fmt)}: the root folder is empty; give the "
+                                 "dataset's folder")
+        return value
+
+    @field_validator("data", "out", "tree", "backbone_weights", "init_from", "grow_from")
+    @classmethod
+    def _usable_paths(cls, value):
+        # A NUL byte cannot be in a path: said here, naming the setting, not by the first
+        # open() after the run folder is made.
+        texts = list(value.values()) if isinstance(value, dict) else [value]
+        if any(isinstance(text, str) and "\0" in text for text in texts):
+            raise ValueError("a path cannot hold a NUL byte; give the path without it")
+        return value
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -146,6 +214,11 @@ class TrainConfig(ModelConfig):
                 if missing:
                     raise ValueError(f"{key}: no {what} for dataset '{missing[0]}'; give one "
                                      "per --data")
+                extra = [fmt for fmt in value if fmt not in self.data]
+                if extra:
+                    raise ValueError(f"{key}: a {what} for '{one_line(extra[0])}', which is "
+                                     f"not among the datasets ({', '.join(self.data)}); give "
+                                     "one per --data, named like it")
         return self
 
     @model_validator(mode="after")
@@ -237,18 +310,26 @@ def known_keys(prefix: tuple = ()) -> list[str]:
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
-    """``head.hidden=64`` -> (['head', 'hidden'], 64); the value is read as YAML."""
-    import yaml
+    """``head.hidden=64`` -> (['head', 'hidden'], 64); the value is read as YAML, by the
+    reader config files go through, so a value fails the same way in both."""
+    from dsspn_cli.yamltext import YamlProblem, load
 
     key, sep, raw = text.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise UserError(f"--set {text}: write KEY=VALUE, like head.hidden=64 or lr=0.01")
+        raise UserError(f"{_given(text)}: write KEY=VALUE, like head.hidden=64 or lr=0.01")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise UserError(f"--set {text}: the value is not valid YAML; quote strings with "
-                        "special characters") from None
+        value = load(raw) if raw.strip() else None
+    except YamlProblem as exc:
+        raise UserError(f"{_given(text)}: the value is not valid YAML ({exc.problem}); write "
+                        "it as in a config file, quoting text with special characters"
+                        ) from None
     return key.strip().split("."), value
+
+
+def _given(text: str) -> str:
+    """'--set KEY=VALUE' for messages: on one line, and short (a value may be 5000 digits)."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return f"--set {text if len(text) <= 80 else text[:60] + '...'}"
 
 
 def _put(values: dict, keys: list[str], value, source: str) -> None:
@@ -305,8 +386,8 @@ def resolve_config(file: str | Path | None = None, options: dict | None = None,
             origins[key] = f"{(flags or {}).get(key, key)} {text}"
     for text in assignments or []:
         keys, value = parse_assignment(text)
-        _put(given, keys, value, f"--set {text}")
-        origins[".".join(keys)] = f"--set {text}"
+        _put(given, keys, value, _given(text))
+        origins[".".join(keys)] = _given(text)
     values = _merge(values, given)
     applied = {}
     if not values.get("data"):
