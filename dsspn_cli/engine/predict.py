@@ -347,15 +347,15 @@ def legend_png(rows: list[dict], colours: np.ndarray, title: str,
                label_names: dict[int, str] | None = None) -> bytes:
     """A small figure: one line per class present (swatch, name, pixel share); with a
     dataset, its label name and id, then the tree's concept when named otherwise."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
+
+    from dsspn_cli.figures import new_figure, png_bytes
 
     shown = rows[:LEGEND_ROWS]
     rest = rows[LEGEND_ROWS:]
     lines = len(shown) + (1 if rest else 0)
-    figure = Figure(figsize=(4.0, 0.3 + 0.24 * (lines + 1)), dpi=100)
-    FigureCanvasAgg(figure)
+    # The title (the image's file name) and the class names are drawn as written.
+    figure = new_figure(4.0, 0.3 + 0.24 * (lines + 1))
     axes = figure.add_axes([0, 0, 1, 1])
     axes.set_xlim(0, 1)
     axes.set_ylim(lines + 1.2, 0)
@@ -379,9 +379,7 @@ def legend_png(rows: list[dict], colours: np.ndarray, title: str,
                   style="italic")
         axes.text(0.97, lines + 0.5, f"{100 * share:.1f}%", fontsize=7, va="center",
                   ha="right")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 # ----------------------------------------------------------------------------------- run
