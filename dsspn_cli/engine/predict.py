@@ -188,6 +188,11 @@ def choose_classes(tree, names: str | None = None, labelset: str | Path | None =
         concepts, wanted, ids, colours = [], [], [], {}
         for label in labels:
             where = f"{labelset}: label '{label.name}' (id {label.id})"
+            if label.id < 0:        # it would be written as 2**8 or 2**16 minus it: 255 for -1
+                raise UserError(f"{where}: a negative id cannot be written in a label map; "
+                                "give it an id from 0 up, other than the label set's "
+                                f"ignore_index ({chosen.ignore_index}, written for 'other'), "
+                                "or mark it 'ignore: true'")
             concept = by_synset.get(label.synset) if label.synset else None
             concepts.append(concept or tree.find(label.name, where, known))
             wanted.append(label.name)
@@ -199,6 +204,12 @@ def choose_classes(tree, names: str | None = None, labelset: str | Path | None =
             raise UserError(f"{labelset}: the label set has no labels to predict")
         other = chosen.ignore_index
     twice = [name for name in dict.fromkeys(concepts) if concepts.count(name) > 1]
+    if twice and labelset is not None:
+        first, second = [i for i, c in enumerate(concepts) if c == twice[0]][:2]
+        raise UserError(f"{labelset}: labels '{wanted[first]}' (id {ids[first]}) and "
+                        f"'{wanted[second]}' (id {ids[second]}) both mean the concept "
+                        f"'{twice[0]}'; keep one of them, or give one the synset of another "
+                        "concept")
     if twice:
         raise UserError(f"--classes: '{twice[0]}' is named twice; name each concept once")
     return ClassChoice(tuple(tree.id(c) for c in concepts), tuple(wanted), tuple(ids), other,
