@@ -116,6 +116,18 @@ def test_set_values_that_are_not_yaml_are_one_line(value, fragment):
     assert fragment in message and "\n" not in message and "\0" not in message
 
 
+@pytest.mark.parametrize("assignment,shown", [
+    ("a\x1b[2Jb=1", "unknown setting 'a\\x1b[2Jb'"),
+    ("head.x\ny=2", "unknown setting 'head.x\\ny'"),
+    ("data.ki\x1btti=/x", "unknown dataset format 'ki\\x1btti'"),
+])
+def test_keys_are_shown_escaped_never_raw(assignment, shown):
+    with pytest.raises(UserError) as caught:
+        resolve_config(None, {}, [assignment])
+    message = str(caught.value)
+    assert shown in message and "\x1b" not in message and "\n" not in message
+
+
 def test_set_and_config_files_read_values_alike(tmp_path):
     """The same text gives the same value from --set and from a config file."""
     texts = {"lr": "1e-3", "scale": "[0.75, 1.5]", "seed": "0x10", "head.hidden": "020",

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from dsspn_cli.errors import UserError, one_line, shown
+from dsspn_cli.errors import UserError, shown
 from dsspn_cli.model.config import (
     Bool,
     Float,
@@ -173,11 +173,11 @@ class TrainConfig(ModelConfig):
 
         for fmt, root in value.items():
             if ALIASES.get(fmt.lower(), fmt.lower()) not in FORMATS:
-                raise ValueError(f"unknown dataset format '{one_line(fmt)}'; use one of "
+                raise ValueError(f"unknown dataset format '{_visible(fmt)}'; use one of "
                                  f"{', '.join(FORMATS)} as the key, the root folder as the "
                                  "value")
             if not root.strip():
-                raise ValueError(f"{one_line(fmt)}: the root folder is empty; give the "
+                raise ValueError(f"{_visible(fmt)}: the root folder is empty; give the "
                                  "dataset's folder")
         return value
 
@@ -216,7 +216,7 @@ class TrainConfig(ModelConfig):
                                      "per --data")
                 extra = [fmt for fmt in value if fmt not in self.data]
                 if extra:
-                    raise ValueError(f"{key}: a {what} for '{one_line(extra[0])}', which is "
+                    raise ValueError(f"{key}: a {what} for '{_visible(extra[0])}', which is "
                                      f"not among the datasets ({', '.join(self.data)}); give "
                                      "one per --data, named like it")
         return self
@@ -268,7 +268,7 @@ def describe(exc: ValidationError) -> str:
     # one that got furthest into the value says what is wrong.
     first = errors[0]["loc"][:1]
     error = max((e for e in errors if e["loc"][:1] == first), key=lambda e: len(e["loc"]))
-    key = ".".join(str(part) for part in error["loc"] if not _is_branch(part))
+    key = _visible(".".join(str(part) for part in error["loc"] if not _is_branch(part)))
     if error["type"] == "extra_forbidden":
         import difflib
 
@@ -290,8 +290,9 @@ def describe(exc: ValidationError) -> str:
 def _is_branch(part) -> bool:
     """pydantic's name of a union member in an error's location ('constrained-int',
     'dict[str,constrained-int]'), not a key."""
-    return isinstance(part, str) and ("[" in part or bool(re.fullmatch(
-        r"(constrained-)?(int|float|str|bool)|function-.*", part)))
+    # Not any part with a '[': a key the user typed may hold one.
+    return isinstance(part, str) and bool(re.fullmatch(
+        r"(constrained-)?(int|float|str|bool)|function-.*|[a-z]+\[.*\]", part))
 
 
 def known_keys(prefix: tuple = ()) -> list[str]:
@@ -328,8 +329,14 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
 
 def _given(text: str) -> str:
     """'--set KEY=VALUE' for messages: on one line, and short (a value may be 5000 digits)."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    text = _visible(text)
     return f"--set {text if len(text) <= 80 else text[:60] + '...'}"
+
+
+def _visible(text: str) -> str:
+    """User text for a message, with what does not print escaped (a line break, an escape
+    sequence that would reach the terminal)."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _put(values: dict, keys: list[str], value, source: str) -> None:
