@@ -650,6 +650,16 @@ def test_node_link_trees_are_held_to_the_same_names(run, tmp_path):
                                                  "character \\n")
 
 
+def test_a_dataset_name_that_does_not_print_is_refused(run, tmp_path):
+    doc = {"format": "dsspn-concept-tree", "version": 1,
+           "datasets": {"city\nscapes": {"labelset": "cityscapes"}},
+           "tree": {"name": "entity", "children": [{"name": "a"}, {"name": "b"}]}}
+    path = write_yaml(tmp_path / "tree.yaml", doc)
+    for command in ("check", "show"):
+        expect_error(run("hierarchy", command, path),
+                     "datasets: the name 'city\\nscapes' holds the character \\n")
+
+
 def test_printable_names_in_any_script_are_fine(run, tmp_path):
     names = ["Straße", "自行车", "дорога", "car (parked)", "a$b", "ok\u200dzwj"]
     doc = {"format": "dsspn-concept-tree", "version": 1, "datasets": {},

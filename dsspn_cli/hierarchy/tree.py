@@ -440,6 +440,9 @@ def _check_datasets(datasets, path) -> dict:
         if not isinstance(name, str):
             raise _error(f"{path}: datasets: the name {shown(name)} is not a string; quote it "
                          "or use the dataset's label-set name")
+        if name_problem(name):
+            raise _error(f"{path}: datasets: the name '{printable(name)}' {name_problem(name)}; "
+                         "use the dataset's label-set name")
         if not isinstance(info, dict):
             raise _error(f"{path}: datasets.{name} must be a mapping like {{labelset: "
                          f"{name}, ignore_index: 255}}; fix the tree")
