@@ -97,7 +97,7 @@ class TrainConfig(ModelConfig):
     tree: Optional[str] = Field(None, description="concept tree file (default: the shipped "
                                 "four-dataset tree)")
     iters: Optional[Steps] = Field(None, description="training steps (default: one "
-                                         "epoch, or --epochs)")
+                                   "epoch, or --epochs)")
     epochs: Optional[Steps] = Field(None, description="epochs, when --iters is not given")
     batch_size: PositiveInt | dict[str, PositiveInt] = Field(
         8, description="images per step and process; in YAML or --set also one per dataset "
@@ -108,8 +108,8 @@ class TrainConfig(ModelConfig):
         (0.5, 2.0), strict=False, description="random rescale range [low, high]")
     lr: LearningRate = Field(0.003, description="learning rate of the new layers")
     backbone_lr: Optional[LearningRate] = Field(None, description="learning rate of the "
-                                                 "backbone (default: lr/100 when pretrained, "
-                                                 "else lr)")
+                                                "backbone (default: lr/100 when pretrained, "
+                                                "else lr)")
     momentum: Momentum = Field(0.9, description="SGD momentum")
     weight_decay: WeightDecay = Field(1e-4, description="SGD weight decay")
     poly_power: PolyPower = Field(0.9, description="power of the poly schedule")
@@ -126,13 +126,13 @@ class TrainConfig(ModelConfig):
     checkpoint_every: Steps = Field(100, description="steps between checkpoints")
     keep: PositiveInt = Field(3, description="step checkpoints kept besides last and best")
     val_every: StepsOrZero = Field(5000, description="steps between validations, and "
-                                      "one at the end (0: at each checkpoint)")
+                                   "one at the end (0: at each checkpoint)")
     val_images: Optional[NonNegativeInt] = Field(
         500, description="validation images per dataset, spread evenly over its validation "
         "split, the same ones each time (0 or null: all; the full score is 'dsspn evaluate')")
     dist_timeout: Minutes = Field(30.0, description="minutes a process waits in a "
-                                        "collective for the others (torchrun) before the job "
-                                        "stops")
+                                  "collective for the others (torchrun) before the job "
+                                  "stops")
     init_from: Optional[str] = Field(None, description="start from this checkpoint's weights "
                                      "(same tree)")
     grow_from: Optional[str] = Field(None, description="start from a checkpoint trained on "
@@ -140,8 +140,8 @@ class TrainConfig(ModelConfig):
                                      "'hierarchy merge --onto'): its backbone and every neuron "
                                      "that survives here")
     finetune: StepsOrZero = Field(0, description="universal schedule: after joint "
-                                     "training, this many steps on each dataset at a tenth "
-                                     "of the learning rates")
+                                  "training, this many steps on each dataset at a tenth "
+                                  "of the learning rates")
     skip_bad: Bool = Field(False, description="leave out samples that cannot be read "
                            "(listed in RUN/bad-files.txt) instead of stopping before step 1")
     scan: Bool = Field(True, description="read every training and validation sample once "
@@ -336,7 +336,7 @@ def _given(text: str) -> str:
 def _visible(text: str) -> str:
     """User text for a message, with what does not print escaped (a line break, an escape
     sequence that would reach the terminal)."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _put(values: dict, keys: list[str], value, source: str) -> None:

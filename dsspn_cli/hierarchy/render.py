@@ -127,7 +127,7 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
     handles = [Line2D([], [], marker="o", linestyle="", color=c, label=name)
                for name, c in colours.items()]
     handles.append(Line2D([], [], marker="o", linestyle="", color="#777777",
-                              label="WordNet / group"))
+                          label="WordNet / group"))
     ax.legend(handles=handles, loc="upper left", fontsize=font + 3, frameon=False,
               title="first dataset labelling a concept")
     title = f"{len(keep)} concepts, {sum(1 for n in keep if len(children[n]) >= 2)} neurons"
