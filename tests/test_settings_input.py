@@ -22,7 +22,7 @@ from dsspn_cli.data.common import BadFile
 from dsspn_cli.data.formats import get_format
 from dsspn_cli.data.sample import write_sample_data
 from dsspn_cli.engine.checkpoint import save_checkpoint
-from dsspn_cli.engine.config import TrainConfig, resolve_config
+from dsspn_cli.engine.config import TrainConfig, checked, resolve_config
 from dsspn_cli.engine.faults import _read_scan_cache
 from dsspn_cli.engine.predict import SUFFIXES, legend_png
 from dsspn_cli.engine.run import RunFolder
@@ -240,9 +240,13 @@ def test_aliases_of_formats_are_known_in_a_config_file():
 def test_a_per_dataset_value_for_no_dataset_is_named(tmp_path, key):
     config = write_yaml(tmp_path / "c.yaml", {"data": {"ade": "/a"}, key: {"ade": 1,
                                                                             "kitti": 2}})
-    with pytest.raises(UserError, match=f"{key}: a .* for 'kitti', which is not among the "
-                                        r"datasets \(ade\)"):
+    with pytest.raises(UserError, match=f"c.yaml: {key}: a .* for 'kitti', which is not "
+                                        r"among the datasets \(ade\)"):
         resolve_config(config)
+    with pytest.raises(UserError, match=f"^--set {key}.kitti=2: {key}: a "):
+        resolve_config(None, {"data": {"ade": "/a"}}, [f"{key}.ade=1", f"{key}.kitti=2"])
+    # Only for the settings a run starts with: a checkpoint's config that has one loads.
+    checked({"data": {"ade": "/a"}, key: {"ade": 1, "kitti": 2}}, "model.pt (its config)")
 
 
 @pytest.mark.parametrize("key", ["tree", "backbone_weights", "init_from", "grow_from", "out"])

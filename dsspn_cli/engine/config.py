@@ -214,11 +214,6 @@ class TrainConfig(ModelConfig):
                 if missing:
                     raise ValueError(f"{key}: no {what} for dataset '{missing[0]}'; give one "
                                      "per --data")
-                extra = [fmt for fmt in value if fmt not in self.data]
-                if extra:
-                    raise ValueError(f"{key}: a {what} for '{_visible(extra[0])}', which is "
-                                     f"not among the datasets ({', '.join(self.data)}); give "
-                                     "one per --data, named like it")
         return self
 
     @model_validator(mode="after")
@@ -400,7 +395,26 @@ def resolve_config(file: str | Path | None = None, options: dict | None = None,
     if not values.get("data"):
         applied = {k: v for k, v in SAMPLE_DATA_DEFAULTS.items() if k not in values}
         values.update(applied)
-    return checked(values, file if file is not None else "options", origins), applied
+    where = file if file is not None else "options"
+    config = checked(values, where, origins)
+    _no_stray_datasets(config, where, origins)
+    return config, applied
+
+
+def _no_stray_datasets(config: TrainConfig, where, origins: dict) -> None:
+    """A weight or batch size for a dataset the run does not train on would be ignored: a
+    typing mistake ('cityscape') or a config reused for fewer datasets. Checked for the
+    settings a run starts with, not in the schema: a checkpoint carrying such a config still
+    loads."""
+    for key, what in (("weights", "weight"), ("batch_size", "batch size")):
+        value = getattr(config, key)
+        stray = [fmt for fmt in value if fmt not in config.data] if isinstance(
+            value, dict) and config.data else []
+        if stray:
+            origin = origins.get(f"{key}.{stray[0]}") or origins.get(key) or where
+            raise UserError(f"{origin}: {key}: a {what} for '{_visible(stray[0])}', which is "
+                            f"not among the datasets ({', '.join(config.data)}); give one per "
+                            "--data, named like it")
 
 
 __all__ = ["TrainConfig", "resolve_config", "checked", "describe", "parse_assignment",
