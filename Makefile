@@ -45,7 +45,8 @@ test: setup
 # input, fuzzing, inputs and checkpoints never overwritten, links never written through).
 reliability: setup
 	$(BIN)/python -m pytest -q tests/test_faults.py tests/test_bad_input.py tests/test_hostile_input.py \
-		tests/test_fuzz.py tests/test_exit.py tests/test_lose_nothing.py
+		tests/test_fuzz.py tests/test_exit.py tests/test_lose_nothing.py \
+		tests/test_settings_input.py
 
 # Re-merge the shipped four-dataset tree after editing a built-in label set.
 tree: setup

@@ -505,23 +505,17 @@ def read_json(path: str | os.PathLike, what: str):
 
 
 def read_yaml(path: str | os.PathLike, what: str):
-    """``yaml.safe_load`` of a file, with one-line errors that name the file and the line."""
-    import yaml
+    """``yaml.safe_load`` of a file, with one-line errors that name the file and the line
+    (through ``yamltext.load``, the reader ``--set`` values go through too)."""
+    from dsspn_cli.yamltext import YamlProblem, load
 
     path = Path(path)
     text = read_text_file(path, what, "YAML")
     try:
-        return yaml.safe_load(text)
-    except RecursionError:
-        raise UserError(f"{path}: nested too deeply to read; fix the {what} file") from None
-    except (ValueError, TypeError, AttributeError, LookupError, OverflowError) as exc:
-        # PyYAML fails to convert some values with a plain exception, not a YAMLError:
-        # '2001-13-45', '!!int abc', '!!int' alone, '!!bool maybe', a 5000-digit number.
-        detail = str(exc).split(";")[0] if isinstance(exc, ValueError) else type(exc).__name__
-        raise UserError(one_line(f"{path}: malformed YAML (a value cannot be converted: "
-                                 f"{detail[:100]}); fix the {what} file")) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UserError(f"{path}:{where} malformed YAML ({problem}); fix the {what} file") from None
+        return load(text)
+    except YamlProblem as exc:
+        where = f" line {exc.line}" if exc.line is not None else ""
+        if exc.problem == "nested too deeply to read":
+            raise UserError(f"{path}: nested too deeply to read; fix the {what} file") from None
+        raise UserError(one_line(f"{path}:{where} malformed YAML ({exc.problem}); fix the "
+                                 f"{what} file")) from None

@@ -13,21 +13,19 @@ training uses the built-in sample data with ``SAMPLE_DATA_DEFAULTS`` (a CPU demo
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from dsspn_cli.errors import UserError, shown
 from dsspn_cli.model.config import (
     Bool,
     Float,
-    Int,
     ModelConfig,
-    NonNegativeFloat,
     NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
 )
 
@@ -46,6 +44,50 @@ SAMPLE_DATA_DEFAULTS = {"backbone": "resnet18", "output_stride": 16, "crop": 112
                         "val_every": 200, "val_images": 8}
 
 
+def _finite(value):
+    """Infinity and NaN (YAML's .inf, .nan, or '1e400'), said as such before the range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):      # not a number: the type check says so
+        return value
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _within(low=None, high=None, *, above=None, below=None):
+    """A finite number setting within its range: infinity, NaN or 1e300 would pass a plain
+    float and fail later, deep in a transform, the optimiser or a collective. The limits are
+    wide enough for any value a run could train with, because checkpoints carry their config
+    and are checked by this schema when they are loaded."""
+    return Annotated[Float, BeforeValidator(_finite),
+                     Field(allow_inf_nan=False, ge=low, le=high, gt=above, lt=below)]
+
+
+def _whole(low: int, high: int):
+    """A whole number setting within [low, high]."""
+    return Annotated[int, Field(strict=True, ge=low, le=high)]
+
+
+# Counts of steps: a run of more than a billion is a typing mistake.
+Steps = _whole(1, 10**9)
+StepsOrZero = _whole(0, 10**9)
+Crop = _whole(32, 8192)
+# The random rescale factor: the image is resized by it before the crop, so a large one
+# makes a huge image (a 1024x2048 photo at 8 is 8192x16384 pixels).
+Scale = _within(above=0, high=8)
+LearningRate = _within(above=0, high=10)
+Momentum = _within(0, below=1)
+WeightDecay = _within(0, 1)
+PolyPower = _within(0, 100)
+Weight = _within(0, 1e6)
+Workers = _whole(0, 256)              # processes: more would exhaust the machine, not help
+Minutes = _within(above=0, high=7 * 24 * 60)
+# numpy's generators take seeds from 0; torch's at most 2**64 - 1, which the per-sample
+# seed (seed * 1000003 + index) must stay under.
+Seed = _whole(0, 2**32 - 1)
+
+
 class TrainConfig(ModelConfig):
     """Everything a run needs; saved as RUN/config.yaml."""
 
@@ -54,52 +96,52 @@ class TrainConfig(ModelConfig):
     out: str = Field("runs/train", min_length=1, description="run folder")
     tree: Optional[str] = Field(None, description="concept tree file (default: the shipped "
                                 "four-dataset tree)")
-    iters: Optional[PositiveInt] = Field(None, description="training steps (default: one "
-                                         "epoch, or --epochs)")
-    epochs: Optional[PositiveInt] = Field(None, description="epochs, when --iters is not given")
+    iters: Optional[Steps] = Field(None, description="training steps (default: one "
+                                   "epoch, or --epochs)")
+    epochs: Optional[Steps] = Field(None, description="epochs, when --iters is not given")
     batch_size: PositiveInt | dict[str, PositiveInt] = Field(
         8, description="images per step and process; in YAML or --set also one per dataset "
         "(batch_size.coco=4: the paper's 4 for COCO-Stuff and ADE20K, 6 for Cityscapes and "
         "Mapillary)")
-    crop: Int = Field(513, ge=32, description="training crop side in pixels")
-    scale: tuple[PositiveFloat, PositiveFloat] = Field(
+    crop: Crop = Field(513, description="training crop side in pixels")
+    scale: tuple[Scale, Scale] = Field(
         (0.5, 2.0), strict=False, description="random rescale range [low, high]")
-    lr: PositiveFloat = Field(0.003, description="learning rate of the new layers")
-    backbone_lr: Optional[PositiveFloat] = Field(None, description="learning rate of the "
-                                                 "backbone (default: lr/100 when pretrained, "
-                                                 "else lr)")
-    momentum: Float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: NonNegativeFloat = Field(1e-4, description="SGD weight decay")
-    poly_power: NonNegativeFloat = Field(0.9, description="power of the poly schedule")
-    weights: Optional[dict[str, NonNegativeFloat]] = Field(
+    lr: LearningRate = Field(0.003, description="learning rate of the new layers")
+    backbone_lr: Optional[LearningRate] = Field(None, description="learning rate of the "
+                                                "backbone (default: lr/100 when pretrained, "
+                                                "else lr)")
+    momentum: Momentum = Field(0.9, description="SGD momentum")
+    weight_decay: WeightDecay = Field(1e-4, description="SGD weight decay")
+    poly_power: PolyPower = Field(0.9, description="power of the poly schedule")
+    weights: Optional[dict[str, Weight]] = Field(
         None, description="dataset -> sampling weight in joint training (default: by size)")
-    workers: NonNegativeInt = Field(2, description="data loader processes")
+    workers: Workers = Field(2, description="data loader processes")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
-    seed: Int = Field(0, description="random seed (weights, sampling, augmentation)")
+    seed: Seed = Field(0, description="random seed (weights, sampling, augmentation)")
     precision: Literal[PRECISIONS] = Field(
         "auto", description="number format of training and validation: fp32, fp16 (CUDA, "
         "with loss scaling), bf16 (GPUs of compute capability 8.0+, and CPUs), or auto: bf16 "
         "where the GPU has it, else fp16 on CUDA, fp32 on CPU")
-    log_every: PositiveInt = Field(10, description="steps between metrics.jsonl lines")
-    checkpoint_every: PositiveInt = Field(100, description="steps between checkpoints")
+    log_every: Steps = Field(10, description="steps between metrics.jsonl lines")
+    checkpoint_every: Steps = Field(100, description="steps between checkpoints")
     keep: PositiveInt = Field(3, description="step checkpoints kept besides last and best")
-    val_every: NonNegativeInt = Field(5000, description="steps between validations, and "
-                                      "one at the end (0: at each checkpoint)")
+    val_every: StepsOrZero = Field(5000, description="steps between validations, and "
+                                   "one at the end (0: at each checkpoint)")
     val_images: Optional[NonNegativeInt] = Field(
         500, description="validation images per dataset, spread evenly over its validation "
         "split, the same ones each time (0 or null: all; the full score is 'dsspn evaluate')")
-    dist_timeout: PositiveFloat = Field(30.0, description="minutes a process waits in a "
-                                        "collective for the others (torchrun) before the job "
-                                        "stops")
+    dist_timeout: Minutes = Field(30.0, description="minutes a process waits in a "
+                                  "collective for the others (torchrun) before the job "
+                                  "stops")
     init_from: Optional[str] = Field(None, description="start from this checkpoint's weights "
                                      "(same tree)")
     grow_from: Optional[str] = Field(None, description="start from a checkpoint trained on "
                                      "another tree (one this tree was merged onto with "
                                      "'hierarchy merge --onto'): its backbone and every neuron "
                                      "that survives here")
-    finetune: NonNegativeInt = Field(0, description="universal schedule: after joint "
-                                     "training, this many steps on each dataset at a tenth "
-                                     "of the learning rates")
+    finetune: StepsOrZero = Field(0, description="universal schedule: after joint "
+                                  "training, this many steps on each dataset at a tenth "
+                                  "of the learning rates")
     skip_bad: Bool = Field(False, description="leave out samples that cannot be read "
                            "(listed in RUN/bad-files.txt) instead of stopping before step 1")
     scan: Bool = Field(True, description="read every training and validation sample once "
@@ -122,6 +164,32 @@ class TrainConfig(ModelConfig):
             raise ValueError("skip_bad leaves out the files the scan before step 1 finds; "
                              "drop --no-scan, or --skip-bad")
         return self
+
+    @field_validator("data")
+    @classmethod
+    def _known_formats(cls, value: dict) -> dict:
+        # The message names this field: a config file's 'data:' has no --format option.
+        from dsspn_cli.data.formats import ALIASES, FORMATS
+
+        for fmt, root in value.items():
+            if ALIASES.get(fmt.lower(), fmt.lower()) not in FORMATS:
+                raise ValueError(f"unknown dataset format '{_visible(fmt)}'; use one of "
+                                 f"{', '.join(FORMATS)} as the key, the root folder as the "
+                                 "value")
+            if not root.strip():
+                raise ValueError(f"{_visible(fmt)}: the root folder is empty; give the "
+                                 "dataset's folder")
+        return value
+
+    @field_validator("data", "out", "tree", "backbone_weights", "init_from", "grow_from")
+    @classmethod
+    def _usable_paths(cls, value):
+        # A NUL byte cannot be in a path: said here, naming the setting, not by the first
+        # open() after the run folder is made.
+        texts = list(value.values()) if isinstance(value, dict) else [value]
+        if any(isinstance(text, str) and "\0" in text for text in texts):
+            raise ValueError("a path cannot hold a NUL byte; give the path without it")
+        return value
 
     @field_validator("device")
     @classmethod
@@ -195,7 +263,7 @@ def describe(exc: ValidationError) -> str:
     # one that got furthest into the value says what is wrong.
     first = errors[0]["loc"][:1]
     error = max((e for e in errors if e["loc"][:1] == first), key=lambda e: len(e["loc"]))
-    key = ".".join(str(part) for part in error["loc"] if not _is_branch(part))
+    key = _visible(".".join(str(part) for part in error["loc"] if not _is_branch(part)))
     if error["type"] == "extra_forbidden":
         import difflib
 
@@ -217,8 +285,9 @@ def describe(exc: ValidationError) -> str:
 def _is_branch(part) -> bool:
     """pydantic's name of a union member in an error's location ('constrained-int',
     'dict[str,constrained-int]'), not a key."""
-    return isinstance(part, str) and ("[" in part or bool(re.fullmatch(
-        r"(constrained-)?(int|float|str|bool)|function-.*", part)))
+    # Not any part with a '[': a key the user typed may hold one.
+    return isinstance(part, str) and bool(re.fullmatch(
+        r"(constrained-)?(int|float|str|bool)|function-.*|[a-z]+\[.*\]", part))
 
 
 def known_keys(prefix: tuple = ()) -> list[str]:
@@ -237,18 +306,32 @@ def known_keys(prefix: tuple = ()) -> list[str]:
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
-    """``head.hidden=64`` -> (['head', 'hidden'], 64); the value is read as YAML."""
-    import yaml
+    """``head.hidden=64`` -> (['head', 'hidden'], 64); the value is read as YAML, by the
+    reader config files go through, so a value fails the same way in both."""
+    from dsspn_cli.yamltext import YamlProblem, load
 
     key, sep, raw = text.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise UserError(f"--set {text}: write KEY=VALUE, like head.hidden=64 or lr=0.01")
+        raise UserError(f"{_given(text)}: write KEY=VALUE, like head.hidden=64 or lr=0.01")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise UserError(f"--set {text}: the value is not valid YAML; quote strings with "
-                        "special characters") from None
+        value = load(raw) if raw.strip() else None
+    except YamlProblem as exc:
+        raise UserError(f"{_given(text)}: the value is not valid YAML ({exc.problem}); write "
+                        "it as in a config file, quoting text with special characters"
+                        ) from None
     return key.strip().split("."), value
+
+
+def _given(text: str) -> str:
+    """'--set KEY=VALUE' for messages: on one line, and short (a value may be 5000 digits)."""
+    text = _visible(text)
+    return f"--set {text if len(text) <= 80 else text[:60] + '...'}"
+
+
+def _visible(text: str) -> str:
+    """User text for a message, with what does not print escaped (a line break, an escape
+    sequence that would reach the terminal)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _put(values: dict, keys: list[str], value, source: str) -> None:
@@ -305,14 +388,33 @@ def resolve_config(file: str | Path | None = None, options: dict | None = None,
             origins[key] = f"{(flags or {}).get(key, key)} {text}"
     for text in assignments or []:
         keys, value = parse_assignment(text)
-        _put(given, keys, value, f"--set {text}")
-        origins[".".join(keys)] = f"--set {text}"
+        _put(given, keys, value, _given(text))
+        origins[".".join(keys)] = _given(text)
     values = _merge(values, given)
     applied = {}
     if not values.get("data"):
         applied = {k: v for k, v in SAMPLE_DATA_DEFAULTS.items() if k not in values}
         values.update(applied)
-    return checked(values, file if file is not None else "options", origins), applied
+    where = file if file is not None else "options"
+    config = checked(values, where, origins)
+    _no_stray_datasets(config, where, origins)
+    return config, applied
+
+
+def _no_stray_datasets(config: TrainConfig, where, origins: dict) -> None:
+    """A weight or batch size for a dataset the run does not train on would be ignored: a
+    typing mistake ('cityscape') or a config reused for fewer datasets. Checked for the
+    settings a run starts with, not in the schema: a checkpoint carrying such a config still
+    loads."""
+    for key, what in (("weights", "weight"), ("batch_size", "batch size")):
+        value = getattr(config, key)
+        stray = [fmt for fmt in value if fmt not in config.data] if isinstance(
+            value, dict) and config.data else []
+        if stray:
+            origin = origins.get(f"{key}.{stray[0]}") or origins.get(key) or where
+            raise UserError(f"{origin}: {key}: a {what} for '{_visible(stray[0])}', which is "
+                            f"not among the datasets ({', '.join(config.data)}); give one per "
+                            "--data, named like it")
 
 
 __all__ = ["TrainConfig", "resolve_config", "checked", "describe", "parse_assignment",

@@ -119,11 +119,24 @@ def _fingerprint(dataset, indices) -> str:
 
 
 def _read_scan_cache(path: Path) -> dict:
+    """data-scan.json's entries {'dataset/split': {'fingerprint': str, 'bad': [[index,
+    message], ...]}}; an entry of another shape (an edited or foreign file) is left out, so
+    that its part is scanned again."""
     try:
         cache = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):       # none yet, or cut short by a kill: scan again
+    except (OSError, ValueError, RecursionError):   # none yet, cut short by a kill: scan again
         return {}
-    return cache if isinstance(cache, dict) else {}
+    if not isinstance(cache, dict):
+        return {}
+
+    def usable(entry) -> bool:
+        if not (isinstance(entry, dict) and isinstance(entry.get("fingerprint"), str)
+                and isinstance(entry.get("bad"), list)):
+            return False
+        return all(isinstance(item, list) and len(item) == 2 and type(item[0]) is int
+                   and item[0] >= 0 and isinstance(item[1], str) for item in entry["bad"])
+
+    return {key: entry for key, entry in cache.items() if usable(entry)}
 
 
 def scan(parts, run_root: Path, world, console=None, workers: int = 4,

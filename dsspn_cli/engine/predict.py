@@ -202,6 +202,12 @@ def choose_classes(tree, names: str | None = None, labelset: str | Path | None =
         ids, other = [label.id for label in labels], chosen.ignore_index
         where = [f"{labelset}: label '{label.name}' (id {label.id})" for label in labels]
         for label in labels:
+            where_ = f"{labelset}: label '{label.name}' (id {label.id})"
+            if label.id < 0:        # it would be written as 2**8 or 2**16 minus it: 255 for -1
+                raise UserError(f"{where_}: a negative id cannot be written in a label map; "
+                                "give it an id from 0 up, other than the label set's "
+                                f"ignore_index ({chosen.ignore_index}, written for 'other'), "
+                                "or mark it 'ignore: true'")
             colour = label.extra.get("color")
             if isinstance(colour, (list, tuple)) and len(colour) == 3:
                 colours[label.id] = tuple(int(c) for c in colour)
@@ -363,15 +369,15 @@ def legend_png(rows: list[dict], colours: np.ndarray, title: str,
                label_names: dict[int, str] | None = None) -> bytes:
     """A small figure: one line per class present (swatch, name, pixel share); with a
     dataset, its label name and id, then the tree's concept when named otherwise."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
+
+    from dsspn_cli.figures import new_figure, png_bytes
 
     shown = rows[:LEGEND_ROWS]
     rest = rows[LEGEND_ROWS:]
     lines = len(shown) + (1 if rest else 0)
-    figure = Figure(figsize=(4.0, 0.3 + 0.24 * (lines + 1)), dpi=100)
-    FigureCanvasAgg(figure)
+    # The title (the image's file name) and the class names are drawn as written.
+    figure = new_figure(4.0, 0.3 + 0.24 * (lines + 1))
     axes = figure.add_axes([0, 0, 1, 1])
     axes.set_xlim(0, 1)
     axes.set_ylim(lines + 1.2, 0)
@@ -395,9 +401,7 @@ def legend_png(rows: list[dict], colours: np.ndarray, title: str,
                   style="italic")
         axes.text(0.97, lines + 0.5, f"{100 * share:.1f}%", fontsize=7, va="center",
                   ha="right")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 # ----------------------------------------------------------------------------------- run

@@ -153,15 +153,11 @@ class RunFolder:
         records = self.records()
         if not records:
             return
-        import io
-
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from dsspn_cli.figures import new_figure, png_bytes
 
         losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
         scores = [(r["step"], r["val_mIoU"]) for r in records if "val_mIoU" in r]
-        figure = Figure(figsize=(8, 4.5))
-        FigureCanvasAgg(figure)
+        figure = new_figure(8, 4.5)     # the title is the run folder's name, drawn as written
         left = figure.add_subplot()
         if losses:
             left.plot(*zip(*losses), color="#0072B2", label="training loss")
@@ -173,9 +169,7 @@ class RunFolder:
             right.set_ylabel("mIoU (%)", color="#D55E00")
         left.set_title(f"{self.root.name}: training")
         figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=120)
-        atomic_write_bytes(self.curves, buffer.getvalue(), within=self.root)
+        atomic_write_bytes(self.curves, png_bytes(figure, dpi=120), within=self.root)
 
 
 __all__ = ["RunFolder", "FILES", "WRITES", "earlier_run", "step_files"]

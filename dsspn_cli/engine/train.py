@@ -46,19 +46,38 @@ def train(config: TrainConfig, resume: bool = False, console=None,
 # ------------------------------------------------------------------------------ builders
 
 
-def build_data(config: TrainConfig, table, world: World, run: RunFolder, console,
-               stop=None):
-    """Training and validation datasets (their unusable samples found first, unless a signal
-    to ``stop`` comes first), the batch sampler and the loader."""
-    from dsspn_cli.data.dataset import JointDataset, SegmentationDataset, collate
-    from dsspn_cli.data.sampler import DatasetBatchSampler
+def build_datasets(config: TrainConfig, table) -> tuple[list, list]:
+    """The training and validation datasets: their roots, formats and splits checked, their
+    files listed (nothing read yet)."""
+    from dsspn_cli.data.dataset import SegmentationDataset
     from dsspn_cli.data.transforms import TrainTransform
-    from dsspn_cli.engine.faults import handle_bad_samples, ignore_stop_signals, scan
 
     transform = TrainTransform(crop=(config.crop, config.crop), scale=tuple(config.scale))
     datasets = [SegmentationDataset(root, fmt, "train", table, transform=transform,
                                     seed=config.seed) for fmt, root in config.data.items()]
-    val_sets = validation_sets(config, table)
+    return datasets, validation_sets(config, table)
+
+
+def check_batch_sizes(config: TrainConfig, datasets: list, world: World) -> None:
+    """Each batch size against its dataset's size, before anything is written (the sampler
+    checks again once --skip-bad has left files out)."""
+    from dsspn_cli.data.sampler import DatasetBatchSampler
+
+    weights = [config.weights[fmt] for fmt in config.data] if config.weights else None
+    DatasetBatchSampler([len(d) for d in datasets], config.batch_sizes(), weights, config.seed,
+                        world.rank, world.size, names=[d.name for d in datasets])
+
+
+def build_data(config: TrainConfig, table, world: World, run: RunFolder, console,
+               sets: tuple[list, list] | None = None, stop=None):
+    """Training and validation datasets (``sets`` from ``build_datasets``, or built here;
+    their unusable samples found first, unless a signal to ``stop`` comes first), the batch
+    sampler and the loader."""
+    from dsspn_cli.data.dataset import JointDataset, collate
+    from dsspn_cli.data.sampler import DatasetBatchSampler
+    from dsspn_cli.engine.faults import handle_bad_samples, ignore_stop_signals, scan
+
+    datasets, val_sets = sets or build_datasets(config, table)
     if config.scan:
         parts = [(d, "train", range(len(d))) for d in datasets] + [
             (d, "val", range(len(d))) for d in val_sets]
@@ -157,21 +176,26 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
             ensure_sample_data()
         world.barrier()
         config = config.replace(data=ensure_sample_data())
-    if world.main:              # first, so that an unwritable run folder fails at once
+    # Every check before the run folder's first file: a mistake in the data roots, formats,
+    # batch sizes, precision or backbone weights leaves no half-made run behind.
+    dtype = resolve_precision(config.precision, world.device)
+    table = MaskingTable.from_tree(tree)
+    sets = build_datasets(config, table)
+    check_batch_sizes(config, sets[0], world)
+    names = [d.name for d in sets[0]]
+    torch.manual_seed(config.seed)      # the same initial weights on every rank
+    model = build_model(table, config, names).to(world.device)     # reads --backbone-weights
+    if world.main:
         run.write_config(config.to_dict())
         # Resuming drops what was logged after the checkpoint (it is logged again); a run
         # resumed before its first checkpoint starts over: all its metrics go (step -1).
         run.tidy(int(payload["step"]) if payload is not None else -1 if resume else None)
 
-    table = MaskingTable.from_tree(tree)
-    datasets, val_sets, sampler, loader = build_data(config, table, world, run, console, stop)
-    names = [d.name for d in datasets]
-    torch.manual_seed(config.seed)      # the same initial weights on every rank
-    model = build_model(table, config, names).to(world.device)
+    datasets, val_sets, sampler, loader = build_data(config, table, world, run, console, sets,
+                                                      stop)
     optimizer = build_optimizer(model, config)
     total = config.iters or (config.epochs or 1) * len(sampler)
     scheduler = poly_schedule(optimizer, total, config.poly_power)
-    dtype = resolve_precision(config.precision, world.device)
     # float16 needs loss scaling (its range is small); bfloat16 has float32's range.
     scaler = torch.amp.GradScaler(world.device.type, enabled=dtype == torch.float16)
     if start is not None and config.init_from:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import networkx as nx
 
 from dsspn_cli.errors import UserError
+from dsspn_cli.hierarchy.labelset import printable
+from dsspn_cli.hierarchy.tree import unprintable_names
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ def check_graph(graph: nx.DiGraph, datasets: dict, max_depth: int | None = 5,
         if max_fanout is not None and graph.out_degree(node) > max_fanout:
             found.append(Violation("fan-out", str(node), f"{graph.out_degree(node)} children "
                                    f"(limit {max_fanout})"))
+    for name, problem in unprintable_names(graph):
+        found.append(Violation("printable names", printable(name), f"the name {problem}; "
+                               "write it on one line, without control characters"))
     if len(roots) == 1 and max_depth is not None:
         for node, depth in _depths(graph, roots[0]).items():
             if depth > max_depth:

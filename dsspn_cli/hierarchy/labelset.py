@@ -42,8 +42,37 @@ _LABEL_KEYS = {"id", "name", "synset", "parent", "ignore", "used"}
 _GROUP_KEYS = {"name", "synset", "parent"}
 
 
+# What a name of a concept, label or group cannot hold: it is printed on one line, as
+# written (a tree row, a table cell, a legend, a message). Control characters (line breaks,
+# tabs, terminal escapes), line and paragraph separators, lone surrogates, and direction
+# overrides and isolates (they make the text around them display in another order).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
+
+
 def is_synset_name(text: str) -> bool:
     return bool(SYNSET_NAME.match(text))
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a concept, label or group ('is empty', 'holds the character
+    \\n'), or None."""
+    if not name.strip():
+        return "is empty"
+    found = _UNPRINTABLE.search(name)
+    if found:
+        return f"holds the character {_escape(found)}"
+    return None
+
+
+def printable(name: str) -> str:
+    """``name`` with the characters ``name_problem`` refuses escaped ('two\\nlines'), for
+    the message that refuses it."""
+    return _UNPRINTABLE.sub(_escape, name)
+
+
+def _escape(found: re.Match) -> str:
+    return ascii(found.group())[1:-1]
 
 
 @dataclass(frozen=True)
@@ -140,6 +169,12 @@ def _parse_label(path, index: int, raw) -> Label:
         if not isinstance(value, bool):
             _fail(path, where, f"field '{key}' must be true or false", f"fix '{key}'")
         flags[key] = value
+    # Kept in 'extra', but predictions paint with it: checked here, where the file is named.
+    colour = raw.get("color")
+    if colour is not None and not (isinstance(colour, list) and len(colour) == 3 and all(
+            type(c) is int and 0 <= c <= 255 for c in colour)):
+        _fail(path, where, f"field 'color' is {shown(colour)}, not a colour",
+              "write [red, green, blue], three whole numbers from 0 to 255, or remove it")
     extra = {k: v for k, v in raw.items() if k not in _LABEL_KEYS}
     return Label(label_id, name.strip(), synset, parent.strip() if parent else None,
                  flags["ignore"], flags["used"], extra)
@@ -176,6 +211,12 @@ def _top_of_chain(by_name: dict, item, path, where: str):
 def _validate(labelset: LabelSet, path) -> LabelSet:
     seen_ids: dict[int, str] = {}
     seen_names: dict[str, int] = {}
+    for kind, items in (("label", labelset.labels), ("group", labelset.groups)):
+        for item in items:
+            problem = name_problem(item.name)
+            if problem:
+                _fail(path, f"{kind} '{printable(item.name)}'", f"the name {problem}",
+                      "write the name on one line, without control characters")
     for item in labelset.labels:
         if item.id in seen_ids:
             _fail(path, f"label id {item.id}", f"used twice ('{seen_ids[item.id]}' and "

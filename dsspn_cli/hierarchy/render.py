@@ -87,12 +87,10 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
     Concepts are dots coloured by the first dataset that labels them (grey for concepts only
     WordNet added); inner concepts are named at their dot, leaves along their ray.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from dsspn_cli.console import Progress
+    from dsspn_cli.figures import new_figure, png_bytes
     from dsspn_cli.files import atomic_write_bytes
 
     keep = visible_concepts(tree, dataset, depth)
@@ -110,7 +108,8 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
                for i, name in enumerate(tree.datasets)}
 
     size = max(10.0, min(40.0, len(leaves) * 0.09))
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = new_figure(size, size)
+    ax = fig.add_subplot()
     ax.set_aspect("equal")
     ax.axis("off")
 
@@ -140,10 +139,10 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
                     fontsize=font, rotation=degrees + 180 if flip else degrees,
                     rotation_mode="anchor", ha="right" if flip else "left", va="center")
         progress.advance()
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=name)
+    handles = [Line2D([], [], marker="o", linestyle="", color=c, label=name)
                for name, c in colours.items()]
-    handles.append(plt.Line2D([], [], marker="o", linestyle="", color="#777777",
-                              label="WordNet / group"))
+    handles.append(Line2D([], [], marker="o", linestyle="", color="#777777",
+                          label="WordNet / group"))
     ax.legend(handles=handles, loc="upper left", fontsize=font + 3, frameon=False,
               title="first dataset labelling a concept")
     title = f"{len(keep)} concepts, {sum(1 for n in keep if len(children[n]) >= 2)} neurons"
@@ -151,15 +150,11 @@ def draw_png(tree: ConceptTree, path: str | Path, dataset: str | None = None,
     extent = max(tree.depth(n) for n in keep) + 1.6
     ax.set_xlim(-extent, extent)
     ax.set_ylim(-extent, extent)
-    import io
-
-    buffer = io.BytesIO()
     progress.update(progress.done, "rendering")
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    data = png_bytes(fig, dpi=dpi, bbox_inches="tight")
     progress.advance()
     progress.close()
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, data)
 
 
 def subtree(tree: ConceptTree, keep: set[str]) -> ConceptTree:

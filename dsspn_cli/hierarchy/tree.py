@@ -23,7 +23,7 @@ import networkx as nx
 
 from dsspn_cli.errors import UserError, one_line, shown
 from dsspn_cli.files import atomic_write_text, read_json, read_yaml
-from dsspn_cli.hierarchy.labelset import MAX_LABEL_ID
+from dsspn_cli.hierarchy.labelset import MAX_LABEL_ID, name_problem, printable
 
 FORMAT = "dsspn-concept-tree"
 VERSION = 1
@@ -300,7 +300,20 @@ def structural_problems(graph: nx.DiGraph) -> list[str]:
             parents = ", ".join(map(str, graph.predecessors(node)))
             problems.append(f"concept '{node}' has several parents ({parents}): "
                             "names must be unique")
+    problems.extend(f"concept '{printable(name)}': the name {problem}; names must be one "
+                    "printable line" for name, problem in unprintable_names(graph))
     return problems
+
+
+def unprintable_names(graph: nx.DiGraph) -> list[tuple[str, str]]:
+    """(name, problem) of every concept whose name cannot be printed as one line: a line
+    break would split a row of 'hierarchy show', an escape would reach the terminal."""
+    found = []
+    for node in graph:
+        problem = name_problem(node) if isinstance(node, str) else "is not a string"
+        if problem:
+            found.append((str(node), problem))
+    return found
 
 
 def _error(message: str) -> UserError:
@@ -442,6 +455,9 @@ def _check_datasets(datasets, path) -> dict:
         if not isinstance(name, str):
             raise _error(f"{path}: datasets: the name {shown(name)} is not a string; quote it "
                          "or use the dataset's label-set name")
+        if name_problem(name):
+            raise _error(f"{path}: datasets: the name '{printable(name)}' {name_problem(name)}; "
+                         "use the dataset's label-set name")
         if not isinstance(info, dict):
             raise _error(f"{path}: datasets.{name} must be a mapping like {{labelset: "
                          f"{name}, ignore_index: 255}}; fix the tree")
