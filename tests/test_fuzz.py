@@ -28,6 +28,7 @@ from dsspn_cli.hierarchy.labelset import (
     SYNSET_NAME,
     LabelSet,
     load_labelset,
+    name_problem,
     parse_labelset,
     read_text_labelset,
 )
@@ -88,7 +89,15 @@ ANY_DATA = st.recursive(
 ODD_NAMES = st.sampled_from(["null", "yes", "1", "1.5", "~", "a: b", "- x", "#c", "a\nb", "'",
                              '"', "{x}", "[y]", "&a", "*a", "!t", "%", "@", "`", "\t", "x\x85y",
                              "x\u2028y", "\ufeffbom", "é", "\x00", "12:30", "0x1f", "2001-01-01"])
-TEXT_NAMES = st.text(min_size=1, max_size=10) | ODD_NAMES
+
+
+def printable_name(name: str) -> bool:
+    """Whether a name may name a concept, label or dataset (one printable line): the rest
+    are refused on load, and the round trips are about the names that load."""
+    return name_problem(name) is None
+
+
+TEXT_NAMES = (st.text(min_size=1, max_size=10) | ODD_NAMES).filter(printable_name)
 
 
 def yaml_fragments():
@@ -159,8 +168,8 @@ def valid_labelset_docs(draw):
     one mapped label, groups whose parents form chains ending at a synset or nothing."""
     name = draw(st.from_regex(r"[A-Za-z0-9][\w.-]{0,10}", fullmatch=True))
     ignore_index = draw(st.integers(0, MAX_LABEL_ID) | st.sampled_from([0, 255, MAX_LABEL_ID]))
-    label_names = st.text(min_size=1, max_size=10).map(str.strip).filter(bool) | ODD_NAMES.map(
-        str.strip).filter(bool)
+    label_names = (st.text(min_size=1, max_size=10) | ODD_NAMES).map(str.strip).filter(
+        printable_name)
     size = draw(st.integers(1, 10))
     ids = draw(st.lists(st.integers(-1, MAX_LABEL_ID) | st.integers(-1, 300), min_size=size,
                         max_size=size, unique=True))
@@ -375,7 +384,7 @@ def test_valid_labelset_round_trips_through_yaml(tmp_path, doc):
 @given(names=st.lists(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1,
                               max_size=12).map(str.strip).filter(
                                   lambda n: n and not n.startswith("#") and
-                                  len(n.splitlines()) == 1), min_size=1, max_size=20,
+                                  printable_name(n)), min_size=1, max_size=20,
                       unique=True),
        blank=st.sampled_from(["", "\n", "# comment\n", "   \n"]))
 def test_valid_text_labelset_round_trips(tmp_path, names, blank):
@@ -689,13 +698,13 @@ def _one_node(name="0", kind="concept", datasets=None):
 @example(spec=_one_node(datasets={"0: ": {"labelset": "0", "ignore_index": 0}}))
 @example(spec=_one_node(datasets={"1": {"labelset": "0", "ignore_index": 0}}))
 @example(spec=_one_node(datasets={"*0": {"labelset": "\\", "ignore_index": 0}}))
-@example(spec=_one_node(datasets={"a\nb": {"labelset": "x\x85", "title": "\x1f"}}))
+@example(spec=_one_node(datasets={"a b": {"labelset": "x\x85", "title": "\x1f"}}))
 @example(spec=_one_node("=\xa0"))
 @example(spec=_one_node("?\xa0"))
 @example(spec=_one_node(":0", kind="\n"))
-@example(spec=_one_node("\x85", kind="0}"))
+@example(spec=_one_node("\xa0x", kind="0}"))
 @example(spec=([("r", None, None, "concept", {}), (":0", 0, None, "\n", {}),
-                ("x\u2028y", 0, "car.n.01", "0{", {"a\nb": [1]})], {}, 3))
+                ("x y", 0, "car.n.01", "0{", {"a b": [1]})], {}, 3))
 def test_generated_tree_round_trips_in_memory(spec):
     tree = build_tree(spec)
     assert structure(read_tree_doc(yaml.safe_load(tree.to_yaml_text()), "m.yaml")) \
