@@ -152,10 +152,10 @@ def convert(
                                             "JSON to this file."),
 ):
     """Write every label map of a dataset in another label set's ids, through the tree, as a
-    folder dataset (images/<split>/, labels/<split>/, labels.yaml) that train, evaluate and
-    data check read. A label goes to the target class that covers it (the deepest); a label
-    coarser than the target, or with no target class, to the target's ignore value (or to
-    its everything-else class, VOC's background); the report counts the pixels of each."""
+    folder dataset (images/<split>/, labels/<split>/, labels.yaml) that the other commands
+    read with --format folder. A label goes to the target class that covers it (the deepest);
+    a label coarser than the target, or with no target class, to the target's ignore value
+    (or to its everything-else class, VOC's background); the report counts each's pixels."""
     from dsspn_cli.console import add_row, console, table
     from dsspn_cli.data.convert import convert_dataset
 

@@ -273,25 +273,21 @@ class ConvertReport:
 def _splits(fmt, root: Path, wanted) -> dict[str, list[Sample]]:
     """The samples of each split to convert: those asked for, or every split of the layout
     that is there and that a folder dataset has (VOC's trainval is its train and val)."""
-    folder_splits = Folder.splits
+    from dsspn_cli.data.audit import splits_present
+
     for split in wanted or ():
         fmt.folder(split)                      # an unknown split: one line naming the splits
-        if split not in folder_splits:
+        if split not in Folder.splits:
             raise UserError(f"--split {split}: a folder dataset has splits "
-                            f"{', '.join(folder_splits)}; give those ({fmt.name}'s {split} "
+                            f"{', '.join(Folder.splits)}; give those ({fmt.name}'s {split} "
                             "may be the union of two of them)")
-    from dsspn_cli.data.common import MissingSplit
-
-    found, missing = {}, None
-    for split in wanted or [s for s in fmt.splits if s in folder_splits]:
-        try:
-            found[split] = fmt.samples(root, split)
-        except MissingSplit as exc:
-            if wanted:
-                raise
-            missing = missing or exc
+    found, problems = splits_present(fmt, root, wanted)
+    if problems:                               # a split there that cannot be read
+        raise UserError(problems[0].problem)
+    found = {split: samples for split, samples in found.items() if split in Folder.splits}
     if not found:
-        raise missing or UserError(f"{root}: no split of {fmt.name} to convert")
+        raise UserError(f"{root}: no split of {fmt.name} that a folder dataset holds "
+                        f"({', '.join(Folder.splits)})")
     return found
 
 
@@ -403,7 +399,10 @@ def convert_dataset(root, format_name: str, to: str, out, tree_file=None, splits
     root = check_root(root)
     fmt = get_format(format_name)
     source = labelset_for(fmt, root)
-    target = load_labelset(to)
+    try:
+        target = load_labelset(to)
+    except UserError as exc:                   # say which option named it
+        raise UserError(one_line(f"--to {to}: {exc}")) from None
     tree = load_tree(tree_file)
     relabelling = plan(tree, source, target)
     by_split = _splits(fmt, root, splits)
