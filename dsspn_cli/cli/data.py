@@ -133,3 +133,73 @@ def stats(
     for name, share in list(report.pixel_share.items())[:top]:
         add_row(shown, name, f"{100 * share:.2f}%")
     out.print(shown)
+
+
+@app.command()
+def convert(
+    root: Path = typer.Argument(..., help="The dataset's root folder."),
+    fmt: str = typer.Option(..., "--format", help=FORMAT_HELP),
+    to: str = typer.Option(..., "--to", help="The label set to write: a built-in name (voc, "
+                           "camvid, cityscapes, ...) or a YAML/text label-set file."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder to write the folder dataset "
+                             "into (new, empty, or an earlier run of the same conversion)."),
+    tree_file: Optional[Path] = typer.Option(None, "--tree", help="Concept tree (default: the "
+                                             "shipped four-dataset tree)."),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="Only these splits "
+                                              "(default: every split there)."),
+    workers: int = typer.Option(4, "--workers", min=1, help="Threads reading and writing."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as "
+                                            "JSON to this file."),
+):
+    """Write every label map of a dataset in another label set's ids, through the tree, as a
+    folder dataset (images/<split>/, labels/<split>/, labels.yaml) that the other commands
+    read with --format folder. A label goes to the target class that covers it (the deepest);
+    a label coarser than the target, or with no target class, to the target's ignore value
+    (or to its everything-else class, VOC's background); the report counts each's pixels."""
+    from dsspn_cli.console import add_row, console, table
+    from dsspn_cli.data.convert import convert_dataset
+
+    report = convert_dataset(root, fmt, to, out, tree_file, split or None, workers, json_out,
+                             track=_track())
+    shown = console()
+    shown.print(f"{report.root} ({report.format}) written in the ids of {report.target}: "
+                f"{report.out}")
+    splits = table("split", "images", "skipped: no label map", "skipped: no image",
+                   title="images written")
+    for name, counts in report.splits.items():
+        add_row(splits, name, counts["images"], counts["no_label_map"], counts["no_image"])
+    shown.print(splits)
+    total = report.pixels or 1
+
+    def share(pixels: int) -> str:
+        return f"{100 * pixels / total:.2f}%"
+    labels = table("id", "label", "concept", "pixels", "share", "to",
+                   title=f"where each {report.source} label went")
+    quiet = 0
+    for route in report.routes:
+        if not route.pixels:
+            quiet += 1
+            continue
+        add_row(labels, route.id, route.name, ", ".join(route.concepts) or "-",
+                f"{route.pixels:,}", share(route.pixels), route.text())
+    shown.print(labels)
+    if quiet:
+        shown.print(f"{quiet} labels of {report.source} have no pixels here"
+                    + (" (all are in the JSON report)" if json_out else ""))
+    ignored = report.ignored()
+    reasons = {}
+    for route in report.routes:
+        if route.to is None and route.pixels:
+            key = route.text().split(" (")[0].removeprefix("ignore: ")
+            reasons[key] = reasons.get(key, 0) + route.pixels
+    shown.print(f"{report.pixels:,} pixels: {share(report.pixels - ignored)} written as "
+                f"{report.target} classes, {share(ignored)} as its ignore value "
+                f"{report.target_ignore}"
+                + (" (" + ", ".join(f"{why} {share(n)}" for why, n in
+                                    sorted(reasons.items(), key=lambda kv: -kv[1])) + ")"
+                   if reasons else ""))
+    if report.unreached:
+        most = 12
+        shown.print(f"{len(report.unreached)} {report.target} classes no {report.source} label "
+                    f"goes to: " + ", ".join(report.unreached[:most])
+                    + (", ..." if len(report.unreached) > most else ""))
