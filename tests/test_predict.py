@@ -95,10 +95,14 @@ def test_cityscapes_outputs_json_and_colours(checkpoint, images, tmp_path):
         assert sum(r["pixels"] for r in rows) == SMALL[0] * SMALL[1]
         assert [r["pixels"] for r in rows] == sorted((r["pixels"] for r in rows), reverse=True)
         per_label = {}
+        names = {label.id: label.name for label in cityscapes.labels}
         for row in rows:
-            assert row["path"][0] == "entity" and row["path"][-1] == row["name"]
-            assert row["path"] == tree.ancestors(row["name"]) + [row["name"]]
-            assert row["id"] == tree.id(row["name"])
+            # The dataset's own label names the row; the tree's concept stands beside it.
+            (concept,) = row["concepts"]
+            assert row["name"] == names[row["label"]]
+            assert row["path"][0] == "entity" and row["path"][-1] == concept
+            assert row["path"] == tree.ancestors(concept) + [concept]
+            assert row["id"] == tree.id(concept)
             assert 0.0 <= row["mean_confidence"] <= 1.0
             per_label[row["label"]] = per_label.get(row["label"], 0) + row["pixels"]
         counts = dict(zip(*np.unique(labels, return_counts=True)))

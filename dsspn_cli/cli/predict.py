@@ -21,10 +21,13 @@ def predict_command(
                                         "checkpoint when it is given first (CKPT IMAGE...)."),
     model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
     classes: Optional[str] = typer.Option(None, "--classes", help="Only these, comma-"
-                                          "separated (concept names, synsets or their "
-                                          "words: person,vehicle,sky): each pixel gets one "
-                                          "of them or 'other', ids 0, 1, 2... (other 255); "
-                                          "only the neurons on their paths run."),
+                                          "separated (concept names, synsets or any WordNet "
+                                          "word: person,canine,motor vehicle; a class above "
+                                          "several concepts is all of them): each pixel "
+                                          "gets one of them or 'other', ids 0, 1, 2... "
+                                          "(other 255); only the neurons on their paths "
+                                          "run (the flat head sums its probabilities into "
+                                          "each)."),
     labelset: Optional[Path] = typer.Option(None, "--labelset", help="Only the classes of "
                                             "this label set (YAML or text), in its ids and "
                                             "colours; other: its ignore value."),
@@ -35,8 +38,10 @@ def predict_command(
     out: Path = typer.Option(Path("predictions"), "--out", help="Output folder."),
     level: Optional[int] = typer.Option(None, "--level", min=0, help="Stop at this depth of "
                                         "the tree (0 = the root)."),
-    as_json: bool = typer.Option(False, "--json", help="Also write NAME.json: the concepts "
-                                 "present, their pixels, tree paths and mean confidence."),
+    as_json: bool = typer.Option(False, "--json", help="Also write NAME.json: the classes "
+                                 "present (the dataset's labels or the chosen classes, "
+                                 "with their concepts), their pixels, tree paths and mean "
+                                 "confidence."),
     tile: int = typer.Option(TILE, "--tile", help=f"Largest tile side in pixels (at least "
                              f"{MIN_TILE}); larger images run in overlapping tiles."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, "

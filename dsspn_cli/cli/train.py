@@ -189,11 +189,19 @@ def export_command(
                                          help="Default: beside the checkpoint."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Predict in this dataset's "
                                           "label ids (default: the tree's concepts)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Only these, comma-"
+                                          "separated, as in 'dsspn predict': ids 0, 1, 2... "
+                                          "(other 255)."),
+    labelset: Optional[Path] = typer.Option(None, "--labelset", help="Only the classes of "
+                                            "this label set, in its ids (other: its ignore "
+                                            "value)."),
     level: Optional[int] = typer.Option(None, "--level", min=0),
-    size: str = typer.Option("512x1024", "--size", help="Input size HEIGHTxWIDTH."),
+    size: str = typer.Option("512x1024", "--size", help="Example input size HEIGHTxWIDTH to "
+                             "trace with; the file takes any batch and size."),
 ):
     """Export hierarchical inference as one static graph (ONNX or TorchScript): input a
-    normalised image batch, output the label map and the confidence."""
+    normalised image batch of any size, output the label map and the confidence; the file's
+    metadata holds the normalisation and the id and name of every label."""
     from dsspn_cli.cli.data import _size
     from dsspn_cli.console import console
     from dsspn_cli.engine.export import export
@@ -203,9 +211,14 @@ def export_command(
     if fmt not in ("onnx", "torchscript"):
         raise UserError(f"--format {fmt}: use onnx or torchscript")
     suffix = ".onnx" if fmt == "onnx" else ".ts.pt"
-    target = check_output(output or checkpoint.with_suffix(suffix), inputs=[checkpoint])
-    path = export(checkpoint, target, fmt, dataset, level, _size(size))
-    console().print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, input 1x3x{size})")
+    reads = [checkpoint] + ([labelset] if labelset is not None else [])
+    target = check_output(output or checkpoint.with_suffix(suffix), inputs=reads)
+    path = export(checkpoint, target, fmt, dataset, level, _size(size), classes, labelset)
+    what = ("the chosen classes' ids" if classes or labelset else
+            "label ids" if dataset else "concept ids")
+    console().print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB; input N x 3 x H x "
+                    f"W, any batch and size; output {what}; normalisation and labels in its "
+                    "metadata)")
 
 
 __all__ = ["train_command", "evaluate_command", "export_command", "parse_data"]

@@ -121,11 +121,14 @@ def normalised(image: torch.Tensor) -> torch.Tensor:
 class Inference:
     """A model (a Segmenter, or anything with its ``predict``) run over whole images: in
     tiles when larger than ``tile``, under ``precision``; for ``dataset``'s concepts (None:
-    the tree's) down to depth ``level`` (None: as deep as they go)."""
+    the tree's) down to depth ``level`` (None: as deep as they go). ``classes``: the
+    concept ids of each class of a vocabulary (a class may be several: a union; a concept
+    id alone is a class of one); the map then holds each pixel's class index, -1 for
+    none of them."""
 
     def __init__(self, model, dataset: str | None = None, level: int | None = None,
                  tile: int = TILE, precision: str = "fp32", device=None,
-                 classes: tuple[int, ...] | None = None):
+                 classes: tuple[frozenset[int] | int, ...] | None = None):
         from dsspn_cli.engine.world import resolve_precision
 
         self.model = getattr(model, "module", model)        # DistributedDataParallel's core

@@ -5,9 +5,16 @@ for a target dataset, to a concept that dataset labels, written in its own label
 are decoded in loader workers and run through the inference path evaluation uses
 (``infer.Inference``: large images in overlapping tiles), so both give the same labels.
 
+With ``--classes`` or ``--labelset`` (``choose_classes``) the answer is read in that
+vocabulary, each class mapped onto the tree by ``hierarchy.vocabulary``: a class may be a
+union of concepts ('motor vehicle': car, motorcycle, truck) and gets the pixels of any of
+them; every other pixel is 'other'. With ``--dataset`` the outputs name the dataset's own
+labels, the tree's concept beside them.
+
 For an image ``NAME`` the outputs are ``NAME_labels.png`` (label ids: 8-bit, or 16-bit when
 the ids exceed 255), ``NAME_color.png``, ``NAME_overlay.png`` (photo and colours 50/50),
-``NAME_legend.png`` and, on request, ``NAME.json``; all written atomically. Images found in a
+``NAME_legend.png`` and, on request, ``NAME.json`` (per class present: its name, id,
+concepts, tree path, pixels and mean confidence); all written atomically. Images found in a
 folder keep their sub-folders under the output folder.
 """
 
@@ -170,6 +177,12 @@ class ClassChoice:
     concept_sets: tuple[frozenset[int], ...] = ()
     mappings: tuple = field(default=(), compare=False, hash=False)
 
+    @property
+    def sets(self) -> tuple[frozenset[int], ...]:
+        """The concepts of each class, what a ``Query`` takes (``concept_sets``, or each
+        class's one concept where only ``concepts`` was given)."""
+        return self.concept_sets or tuple(frozenset((c,)) for c in self.concepts)
+
 
 def choose_classes(tree, names: str | None = None, labelset: str | Path | None = None,
                    wn=None, unions: bool = False) -> ClassChoice | None:
@@ -241,29 +254,31 @@ class Predictor:
     colours: np.ndarray = field(init=False)            # value -> colour
     value_label: np.ndarray = field(init=False)        # value -> id written, -1 none
     value_names: list = field(init=False)              # value -> name
+    value_concepts: list = field(init=False)           # value -> its concepts' names
     value_paths: list = field(init=False)              # value -> path in the tree
     sixteen_bit: bool = field(init=False)
-    label_names: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self):
+        sets = self.classes.sets if self.classes is not None else None
         self.inference = Inference(self.model, self.dataset, self.level, self.tile,
-                                   self.precision, self.device,
-                                   self.classes.concepts if self.classes else None)
+                                   self.precision, self.device, sets)
         names = self.tree.names
         palette = concept_palette(len(names))
         self.value_names = list(names)
+        self.value_concepts = [[n] for n in names]
         self.value_paths = [self.tree.ancestors(n) + [n] for n in names]
         if self.classes is not None:
             choice = self.classes
             # Value k is class k; value n (the last) is 'other'.
             self.value_names = list(choice.names) + ["other"]
-            self.value_paths = [self.value_paths[c] for c in choice.concepts] + [[]]
+            self.value_concepts = [[names[c] for c in sorted(s)] for s in sets] + [[]]
+            self.value_paths = [_shared_path([self.value_paths[c] for c in sorted(s)])
+                                for s in sets] + [[]]
             self.value_label = np.array(list(choice.ids) + [choice.other], dtype=np.int64)
-            self.colours = np.array([choice.colours.get(i, palette[c]) for i, c in
-                                     zip(choice.ids, choice.concepts)] + [(0, 0, 0)],
-                                    dtype=np.uint8)
+            # A union takes the colour of its first concept (a label set's own where given).
+            self.colours = np.array([choice.colours.get(i, palette[min(s)]) for i, s in
+                                     zip(choice.ids, sets)] + [(0, 0, 0)], dtype=np.uint8)
             self.sixteen_bit = int(self.value_label.max()) > 255
-            self.label_names = dict(zip(choice.ids, choice.names))
             return
         if self.dataset is None:
             self.value_label = np.full(len(names), -1, dtype=np.int64)
@@ -276,7 +291,11 @@ class Predictor:
         table = masking.table.datasets[self.dataset]
         defined = [i for i, c in enumerate(table.label_to_concept) if c >= 0]
         self.sixteen_bit = max(defined + [table.ignore_index]) > 255
-        self.label_names, by_label = label_colours(self.tree, self.dataset)
+        label_names, by_label = label_colours(self.tree, self.dataset)
+        # The dataset's own name of each concept's label ('vegetation'), the concept beside
+        # it (``value_concepts``, 'plant-stuff'): the user knows the dataset's words.
+        self.value_names = [label_names.get(int(label), name) if label >= 0 else name
+                            for name, label in zip(names, self.value_label)]
         self.colours = palette.copy()
         for concept, label in enumerate(self.value_label):
             if label >= 0 and int(label) in by_label:
@@ -290,7 +309,7 @@ class Predictor:
         values, confidence = self.inference(torch.from_numpy(image))
         values = values.cpu().numpy()
         if self.classes is not None:
-            values = np.where(values < 0, len(self.classes.concepts), values)
+            values = np.where(values < 0, len(self.classes.sets), values)
         return values, confidence.cpu().numpy()
 
     def labels(self, values: np.ndarray) -> np.ndarray:
@@ -315,17 +334,22 @@ class Predictor:
                            minlength=count)
         present = sorted(np.flatnonzero(counts), key=lambda v: (-counts[v], v))
         named = self.dataset is not None or self.classes is not None
+        hows = [m.how for m in self.classes.mappings] if self.classes is not None else []
         rows = []
         for value in present:
             label = int(self.value_label[value])
-            rows.append({
+            row = {
                 "id": int(value), "name": self.value_names[value],
                 "label": label if named and label >= 0 else None,
+                "concepts": self.value_concepts[value],
                 "pixels": int(counts[value]),
                 "share": round(float(counts[value]) / total, 6),
                 "path": self.value_paths[value],
                 "mean_confidence": round(float(sums[value] / counts[value]), 4),
-            })
+            }
+            if value < len(hows):       # how the class was matched: same, below, coarser
+                row["how"] = hows[value]
+            rows.append(row)
         return rows
 
     def write(self, job: ImageJob, image: np.ndarray, out: Path,
@@ -349,8 +373,7 @@ class Predictor:
                 labels.astype(np.uint16 if self.sixteen_bit else np.uint8)))),
             write("_color.png", _png(Image.fromarray(colour))),
             write("_overlay.png", _png(Image.fromarray(overlay))),
-            write("_legend.png", legend_png(rows, self.colours, job.image.name,
-                                            self.label_names)),
+            write("_legend.png", legend_png(rows, self.colours, job.image.name)),
         ]
         if as_json:
             doc = {"image": str(job.image), "dataset": self.dataset,
@@ -359,16 +382,41 @@ class Predictor:
         return written
 
 
+def _shared_path(paths: list[list[str]]) -> list[str]:
+    """The part of tree paths that all share: a concept's own path, or a union's down to
+    where its concepts' paths part."""
+    shared = []
+    for step in zip(*paths):
+        if len(set(step)) > 1:
+            break
+        shared.append(step[0])
+    return shared
+
+
 def _png(image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def legend_png(rows: list[dict], colours: np.ndarray, title: str,
-               label_names: dict[int, str] | None = None) -> bytes:
+def legend_text(row: dict) -> str:
+    """A legend line's name: the dataset's label or the class, with its id, and the tree's
+    concepts beside when named otherwise ('vegetation [21] (plant-stuff)', 'motor vehicle
+    [0] (car, motorcycle, truck)'); a concept alone without a dataset."""
+    name = row["name"]
+    if row.get("label") is None:
+        return name
+    text = f"{name} [{row['label']}]"
+    concepts = ", ".join(row.get("concepts") or [])
+    if concepts and concepts.lower() != name.lower():
+        text += f" ({concepts})"
+    return text
+
+
+def legend_png(rows: list[dict], colours: np.ndarray, title: str) -> bytes:
     """A small figure: one line per class present (swatch, name, pixel share); with a
-    dataset, its label name and id, then the tree's concept when named otherwise."""
+    dataset or classes, their name and id, then the tree's concepts when named otherwise
+    (``legend_text``)."""
     from matplotlib.patches import Rectangle
 
     from dsspn_cli.figures import new_figure, png_bytes
@@ -388,12 +436,7 @@ def legend_png(rows: list[dict], colours: np.ndarray, title: str,
         rgb = colours[row["id"]] / 255.0
         axes.add_patch(Rectangle((0.03, y - 0.35), 0.07, 0.7, facecolor=rgb,
                                  edgecolor="#555555", linewidth=0.5))
-        name = row["name"]
-        if row["label"] is not None:
-            label_name = (label_names or {}).get(row["label"], name)
-            name = f"{label_name} [{row['label']}]" + (
-                f" ({name})" if label_name.lower() != name.lower() else "")
-        axes.text(0.13, y, name, fontsize=7, va="center")
+        axes.text(0.13, y, legend_text(row), fontsize=7, va="center")
         axes.text(0.97, y, f"{100 * row['share']:.1f}%", fontsize=7, va="center", ha="right")
     if rest:
         share = sum(row["share"] for row in rest)
@@ -443,7 +486,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     if dataset is not None:
         dataset = tree.dataset_name(dataset)
         tree.check_level(dataset, level)
-    choice = choose_classes(tree, classes, labelset)
+    choice = choose_classes(tree, classes, labelset, unions=True)
     predictor = Predictor(model, tree, dataset, level, tile, torch_device, precision, choice)
     report = PredictReport(out, dataset, device=str(torch_device))
     loader = image_loader(ImageFiles([job.image for job in jobs]), range(len(jobs)), workers,
@@ -461,6 +504,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     return report
 
 
-__all__ = ["predict", "predict_array", "tile_spans", "find_images",
-           "concept_palette", "label_colours", "legend_png", "Predictor",
+__all__ = ["predict", "predict_array", "tile_spans", "find_images", "choose_classes",
+           "ClassChoice", "concept_palette", "label_colours", "legend_png", "legend_text",
+           "Predictor",
            "PredictReport", "ImageJob", "SUFFIXES", "MIN_TILE"]

@@ -66,7 +66,9 @@ class Head(nn.Module):
     ``torch.no_grad``: B x H x W concept ids of the tree and confidences in [0, 1], for
     every field of ``query`` honoured or refused with ``refuse`` (one line), none ignored.
     With ``query.classes`` a head may skip work (DSSPN runs only the neurons above them),
-    but its answer must read in them as its whole answer does.
+    and returns concepts that ``masking.vocabulary`` reads as each pixel's class: DSSPN's
+    answer reads in them as its whole answer does; the flat head sums its probabilities
+    into each class first (MSeg's way).
     """
 
     Settings: ClassVar[type[HeadSettings]]

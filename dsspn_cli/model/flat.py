@@ -71,21 +71,41 @@ class FlatHead(Head):
         the logits upsampled as the DSSPN head's (``grid.FeatureGrid``), chosen among the
         classes of ``query.dataset``; with ``query.level``, each concept is replaced by its
         ancestor at that depth. ``query.static``: it has no data-dependent control flow.
-        ``query.classes``: its best class is read in them (``MaskingTensors.vocabulary``),
-        as the DSSPN head's descent is. A ``query.threshold`` is refused: its softmax always
-        picks one of its classes."""
+        ``query.classes``: the probabilities summed into each of them (``_vocabulary``). A
+        ``query.threshold`` is refused: its softmax always picks one of its classes."""
         if query.threshold is not None:
             self.refuse("threshold", query.threshold, "has no 'none of them': its softmax "
                         "always picks one of its classes")
         logits = self.logits(features, query.dataset).float()
         grid = FeatureGrid(logits.shape[-2:], query.size or logits.shape[-2:], query.stride,
                            logits.device)
-        confidence, index = grid.upsample(logits).softmax(1).max(1)
-        concepts = self.class_concept[index]
+        probabilities = grid.upsample(logits).softmax(1)
+        concepts = self.class_concept
         if query.level is not None:
             levels = self.masking.concept_at_level
             concepts = levels[concepts, min(query.level, levels.shape[1] - 1)]
-        return concepts, confidence
+        if query.classes is not None:
+            return self._vocabulary(probabilities, concepts, query.classes)
+        confidence, index = probabilities.max(1)
+        return concepts[index], confidence
+
+    def _vocabulary(self, probabilities: torch.Tensor, concepts: torch.Tensor, classes):
+        """MSeg's reading of a flat prediction in other classes: each vocabulary class gets
+        the summed probability of this head's classes it holds (read as
+        ``MaskingTensors.vocabulary`` reads a concept: by the deepest class concept at or
+        above it), 'other' the rest; the largest sum wins and is the confidence. The
+        concept returned is the likeliest of the winner's own, so that the segmenter reads
+        it as the winning class (or as 'other')."""
+        group = self.masking.vocabulary(classes)[concepts]            # -1: other
+        count = len(classes) + 1
+        group = torch.where(group < 0, torch.full_like(group, count - 1), group)
+        # N classes x (vocabulary + other), one 1 per row: the sums are one product.
+        member = torch.nn.functional.one_hot(group, count).to(probabilities.dtype)
+        sums = torch.einsum("bnhw,nk->bkhw", probabilities, member)
+        confidence, winner = sums.max(1)
+        mine = group[None, :, None, None] == winner[:, None]
+        best = probabilities.masked_fill(~mine, -1.0).argmax(1)
+        return concepts[best], confidence
 
 
 __all__ = ["FlatHead"]
