@@ -462,10 +462,10 @@ def test_a_bad_annotation_stops_training_in_one_line_naming_it(ws, run, tmp_path
 
 @pytest.mark.parametrize("text", BAD_MATH)
 def test_the_legend_draws_names_and_file_names_as_written(text):
-    rows = [{"id": 0, "name": text, "label": 3, "share": 0.5},
+    rows = [{"id": 0, "name": text + "label", "label": 3, "concepts": [text], "share": 0.5},
             {"id": 1, "name": "road", "label": None, "share": 0.5}]
     colours = np.array([[10, 20, 30], [40, 50, 60]], np.uint8)
-    png = legend_png(rows, colours, f"{text}.png", {3: text + "label"})
+    png = legend_png(rows, colours, f"{text}.png")
     assert png.startswith(b"\x89PNG")
 
 
