@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dsspn_cli.engine.options import check_options
 from dsspn_cli.errors import UserError
 from dsspn_cli.model.contract import Query
 
@@ -47,6 +48,7 @@ def export(checkpoint, output, fmt: str = "onnx", dataset: str | None = None,
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.files import atomic_write_bytes
 
+    check_options(level=level)
     model, _, tree, _ = load_model(checkpoint, "cpu")
     if dataset is not None:
         dataset = tree.dataset_name(dataset)
