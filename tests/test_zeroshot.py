@@ -283,6 +283,14 @@ def test_labelset_reads_any_layout_and_the_report_names_what_it_cannot(checkpoin
     assert scores["per_class"]["zzglorp"]["pixels"] == 16 * 44
     assert scores["per_class"]["zzglorp"]["iou"] == 0.0
     assert scores["mIoU"] < scores["mIoU_named"] or scores["mIoU_named"] == 0.0
+    # A folder's own label set, outside the model's tree, is scored the same way.
+    (root / "labels.yaml").write_text(honest_set.read_text())
+    own = tmp_path / "own.json"
+    result = run("evaluate", checkpoint, "--data", f"folder={root}", "--json", own, *FAST)
+    assert result.exit_code == 0, result.stderr
+    mine = json.loads(own.read_text())["streets"]
+    assert mine["labelset"] == str(root / "labels.yaml")
+    assert {**mine, "labelset": None} == {**scores, "labelset": None}
     # FORMAT=FILE names the dataset it belongs to; with several --data it must.
     voc = tmp_path / "voc"
     _voc(voc, np.zeros((8, 8), np.int64))
