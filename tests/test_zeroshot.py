@@ -290,7 +290,9 @@ def test_labelset_reads_any_layout_and_the_report_names_what_it_cannot(checkpoin
     assert result.exit_code == 0, result.stderr
     mine = json.loads(own.read_text())["streets"]
     assert mine["labelset"] == str(root / "labels.yaml")
-    assert {**mine, "labelset": None} == {**scores, "labelset": None}
+    assert "labels.yaml: label 'zzglorp'" in mine["problems"][0]["message"]
+    where = {"labelset": None, "problems": None}            # messages name the file
+    assert {**mine, **where} == {**scores, **where}
     # FORMAT=FILE names the dataset it belongs to; with several --data it must.
     voc = tmp_path / "voc"
     _voc(voc, np.zeros((8, 8), np.int64))
