@@ -23,7 +23,8 @@ SAMPLE = $(DEMO)/data
 SETS = cityscapes=$(SAMPLE)/cityscapes ade=$(SAMPLE)/ade20k coco=$(SAMPLE)/coco-stuff mapillary=$(SAMPLE)/mapillary
 
 # The main job on the built-in sample data: the concept tree, the data, a small model trained
-# on all four datasets jointly (CPU settings), its scores, and predictions with pictures.
+# on all four datasets jointly (CPU settings), its scores, predictions with pictures, and its
+# zero-shot scores on the held-out sample sets (CamVid, Pascal VOC), which it never trained on.
 demo: setup
 	rm -rf $(DEMO)
 	$(BIN)/dsspn hierarchy merge coco ade cityscapes mapillary -o $(DEMO)/concept-tree.yaml
@@ -35,7 +36,9 @@ demo: setup
 		--json $(DEMO)/scores.json
 	$(BIN)/dsspn predict $(SAMPLE)/cityscapes/leftImg8bit/val --model $(DEMO)/run/checkpoints/best.pt \
 		--dataset cityscapes --out $(DEMO)/predictions --json
-	@echo "results in $(DEMO)/: concept-tree.png, run/ (checkpoints, metrics.jsonl, curves.png), scores.json, predictions/"
+	$(BIN)/dsspn evaluate $(DEMO)/run/checkpoints/best.pt --data camvid=$(SAMPLE)/held-out/camvid \
+		--data voc=$(SAMPLE)/held-out/voc --json $(DEMO)/zeroshot.json
+	@echo "results in $(DEMO)/: concept-tree.png, run/ (checkpoints, metrics.jsonl, curves.png), scores.json, predictions/, zeroshot.json"
 
 test: setup
 	$(BIN)/ruff check .

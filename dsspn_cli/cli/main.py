@@ -27,7 +27,7 @@ from dsspn_cli.errors import Stopped, UserError, one_line, os_error
 # name -> (module, the command's attribute there, the function whose docstring is its help)
 LAZY = {
     "train": ("dsspn_cli.cli.train", "train_command", "_train"),
-    "evaluate": ("dsspn_cli.cli.train", "evaluate_command", "evaluate_command"),
+    "evaluate": ("dsspn_cli.cli.evaluate", "evaluate_command", "evaluate_command"),
     "predict": ("dsspn_cli.cli.predict", "predict_command", "predict_command"),
     "export": ("dsspn_cli.cli.train", "export_command", "export_command"),
 }

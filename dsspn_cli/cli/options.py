@@ -2,7 +2,7 @@
 declared once: each top-level single value becomes ``--name`` (``--flag/--no-flag`` for
 true/false), a nested setting that names a ``flag`` in its schema gets that option, and every
 setting can be given as ``--set key.sub=value``. The options only collect values; the schema
-checks them."""
+checks them. ``parse_data`` reads the ``--data FORMAT=ROOT`` that train and evaluate share."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import typing
 from typing import Callable, List, Optional
 
 import typer
+
+from dsspn_cli.errors import UserError
 
 SINGLE = (int, float, str, bool)
 
@@ -117,4 +119,24 @@ def with_settings(function: Callable, schema) -> Callable:
     return command
 
 
-__all__ = ["with_settings", "setting_options"]
+def parse_data(values: list[str] | None) -> dict:
+    """``--data FORMAT=ROOT`` values (train, evaluate) -> {format: root}, aliases resolved,
+    each format once."""
+    data = {}
+    for value in values or []:
+        if "=" not in value:
+            raise UserError(f"--data {value}: write FORMAT=ROOT, like cityscapes=/data/cityscapes")
+        fmt, root = value.split("=", 1)
+        from dsspn_cli.data.formats import ALIASES, FORMATS
+
+        fmt = ALIASES.get(fmt.lower(), fmt.lower())
+        if fmt not in FORMATS:
+            raise UserError(f"--data {value}: unknown format '{fmt}'; use one of "
+                            f"{', '.join(FORMATS)}")
+        if fmt in data:
+            raise UserError(f"--data {value}: {fmt} is given twice")
+        data[fmt] = root
+    return data
+
+
+__all__ = ["with_settings", "setting_options", "parse_data"]

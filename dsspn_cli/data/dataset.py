@@ -14,19 +14,25 @@ import torch
 from dsspn_cli.data.common import BadFile, read_image, size_mismatch
 from dsspn_cli.data.formats import check_root, get_format, labelset_for
 from dsspn_cli.data.loading import item_failure
-from dsspn_cli.data.targets import LabelMapper
+from dsspn_cli.data.targets import LabelIds, LabelMapper
 from dsspn_cli.data.transforms import EvalTransform
 from dsspn_cli.errors import UserError
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
+    """One split of a dataset on disk. ``table``: the masking table its labels map through
+    to concepts; None keeps them in the label set's own ids (``LabelIds``). ``labelset``:
+    the label set its label maps are read in (default: the format's, or a ``folder``'s
+    own file)."""
+
     def __init__(self, root, format_name: str, split: str, table, dataset: str | None = None,
-                 transform=None, seed: int = 0):
+                 transform=None, seed: int = 0, labelset=None):
         self.root = check_root(Path(root))
         self.format = get_format(format_name)
-        self.labelset = labelset_for(self.format, self.root)
+        self.labelset = labelset or labelset_for(self.format, self.root)
         self.name = dataset or self.labelset.name
-        self.mapper = LabelMapper(table, self.name, self.labelset)
+        self.mapper = (LabelMapper(table, self.name, self.labelset) if table is not None
+                       else LabelIds(self.labelset))
         self.transform = transform or EvalTransform()
         self.seed = seed
         samples = self.format.samples(self.root, split)

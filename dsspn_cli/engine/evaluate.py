@@ -1,13 +1,20 @@
-"""Evaluation: hierarchical prediction restricted to a dataset's concepts, scored on its own
-classes (mean IoU, pixel accuracy, mean class accuracy, per class), and IoU per tree level;
-under torchrun sharded over the ranks, the counts summed exactly.
+"""Evaluation of a dataset of the model's tree, as ``dsspn evaluate`` and validation during
+training score it: hierarchical prediction restricted to the dataset's concepts, scored on its
+own classes (mean IoU, pixel accuracy, mean class accuracy, per class), and IoU per tree
+level; under torchrun sharded over the ranks, the counts summed exactly.
 
 The evaluated classes of a dataset are its labels that map to a concept (Cityscapes: the 19
 train classes); other ground truth is not scored, and a prediction outside them counts as a
 miss (cityscapesScripts' rule, see metrics.py).
+
+The loop over a dataset's images (``predictions``) and the writing of predictions
+(``write_labels``) serve zero-shot evaluation too (``zeroshot.py``); the command's whole work,
+datasets, world and report, is ``scoring.py``'s.
 """
 
 from __future__ import annotations
+
+from contextlib import closing
 
 import torch
 
@@ -43,9 +50,10 @@ def label_file(dataset, key: str) -> str:
     return f"{dataset.name}/{key}_labelIds.png"
 
 
-def _write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
-    """The dataset's label ids as PNG; its ignore value becomes the set's 'unlabeled' id 0
-    where that exists (Cityscapes label maps have no 255)."""
+def write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
+    """A prediction in the dataset's label ids as PNG (``label_file``); its ignore value
+    becomes the set's 'unlabeled' id 0 where that exists (Cityscapes label maps have no
+    255)."""
     import io
     from pathlib import Path
 
@@ -65,6 +73,30 @@ def _write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
     # Nothing below the folder the user named is followed if a link.
     atomic_write_bytes(Path(folder) / label_file(dataset, dataset.samples[index].key),
                        buffer.getvalue(), within=folder)
+
+
+def predictions(core, dataset, world, indices, infer: Inference, workers: int = 0,
+                track: Track = no_track):
+    """(item, class or concept map) for this rank's share of ``indices`` of ``dataset``,
+    decoded by ``workers`` processes and run through ``infer``, with the model in eval mode
+    meanwhile; a file that cannot be used stops the loop with its name. Read it inside
+    ``contextlib.closing``, so that the loader's workers stop with the loop, also when the
+    caller's body raises."""
+    mine = indices[world.rank::world.size]
+    loader = image_loader(LabelledImages(dataset), mine, workers, world.device)
+    was_training = core.training
+    core.eval()
+    try:
+        with reading(loader) as items:
+            for item in track(items, len(mine), f"evaluating {dataset.name}"):
+                if "error" in item:
+                    raise UserError(item["error"])
+                if "bad" in item:
+                    raise UserError(f"{item['bad']}; run 'dsspn data check {dataset.root} "
+                                    f"--format {dataset.format.name}' for every such file")
+                yield item, infer(item["image"])[0][None]
+    finally:
+        core.train(was_training)
 
 
 @torch.no_grad()
@@ -93,29 +125,18 @@ def evaluate(model, dataset, world=None, *, indices=None, track: Track = no_trac
     depth = levels.shape[1]
     level_matrices = [ConfusionMatrix(len(table.concepts), device) for _ in range(depth)]
     indices = list(range(len(dataset)) if indices is None else indices)
-    mine = indices[world.rank::world.size]
     infer = Inference(core, dataset.name, None, tile, precision, device)
-    loader = image_loader(LabelledImages(dataset), mine, workers, device)
-    was_training = core.training
-    core.eval()
-    with reading(loader) as items:
-        for item in track(items, len(mine), f"evaluating {dataset.name}"):
-            if "error" in item:
-                raise UserError(item["error"])
-            if "bad" in item:
-                raise UserError(f"{item['bad']}; run 'dsspn data check {dataset.root} "
-                                f"--format {dataset.format.name}' for every such file")
-            concepts = infer(item["image"])[0][None]
+    with closing(predictions(core, dataset, world, indices, infer, workers, track)) as scored:
+        for item, concepts in scored:
             target = item["target"][None].to(device, non_blocking=True)
             matrix.update(classes.of(concepts), classes.of(target))
             if labels_out is not None:
-                _write_labels(labels_out, dataset, item["index"], core.concepts_to_labels(
+                write_labels(labels_out, dataset, item["index"], core.concepts_to_labels(
                     concepts, dataset.name)[0])
             valid = target >= 0
             for level in range(depth):
                 cut_truth = torch.where(valid, levels[target.clamp(min=0), level], IGNORE)
                 level_matrices[level].update(levels[concepts, level], cut_truth)
-    core.train(was_training)
     all_reduce([matrix] + level_matrices, world)
     scores = matrix.scores(classes.names)
     per_level = {}

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dsspn_cli.engine.options import check_options
 from dsspn_cli.errors import UserError
 from dsspn_cli.model.contract import Query
 
@@ -125,6 +126,7 @@ def export(checkpoint, output, fmt: str = "onnx", dataset: str | None = None,
 
     if fmt not in ("onnx", "torchscript"):
         raise UserError(f"--format {fmt}: use onnx or torchscript")
+    check_options(level=level)
     model, _, tree, config = load_model(checkpoint, "cpu")
     if dataset is not None:
         dataset = tree.dataset_name(dataset)

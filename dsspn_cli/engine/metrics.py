@@ -31,6 +31,14 @@ class ConfusionMatrix:
         self.matrix += torch.bincount(truth * (n + 1) + guess,
                                       minlength=n * (n + 1)).view(n, n + 1)
 
+    def iou(self) -> torch.Tensor:
+        """IoU per class as a fraction (float64), NaN where the class has neither ground
+        truth nor false positives."""
+        m = self.matrix.double()
+        tp = m.diagonal()
+        union = m.sum(1) + m[:, : self.num_classes].sum(0) - tp
+        return torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
+
     def scores(self, names: list[str] | None = None) -> dict:
         """Percentages: mIoU, pixel accuracy, mean class accuracy and per class IoU/accuracy.
 
@@ -40,18 +48,16 @@ class ConfusionMatrix:
         m = self.matrix.double()
         tp = m.diagonal()
         gt = m.sum(1)                       # every evaluated pixel of the class
-        fp = m[:, : self.num_classes].sum(0) - tp
-        union = gt + fp
-        iou = torch.where(union > 0, tp / union.clamp(min=1), torch.nan)
+        iou = self.iou()
         acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.nan)
         names = names or [str(i) for i in range(self.num_classes)]
-        per_class = {name: {"iou": _pct(iou[i]), "acc": _pct(acc[i]), "pixels": int(gt[i])}
+        per_class = {name: {"iou": percent(iou[i]), "acc": percent(acc[i]), "pixels": int(gt[i])}
                      for i, name in enumerate(names)}
         total = gt.sum()
         return {
-            "mIoU": _pct(torch.nanmean(iou)) if bool((union > 0).any()) else None,
-            "pixel_acc": _pct(tp.sum() / total) if total > 0 else None,
-            "mean_acc": _pct(torch.nanmean(acc)) if bool((gt > 0).any()) else None,
+            "mIoU": percent(torch.nanmean(iou)) if bool((~iou.isnan()).any()) else None,
+            "pixel_acc": percent(tp.sum() / total) if total > 0 else None,
+            "mean_acc": percent(torch.nanmean(acc)) if bool((gt > 0).any()) else None,
             "per_class": per_class,
         }
 
@@ -69,6 +75,6 @@ def all_reduce(matrices: list[ConfusionMatrix], world) -> None:
         start += m.matrix.numel()
 
 
-def _pct(value: torch.Tensor):
+def percent(value: torch.Tensor):
     value = float(value)
     return None if value != value else 100.0 * value       # NaN -> None (JSON null)

@@ -39,6 +39,7 @@ from dsspn_cli.engine.infer import (
     predict_array,
     tile_spans,
 )
+from dsspn_cli.engine.options import check_options
 from dsspn_cli.errors import UserError
 from dsspn_cli.files import atomic_write_bytes, check_output, kind_of, stat_path
 
@@ -468,20 +469,14 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     """Predict every image of ``inputs`` (files and folders) with the checkpoint's model and
     write the outputs into ``out``; ``workers`` processes decode the images.
     ``track(items, total, what)`` may wrap the image loop (a progress bar)."""
-    if tile < MIN_TILE:
-        raise UserError(f"--tile {tile}: tiles must be at least {MIN_TILE} pixels")
-    if level is not None and level < 0:
-        raise UserError(f"--level {level}: give a depth of 0 or more (0 = the root)")
+    torch_device = check_options(tile=tile, level=level, device=device, precision=precision)
     out = check_output(out, folder=True)
     jobs = find_images(inputs)
     check_images(jobs, out, as_json, reads=[*inputs, checkpoint, labelset])
     from dsspn_cli.data.loading import reading
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.infer import ImageFiles, image_loader
-    from dsspn_cli.engine.world import resolve_device, resolve_precision
 
-    torch_device = resolve_device(device)
-    resolve_precision(precision, torch_device)      # a bad choice fails before any work
     model, _table, tree, _config = load_model(checkpoint, torch_device)
     if dataset is not None:
         dataset = tree.dataset_name(dataset)
