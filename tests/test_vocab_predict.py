@@ -234,3 +234,22 @@ def test_dataset_outputs_name_its_labels_beside_the_concepts(dsspn_checkpoint):
     # Without a dataset: the concept alone.
     plain = Predictor(model, tree, device="cpu").summary(values, np.ones(values.shape))
     assert {legend_text(row) for row in plain} == {"plant-stuff", "road", "car"}
+
+
+def test_a_label_sets_everything_else_class_takes_the_other_pixels(dsspn_checkpoint,
+                                                                   image_file, tmp_path, run):
+    """VOC's background (other: true) is not a concept to name: predict --labelset voc writes
+    its id where no other VOC class is, and 'hierarchy map voc' says so instead of reporting
+    a class it cannot name."""
+    result = run("predict", dsspn_checkpoint, image_file, "--labelset", "voc", "--out",
+                 tmp_path / "out", "--device", "cpu", "--workers", "0")
+    assert result.exit_code == 0, result.stderr
+    labels = np.asarray(Image.open(tmp_path / "out" / "a_labels.png"))
+    assert set(np.unique(labels)) <= set(range(21))      # background is 0, never 255
+    mapped = run("hierarchy", "map", "voc")
+    assert mapped.exit_code == 0
+    assert "background (id 0): everything else" in mapped.stdout
+    assert "problem" not in mapped.stdout
+    doc = json.loads(run("hierarchy", "map", "voc", "--json").stdout)
+    assert doc["everything_else"] == {"id": 0, "name": "background"}
+    assert "background" not in [c["name"] for c in doc["classes"]]

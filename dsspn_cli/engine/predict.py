@@ -193,7 +193,7 @@ def choose_classes(tree, names: str | None = None, labelset: str | Path | None =
     class below or above the tree's concepts). A class that names nothing, or two on one
     concept, is one line with the fix. ``unions``: whether a class may be several concepts
     (the caller runs ``concept_sets``); without, such a class is one line too."""
-    from dsspn_cli.hierarchy.vocabulary import map_labelset, map_vocabulary
+    from dsspn_cli.hierarchy.vocabulary import everything_else, map_labelset, map_vocabulary
 
     if names is None and labelset is None:
         return None
@@ -211,9 +211,12 @@ def choose_classes(tree, names: str | None = None, labelset: str | Path | None =
         from dsspn_cli.hierarchy.labelset import load_labelset
 
         chosen = load_labelset(str(labelset))
-        vocabulary = map_labelset(tree, chosen, wn, strict=True)
-        labels = chosen.mapped_labels
-        ids, other = [label.id for label in labels], chosen.ignore_index
+        # Its everything-else class (VOC's background) is written where no other class is.
+        catch_all = everything_else(chosen)
+        vocabulary = map_labelset(tree, chosen, wn, strict=True, without_other=True)
+        labels = [label for label in chosen.mapped_labels if label is not catch_all]
+        ids = [label.id for label in labels]
+        other = catch_all.id if catch_all is not None else chosen.ignore_index
         where = [f"{labelset}: label '{label.name}' (id {label.id})" for label in labels]
         for label in labels:
             where_ = f"{labelset}: label '{label.name}' (id {label.id})"

@@ -30,7 +30,6 @@ import torch
 from dsspn_cli.engine.evaluate import predictions, write_labels
 from dsspn_cli.engine.infer import TILE, Inference, Track, no_track
 from dsspn_cli.engine.metrics import ConfusionMatrix, all_reduce, percent
-from dsspn_cli.errors import UserError
 from dsspn_cli.hierarchy.tables import IGNORE
 
 
@@ -52,16 +51,11 @@ class HeldOutClasses:
     scored."""
 
     def __init__(self, tree, labelset, wn=None):
-        from dsspn_cli.hierarchy.vocabulary import map_vocabulary
+        from dsspn_cli.hierarchy.vocabulary import everything_else, map_labelset
 
         labels = labelset.mapped_labels
-        others = [label for label in labels if label.extra.get("other") is True]
-        if len(others) > 1:
-            raise UserError(f"{labelset.source}: labels {', '.join(repr(o.name) for o in others)}"
-                            " are all marked 'other: true'; mark one class as everything else")
-        other = others[0] if others else None
-        named = [label for label in labels if label is not other]
-        vocabulary = map_vocabulary(tree, named, wn, strict=False, source=str(labelset.source))
+        other = everything_else(labelset)
+        vocabulary = map_labelset(tree, labelset, wn, strict=False, without_other=True)
         self.labelset = labelset
         self.problems = vocabulary.problems
         flagged: dict[str, str] = {}

@@ -553,9 +553,25 @@ def map_vocabulary(tree, classes: Sequence[str | Label], wn=None, strict: bool =
     return Vocabulary(tuple(mappings), tuple(problems))
 
 
-def map_labelset(tree, labelset: LabelSet, wn=None, strict: bool = True) -> Vocabulary:
-    """The labels of a label set to predict or score (not void, really annotated)."""
+def everything_else(labelset: LabelSet) -> Label | None:
+    """The label set's class marked ``other: true`` (VOC's background): not a concept to map
+    but every pixel no other class takes, MSeg's way."""
+    found = [label for label in labelset.mapped_labels if label.extra.get("other") is True]
+    if len(found) > 1:
+        raise UserError(f"{labelset.source}: labels {', '.join(repr(o.name) for o in found)} "
+                        "are all marked 'other: true'; mark one class as everything else")
+    return found[0] if found else None
+
+
+def map_labelset(tree, labelset: LabelSet, wn=None, strict: bool = True,
+                 without_other: bool = False) -> Vocabulary:
+    """The labels of a label set to predict or score (not void, really annotated);
+    ``without_other``: all but its everything-else class (``everything_else``), which the
+    caller gives the pixels of no other class."""
     labels = labelset.mapped_labels
+    if without_other:
+        other = everything_else(labelset)
+        labels = [label for label in labels if label is not other]
     if not labels:
         raise UserError(f"{labelset.source}: the label set has no labels to map (all are "
                         "ignored or unused)")
@@ -697,4 +713,4 @@ def labelled(concept: str, labels: Sequence[str]) -> str:
 
 
 __all__ = ["ClassMapping", "Vocabulary", "VocabularyProblem", "HOWS", "map_class",
-           "map_vocabulary", "map_labelset", "dataset_labels", "labelled"]
+           "map_vocabulary", "map_labelset", "everything_else", "dataset_labels", "labelled"]
