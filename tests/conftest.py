@@ -48,6 +48,37 @@ def wn():
     return wordnet()
 
 
+def expect_error(result, *fragments, code=2, stopped=False):
+    """One line starting 'error:' (or 'stopped:', where ``stopped``), the given exit code, no
+    traceback, holding every fragment; returns that line."""
+    prefixes = ("error: ", "stopped: ") if stopped else ("error: ",)
+    assert result.exit_code == code, (result.exit_code, result.stderr, result.stdout)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith(prefixes), result.stderr
+    assert len([line for line in lines if line.startswith(prefixes)]) == 1
+    for fragment in fragments:
+        assert fragment in lines[-1], (fragment, lines[-1])
+    return lines[-1]
+
+
+def untrained_checkpoint(path: Path) -> Path:
+    """A small untrained model (ResNet-18, stride 16, 8 hidden channels) on the shipped tree,
+    saved as training saves one."""
+    import torch
+
+    from dsspn_cli.engine.checkpoint import save_checkpoint
+    from dsspn_cli.engine.config import TrainConfig
+    from dsspn_cli.model.segmenter import build_model
+
+    torch.manual_seed(0)
+    tree = load_tree()
+    config = TrainConfig(backbone="resnet18", output_stride=16, head={"hidden": 8})
+    model = build_model(MaskingTable.from_tree(tree), config)
+    save_checkpoint(path, model=model, tree=tree, config=config.to_dict(), step=0, epoch=0)
+    return path
+
+
 def write_yaml(path: Path, doc) -> Path:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, write_yaml
+from conftest import REPO, expect_error, untrained_checkpoint, write_yaml
 from PIL import Image
 
 from dsspn_cli.data.common import BadFile, image_size, read_image, read_label_png
 from dsspn_cli.data.sample import write_sample_data
-from dsspn_cli.engine.checkpoint import VERSION, load_checkpoint, save_checkpoint
+from dsspn_cli.engine.checkpoint import VERSION, load_checkpoint
 from dsspn_cli.engine.config import TrainConfig
 from dsspn_cli.errors import UserError
 from dsspn_cli.files import atomic_write_bytes, atomic_write_text, check_output
@@ -47,16 +47,6 @@ def png_bytes(width: int, height: int, rows: bytes = b"", depth: int = 8, colour
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
-def expect_error(result, *fragments, code=2):
-    """One line starting 'error:' (or 'stopped:'), the given exit code, no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.stderr, result.stdout)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith(("error: ", "stopped: ")), result.stderr
-    assert len([l for l in lines if l.startswith(("error: ", "stopped: "))]) == 1
-    for fragment in fragments:
-        assert fragment in lines[-1], (fragment, lines[-1])
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +55,13 @@ def ws(tmp_path_factory):
     trained one) and images of every odd kind."""
     root = tmp_path_factory.mktemp("hostile")
     write_sample_data(root / "sample", seed=0, images=2, size=(64, 128))
-    from dsspn_cli.hierarchy.tables import MaskingTable
-    from dsspn_cli.hierarchy.tree import load_tree
-    from dsspn_cli.model.segmenter import build_model
-
-    torch.manual_seed(0)
-    tree = load_tree()
-    config = TrainConfig(backbone="resnet18", output_stride=16, head={"hidden": 8})
-    model = build_model(MaskingTable.from_tree(tree), config)
-    ckpt = root / "model.pt"
-    save_checkpoint(ckpt, model=model, tree=tree, config=config.to_dict(), step=0, epoch=0)
+    ckpt = untrained_checkpoint(root / "model.pt")
     photo = root / "photo.png"
     Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(photo)
     bomb = root / "bomb.png"
     bomb.write_bytes(png_bytes(200000, 200000))
     return {"root": root, "city": root / "sample" / "cityscapes", "ckpt": ckpt,
-            "photo": photo, "bomb": bomb, "model": model, "tree": tree, "config": config}
+            "photo": photo, "bomb": bomb}
 
 
 def city_copy(ws, name, damage):

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, expect_error
 from PIL import Image
 
 from dsspn_cli.data.sample import write_sample_data
@@ -35,16 +35,6 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 TREE = REPO / "hierarchies" / "dsspn-four-datasets.yaml"
 
 
-def expect_error(result, *fragments, code=2):
-    """One line starting 'error:', the given exit code, no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.stderr, result.stdout)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("error: "), result.stderr
-    assert len([line for line in lines if line.startswith("error: ")]) == 1
-    for fragment in fragments:
-        assert fragment in lines[-1], (fragment, lines[-1])
-    return lines[-1]
 
 
 def snapshot(folder):

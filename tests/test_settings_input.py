@@ -13,15 +13,13 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from conftest import REPO, write_yaml
+from conftest import REPO, expect_error, untrained_checkpoint, write_yaml
 from PIL import Image
 
 from dsspn_cli.data.common import BadFile
 from dsspn_cli.data.formats import get_format
 from dsspn_cli.data.sample import write_sample_data
-from dsspn_cli.engine.checkpoint import save_checkpoint
 from dsspn_cli.engine.config import TrainConfig, checked, resolve_config
 from dsspn_cli.engine.faults import _read_scan_cache
 from dsspn_cli.engine.predict import SUFFIXES, legend_png
@@ -33,16 +31,6 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 BAD_MATH = ["$x^$", "a$\\frac{$b", "$$", "\\$x_$"]     # invalid mathtext, every one
 
 
-def expect_error(result, *fragments, code=2):
-    """One line starting 'error:', the given exit code, no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.stderr, result.stdout)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("error: "), result.stderr
-    assert len([line for line in lines if line.startswith("error: ")]) == 1
-    for fragment in fragments:
-        assert fragment in lines[-1], (fragment, lines[-1])
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +38,7 @@ def ws(tmp_path_factory):
     """Sample Cityscapes data (2 training images) and an untrained small checkpoint."""
     root = tmp_path_factory.mktemp("settings")
     write_sample_data(root / "sample", seed=0, images=2, size=(64, 128))
-    from dsspn_cli.hierarchy.tables import MaskingTable
-    from dsspn_cli.hierarchy.tree import load_tree
-    from dsspn_cli.model.segmenter import build_model
-
-    torch.manual_seed(0)
-    tree = load_tree()
-    config = TrainConfig(backbone="resnet18", output_stride=16, head={"hidden": 8})
-    model = build_model(MaskingTable.from_tree(tree), config)
-    ckpt = root / "model.pt"
-    save_checkpoint(ckpt, model=model, tree=tree, config=config.to_dict(), step=0, epoch=0)
+    ckpt = untrained_checkpoint(root / "model.pt")
     photo = root / "photo.png"
     Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(photo)
     return {"root": root, "city": root / "sample" / "cityscapes", "ckpt": ckpt,
