@@ -141,112 +141,179 @@ def poly_schedule(optimizer, total: int, power: float):
 
 
 def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, stop) -> dict:
-    from dsspn_cli.data.sample import ensure_sample_data
-    from dsspn_cli.engine.checkpoint import load_checkpoint, save_checkpoint
-    from dsspn_cli.engine.evaluate import evaluate
-    from dsspn_cli.engine.faults import Interrupted, restart_count
-    from dsspn_cli.engine.loop import Trainer
-    from dsspn_cli.hierarchy.tables import MaskingTable
-    from dsspn_cli.hierarchy.tree import load_tree
-    from dsspn_cli.model.segmenter import build_model
-
-    run = RunFolder(config.out, inputs=read_paths(config))
-    earlier = run.earlier_run()
-    if restart_count() and earlier and not resume:
-        resume = True           # torchrun --max-restarts started the job again: continue it
-        _say(console, world, f"restart {restart_count()} by torchrun: resuming from the run in "
-                             f"{run.root}")
-    if not resume and earlier:
-        # Starting afresh would overwrite its checkpoints and add a second history to its
-        # metrics.jsonl.
-        raise UserError(f"{run.root}: already holds a run; use --resume to continue it or "
-                        f"another --out (it holds {', '.join(earlier[:3])})")
-    tree = load_tree(config.tree)
-    # Checked before anything is written: a failed resume leaves the run as it was.
-    payload, source = _resume_from(run, console, world) if resume else (None, None)
-    if payload is not None:
-        _check_start(payload, config, tree, source, "resume")
-    start = None                     # the checkpoint a new run starts from, if any
-    if payload is None and (config.init_from or config.grow_from):
-        start = load_checkpoint(config.init_from or config.grow_from)
-        _check_start(start, config, tree, config.init_from or config.grow_from,
-                     "init" if config.init_from else "grow")
-    if not config.data:
-        if world.main:
-            ensure_sample_data()
-        world.barrier()
-        config = config.replace(data=ensure_sample_data())
+    """One run, phase by phase (each a method of ``TrainingRun``)."""
+    run = TrainingRun(config, world, console, stop)
+    run.find_start(resume)          # the run folder; the checkpoint it resumes or starts from
     # Every check before the run folder's first file: a mistake in the data roots, formats,
     # batch sizes, precision or backbone weights leaves no half-made run behind.
-    dtype = resolve_precision(config.precision, world.device)
-    table = MaskingTable.from_tree(tree)
-    sets = build_datasets(config, table)
-    check_batch_sizes(config, sets[0], world)
-    names = [d.name for d in sets[0]]
-    torch.manual_seed(config.seed)      # the same initial weights on every rank
-    model = build_model(table, config, names).to(world.device)     # reads --backbone-weights
-    if world.main:
-        run.write_config(config.to_dict())
-        # Resuming drops what was logged after the checkpoint (it is logged again); a run
-        # resumed before its first checkpoint starts over: all its metrics go (step -1).
-        run.tidy(int(payload["step"]) if payload is not None else -1 if resume else None)
+    run.check()
+    run.write_config()              # the run folder's first file
+    run.build_data()                # every sample checked, the sampler and the loader
+    run.build_optimisation()        # optimiser, schedule, loss scaling; the start restored
+    trainer = run.train(stop_at)
+    return run.finish(trainer, stop_at)
 
-    datasets, val_sets, sampler, loader = build_data(config, table, world, run, console, sets,
-                                                      stop)
-    optimizer = build_optimizer(model, config)
-    total = config.iters or (config.epochs or 1) * len(sampler)
-    scheduler = poly_schedule(optimizer, total, config.poly_power)
-    # float16 needs loss scaling (its range is small); bfloat16 has float32's range.
-    scaler = torch.amp.GradScaler(world.device.type, enabled=dtype == torch.float16)
-    if start is not None and config.init_from:
-        _load_weights(model, start, config.init_from)
-    elif start is not None:
-        _grow(model, start, config.grow_from, run, world, console)
-    step, best = _restore(payload, source, model, optimizer, scheduler, scaler)
 
-    def save(path, step, metrics):
+class TrainingRun:
+    """The phases of one run, in the order ``_train`` calls them; each keeps what it builds
+    for the next: the run folder (``folder``), the checkpoint to resume (``payload``, read
+    from ``source``) or to start from (``start``), the tree, datasets, model, loader,
+    optimiser, schedule and loss scaler, the step and best score it continues from."""
+
+    def __init__(self, config: TrainConfig, world: World, console, stop):
+        self.config, self.world, self.console, self.stop = config, world, console, stop
+
+    def find_start(self, resume: bool) -> None:
+        """The run folder, and the checkpoint to resume or start from, checked against the
+        settings before anything is written: a failed resume leaves the run as it was."""
+        from dsspn_cli.engine.checkpoint import load_checkpoint
+        from dsspn_cli.engine.faults import restart_count
+        from dsspn_cli.hierarchy.tree import load_tree
+
+        config, world = self.config, self.world
+        self.folder = run = RunFolder(config.out, inputs=read_paths(config))
+        earlier = run.earlier_run()
+        if restart_count() and earlier and not resume:
+            resume = True       # torchrun --max-restarts started the job again: continue it
+            _say(self.console, world, f"restart {restart_count()} by torchrun: resuming from "
+                                      f"the run in {run.root}")
+        if not resume and earlier:
+            # Starting afresh would overwrite its checkpoints and add a second history to its
+            # metrics.jsonl.
+            raise UserError(f"{run.root}: already holds a run; use --resume to continue it or "
+                            f"another --out (it holds {', '.join(earlier[:3])})")
+        self.resume = resume
+        self.tree = load_tree(config.tree)
+        self.payload, self.source = (_resume_from(run, self.console, world) if resume else
+                                     (None, None))
+        if self.payload is not None:
+            _check_start(self.payload, config, self.tree, self.source, "resume")
+        self.start = None                   # the checkpoint a new run starts from, if any
+        if self.payload is None and (config.init_from or config.grow_from):
+            self.start = load_checkpoint(config.init_from or config.grow_from)
+            _check_start(self.start, config, self.tree, config.init_from or config.grow_from,
+                         "init" if config.init_from else "grow")
+
+    def check(self) -> None:
+        """The data roots, formats and batch sizes, the precision, and the model (it reads
+        --backbone-weights); the sample data made when no data is given."""
+        from dsspn_cli.data.sample import ensure_sample_data
+        from dsspn_cli.hierarchy.tables import MaskingTable
+        from dsspn_cli.model.segmenter import build_model
+
+        world = self.world
+        if not self.config.data:
+            if world.main:
+                ensure_sample_data()
+            world.barrier()
+            self.config = self.config.replace(data=ensure_sample_data())
+        config = self.config
+        self.dtype = resolve_precision(config.precision, world.device)
+        self.table = MaskingTable.from_tree(self.tree)
+        self.sets = build_datasets(config, self.table)
+        check_batch_sizes(config, self.sets[0], world)
+        self.names = [d.name for d in self.sets[0]]
+        torch.manual_seed(config.seed)      # the same initial weights on every rank
+        self.model = build_model(self.table, config, self.names).to(world.device)
+
+    def write_config(self) -> None:
+        """config.yaml, and the run folder tidied for a resumed run."""
+        if self.world.main:
+            self.folder.write_config(self.config.to_dict())
+            # Resuming drops what was logged after the checkpoint (it is logged again); a run
+            # resumed before its first checkpoint starts over: all its metrics go (step -1).
+            self.folder.tidy(int(self.payload["step"]) if self.payload is not None else
+                             -1 if self.resume else None)
+
+    def build_data(self) -> None:
+        self.datasets, self.val_sets, self.sampler, self.loader = build_data(
+            self.config, self.table, self.world, self.folder, self.console, self.sets,
+            self.stop)
+
+    def build_optimisation(self) -> None:
+        """The optimiser, the schedule and the loss scaler; the weights of the checkpoint
+        started from, or everything of the one resumed."""
+        config, model = self.config, self.model
+        self.optimizer = build_optimizer(model, config)
+        self.total = config.iters or (config.epochs or 1) * len(self.sampler)
+        self.scheduler = poly_schedule(self.optimizer, self.total, config.poly_power)
+        # float16 needs loss scaling (its range is small); bfloat16 has float32's range.
+        self.scaler = torch.amp.GradScaler(self.world.device.type,
+                                           enabled=self.dtype == torch.float16)
+        if self.start is not None and config.init_from:
+            _load_weights(model, self.start, config.init_from)
+        elif self.start is not None:
+            _grow(model, self.start, config.grow_from, self.folder, self.world, self.console)
+        self.step, self.best = _restore(self.payload, self.source, model, self.optimizer,
+                                        self.scheduler, self.scaler)
+
+    def train(self, stop_at):
+        """The loop and its hooks, from the step the run stands at; the loop when it ends."""
+        from dsspn_cli.engine.loop import Trainer
+
+        config = self.config
+        self.checkpointer, hooks = build_hooks(config, self.folder, self.world, self.console,
+                                               self.save, self.validate, self.best)
+        self.model.train()
+        trainer = Trainer(_distributed(self.model, self.world), self.loader, self.sampler,
+                          self.optimizer, self.scheduler, self.scaler, self.world,
+                          total=self.total, step=self.step, dtype=self.dtype, stop=self.stop,
+                          stop_at=stop_at, hooks=hooks)
+        _run_loop(trainer, self.folder, self.world, config.scan)
+        return trainer
+
+    def save(self, path, step: int, metrics: dict) -> None:
+        """A checkpoint of the run at ``step`` (the Checkpointer's hook calls this)."""
+        from dsspn_cli.engine.checkpoint import save_checkpoint
+
         try:
-            save_checkpoint(path, model=model, tree=tree, config=config.to_dict(), step=step,
-                            epoch=step // len(sampler), optimizer=optimizer,
-                            scheduler=scheduler, metrics=metrics,
-                            scaler=scaler if scaler.is_enabled() else None,
-                            datasets=names, within=run.root)
+            save_checkpoint(path, model=self.model, tree=self.tree,
+                            config=self.config.to_dict(), step=step,
+                            epoch=step // len(self.sampler), optimizer=self.optimizer,
+                            scheduler=self.scheduler, metrics=metrics,
+                            scaler=self.scaler if self.scaler.is_enabled() else None,
+                            datasets=self.names, within=self.folder.root)
         except UserError as exc:     # disk full, folder gone read-only: say what is left
-            raise UserError(f"{exc}; training stopped at step {step}, {last_good(run)}"
-                            ) from None
+            raise UserError(f"{exc}; training stopped at step {step}, "
+                            f"{last_good(self.folder)}") from None
 
-    def validate() -> dict:
+    def validate(self) -> dict:
+        """Each validation set's scores (the Validation hook calls this)."""
+        from dsspn_cli.engine.evaluate import evaluate
+
         # Every rank scores its share of each validation set and the counts are summed: the
         # same collectives on every rank, none waiting for another's whole validation.
-        share_running_stats(model, world)
-        return {d.name: evaluate(model, d, world, precision=config.precision,
-                                 workers=config.workers) for d in val_sets}
+        share_running_stats(self.model, self.world)
+        return {d.name: evaluate(self.model, d, self.world, precision=self.config.precision,
+                                 workers=self.config.workers) for d in self.val_sets}
 
-    checkpointer, hooks = build_hooks(config, run, world, console, save, validate, best)
-    model.train()
-    trainer = Trainer(_distributed(model, world), loader, sampler, optimizer, scheduler,
-                      scaler, world, total=total, step=step, dtype=dtype, stop=stop,
-                      stop_at=stop_at, hooks=hooks)
-    _run_loop(trainer, run, world, config.scan)
+    def finish(self, trainer, stop_at) -> dict:
+        """A stop by a signal told; the ranks checked to hold the same weights; the
+        fine-tuning stages run. The final metrics."""
+        from dsspn_cli.engine.faults import Interrupted
 
-    if trainer.signum and trainer.step < total:
-        name = signal.Signals(trainer.signum).name
-        raise Interrupted(f"{name} at step {trainer.step} of {total}: checkpoint {run.last} "
-                          f"written; continue with 'dsspn train --out {run.root} --resume'",
-                          trainer.signum)
-    # No step taken: a resumed run that had already finished (its record is the checkpoint's).
-    last = dict(trainer.record) or {"step": trainer.step, "already_finished": True}
-    if world.distributed:
-        share_running_stats(model, world)
-        last["ranks_in_sync"] = ranks_in_sync(model)
-        if world.main:
-            run.log({"step": trainer.step, "ranks_in_sync": last["ranks_in_sync"]})
-        if not last["ranks_in_sync"]:
-            raise UserError("the ranks' weights differ after training; report this as a bug")
-    result = {**last, "best_mIoU": checkpointer.best, "run": str(run.root), "rank": world.rank}
-    if config.finetune and (stop_at is None or trainer.step >= total):
-        result["finetuned"] = _finetune(config, run, world, console, stop)
-    return result
+        config, run, world, total = self.config, self.folder, self.world, self.total
+        if trainer.signum and trainer.step < total:
+            name = signal.Signals(trainer.signum).name
+            raise Interrupted(f"{name} at step {trainer.step} of {total}: checkpoint "
+                              f"{run.last} written; continue with 'dsspn train --out "
+                              f"{run.root} --resume'", trainer.signum)
+        # No step taken: a resumed run that had already finished (its record is the
+        # checkpoint's).
+        last = dict(trainer.record) or {"step": trainer.step, "already_finished": True}
+        if world.distributed:
+            share_running_stats(self.model, world)
+            last["ranks_in_sync"] = ranks_in_sync(self.model)
+            if world.main:
+                run.log({"step": trainer.step, "ranks_in_sync": last["ranks_in_sync"]})
+            if not last["ranks_in_sync"]:
+                raise UserError("the ranks' weights differ after training; report this as a "
+                                "bug")
+        result = {**last, "best_mIoU": self.checkpointer.best, "run": str(run.root),
+                  "rank": world.rank}
+        if config.finetune and (stop_at is None or trainer.step >= total):
+            result["finetuned"] = _finetune(config, run, world, self.console, self.stop)
+        return result
 
 
 def build_hooks(config: TrainConfig, run: RunFolder, world: World, console, save, validate,
