@@ -37,8 +37,13 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 TILE = 2048
 MIN_TILE = 64
 
+# The settings a model's weights depend on (besides its tree): a run resumed must have its
+# checkpoint's; one that starts from a checkpoint takes those it is not given from it.
+ARCHITECTURE = ("backbone", "output_stride", "head")
+
 # Without data, the built-in sample data with settings a 2-core CPU trains in minutes,
-# for the settings the user did not give.
+# for the settings the user did not give (the architecture of a checkpoint started from
+# comes before them).
 SAMPLE_DATA_DEFAULTS = {"backbone": "resnet18", "output_stride": 16, "crop": 112,
                         "iters": 600, "batch_size": 8, "lr": 0.01, "checkpoint_every": 200,
                         "val_every": 200, "val_images": 8}
@@ -376,7 +381,9 @@ def resolve_config(file: str | Path | None = None, options: dict | None = None,
     them sets. ``flags`` names the option each key came from, for messages.
 
     Returns the checked config and the sample-data defaults that were applied (to tell the
-    user). Nothing is written here.
+    user). The config's ``model_fields_set`` holds what was given, and the defaults applied:
+    a run that starts from a checkpoint takes the architecture not given from it (``train``),
+    so the defaults leave it alone. Nothing is written here.
     """
     values = read_config_file(file) if file is not None else {}
     given: dict = {}
@@ -393,7 +400,9 @@ def resolve_config(file: str | Path | None = None, options: dict | None = None,
     values = _merge(values, given)
     applied = {}
     if not values.get("data"):
-        applied = {k: v for k, v in SAMPLE_DATA_DEFAULTS.items() if k not in values}
+        start = values.get("init_from") or values.get("grow_from")
+        applied = {k: v for k, v in SAMPLE_DATA_DEFAULTS.items()
+                   if k not in values and not (start and k in ARCHITECTURE)}
         values.update(applied)
     where = file if file is not None else "options"
     config = checked(values, where, origins)
@@ -418,4 +427,4 @@ def _no_stray_datasets(config: TrainConfig, where, origins: dict) -> None:
 
 
 __all__ = ["TrainConfig", "resolve_config", "checked", "describe", "parse_assignment",
-           "SAMPLE_DATA_DEFAULTS", "PRECISIONS", "TILE", "MIN_TILE"]
+           "ARCHITECTURE", "SAMPLE_DATA_DEFAULTS", "PRECISIONS", "TILE", "MIN_TILE"]

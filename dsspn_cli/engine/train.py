@@ -14,7 +14,7 @@ import signal
 
 import torch
 
-from dsspn_cli.engine.config import TrainConfig
+from dsspn_cli.engine.config import ARCHITECTURE, TrainConfig
 from dsspn_cli.engine.run import RunFolder, earlier_run
 from dsspn_cli.engine.world import (
     World,
@@ -24,9 +24,6 @@ from dsspn_cli.engine.world import (
     teardown_world,
 )
 from dsspn_cli.errors import UserError
-
-# What a resumed run must share with its checkpoint: the settings its weights depend on.
-MODEL_SETTINGS = ("backbone", "output_stride", "head", "tree")
 
 
 def train(config: TrainConfig, resume: bool = False, console=None,
@@ -165,7 +162,8 @@ class TrainingRun:
 
     def find_start(self, resume: bool) -> None:
         """The run folder, and the checkpoint to resume or start from, checked against the
-        settings before anything is written: a failed resume leaves the run as it was."""
+        settings before anything is written: a failed resume leaves the run as it was. A new
+        run takes the architecture it is not given from the checkpoint it starts from."""
         from dsspn_cli.engine.checkpoint import load_checkpoint
         from dsspn_cli.engine.faults import restart_count
         from dsspn_cli.hierarchy.tree import load_tree
@@ -190,9 +188,14 @@ class TrainingRun:
             _check_start(self.payload, config, self.tree, self.source, "resume")
         self.start = None                   # the checkpoint a new run starts from, if any
         if self.payload is None and (config.init_from or config.grow_from):
-            self.start = load_checkpoint(config.init_from or config.grow_from)
-            _check_start(self.start, config, self.tree, config.init_from or config.grow_from,
-                         "init" if config.init_from else "grow")
+            path = config.init_from or config.grow_from
+            how = "init" if config.init_from else "grow"
+            self.start = load_checkpoint(path)
+            self.config, taken = _as_trained(self.start, config, path)
+            _check_start(self.start, self.config, self.tree, path, how)
+            if taken:
+                _say(self.console, world, f"taken from {path}, as it was trained: "
+                                          f"{', '.join(taken)}")
 
     def check(self) -> None:
         """The data roots, formats and batch sizes, the precision, and the model (it reads
@@ -482,11 +485,51 @@ def _check_start(payload: dict, config: TrainConfig, tree, path, how: str) -> No
     if how == "grow" and before.head.type != "dsspn":
         raise UserError(f"{path}: is a {before.head.type} model; --grow-from grows the "
                         "semantic neurons of a DSSPN")
-    before, now = before.to_dict(), config.to_dict()
-    for key in MODEL_SETTINGS:
-        if key != "tree" and before.get(key) != now.get(key):
-            raise UserError(f"{path}: was trained with {key} {before.get(key)}, not "
-                            f"{now.get(key)}; {fix}")
+    differ = _first_difference(before.to_dict(), config.to_dict())
+    if differ:
+        key, then, now = differ
+        raise UserError(f"{path}: was trained with {key} {then}, not {now}; {fix}")
+
+
+def _first_difference(before: dict, now: dict):
+    """(key, before, now) of the first architecture setting that differs, a head's named by
+    its own setting ('head.hidden'); None if they agree."""
+    for key in ARCHITECTURE:
+        if key != "head" and before[key] != now[key]:
+            return key, before[key], now[key]
+    then, head = before["head"], now["head"]
+    for key in ["type", *then]:         # the type first: the other settings are the type's
+        if then.get(key) != head.get(key):
+            return f"head.{key}", then.get(key), head.get(key)
+    return None
+
+
+def _as_trained(payload: dict, config: TrainConfig, path) -> tuple[TrainConfig, list[str]]:
+    """``config`` with the architecture it was not given taken from the checkpoint a new run
+    starts from (its backbone, output stride, and head settings), and what was taken, as
+    'key value'. What was given is what the config file, options and --set assignments set
+    (pydantic's ``model_fields_set``: ``resolve_config`` validates exactly those values);
+    given and different, ``_check_start`` refuses it."""
+    from dsspn_cli.engine.checkpoint import model_config_of
+
+    trained = model_config_of(payload, path)
+    given = config.model_fields_set
+    changes, taken = {}, []
+    for key in ("backbone", "output_stride"):
+        if key not in given:
+            changes[key] = getattr(trained, key)
+            taken.append(f"{key} {changes[key]}")
+    head, now = trained.to_dict()["head"], config.to_dict()["head"]
+    head_given = config.head.model_fields_set if "head" in given else set()
+    # The given head settings go over the trained head's only if that head has them: given
+    # for another head, the check says which head the checkpoint holds.
+    if head_given <= head.keys() and ("type" not in head_given or now["type"] == head["type"]):
+        defaults = type(trained.head)().model_dump(mode="json")
+        changes["head"] = {**head, **{key: now[key] for key in head_given}}
+        # The head's type, and those of its settings not at their defaults.
+        taken += [f"head.{key} {value}" for key, value in head.items()
+                  if key not in head_given and (key == "type" or value != defaults[key])]
+    return (config.replace(**changes) if changes else config), taken
 
 
 def _grow(model, payload: dict, path, run: RunFolder, world: World, console) -> None:
