@@ -139,11 +139,13 @@ class TrainConfig(ModelConfig):
                                   "collective for the others (torchrun) before the job "
                                   "stops")
     init_from: Optional[str] = Field(None, description="start from this checkpoint's weights "
-                                     "(same tree)")
+                                     "(same tree), built as it was trained: backbone, output "
+                                     "stride and head settings not given are its own")
     grow_from: Optional[str] = Field(None, description="start from a checkpoint trained on "
                                      "another tree (one this tree was merged onto with "
                                      "'hierarchy merge --onto'): its backbone and every neuron "
-                                     "that survives here")
+                                     "that survives here, built as it was trained (backbone, "
+                                     "output stride and head settings not given are its own)")
     finetune: StepsOrZero = Field(0, description="universal schedule: after joint "
                                   "training, this many steps on each dataset at a tenth "
                                   "of the learning rates")

@@ -472,9 +472,8 @@ def _check_start(payload: dict, config: TrainConfig, tree, path, how: str) -> No
     settings its weights depend on, and (but for growing) on this tree."""
     from dsspn_cli.engine.checkpoint import model_config_of
 
-    fix = {"resume": "resume with the run's own settings, or start a new run (--out)",
-           "init": "start with the settings it was trained with",
-           "grow": "grow with the settings it was trained with"}[how]
+    fix = ("resume with the run's own settings, or start a new run (--out)" if how == "resume"
+           else "leave {key} out to take the checkpoint's")
     same_tree = payload["tree"] == tree.to_node_link()
     if how != "grow" and not same_tree:
         raise UserError(f"{path}: was trained on another concept tree; " + (
@@ -488,7 +487,8 @@ def _check_start(payload: dict, config: TrainConfig, tree, path, how: str) -> No
     differ = _first_difference(before.to_dict(), config.to_dict())
     if differ:
         key, then, now = differ
-        raise UserError(f"{path}: was trained with {key} {then}, not {now}; {fix}")
+        raise UserError(f"{path}: was trained with {key} {then}, not {now}; "
+                        + fix.format(key=key))
 
 
 def _first_difference(before: dict, now: dict):
@@ -506,30 +506,31 @@ def _first_difference(before: dict, now: dict):
 
 def _as_trained(payload: dict, config: TrainConfig, path) -> tuple[TrainConfig, list[str]]:
     """``config`` with the architecture it was not given taken from the checkpoint a new run
-    starts from (its backbone, output stride, and head settings), and what was taken, as
-    'key value'. What was given is what the config file, options and --set assignments set
-    (pydantic's ``model_fields_set``: ``resolve_config`` validates exactly those values);
-    given and different, ``_check_start`` refuses it."""
+    starts from (backbone, output stride, the head's settings), and what that changed, as
+    'key value'. Given means set by the config file, an option or --set: the config's
+    ``model_fields_set``, which ``resolve_config`` keeps to those; given and different from
+    the checkpoint's, ``_check_start`` refuses it."""
     from dsspn_cli.engine.checkpoint import model_config_of
 
-    trained = model_config_of(payload, path)
-    given = config.model_fields_set
-    changes, taken = {}, []
-    for key in ("backbone", "output_stride"):
-        if key not in given:
-            changes[key] = getattr(trained, key)
-            taken.append(f"{key} {changes[key]}")
-    head, now = trained.to_dict()["head"], config.to_dict()["head"]
+    trained = model_config_of(payload, path).to_dict()
+    before, given = config.to_dict(), config.model_fields_set
+    changes = {key: trained[key] for key in ("backbone", "output_stride") if key not in given}
     head_given = config.head.model_fields_set if "head" in given else set()
-    # The given head settings go over the trained head's only if that head has them: given
-    # for another head, the check says which head the checkpoint holds.
-    if head_given <= head.keys() and ("type" not in head_given or now["type"] == head["type"]):
-        defaults = type(trained.head)().model_dump(mode="json")
-        changes["head"] = {**head, **{key: now[key] for key in head_given}}
-        # The head's type, and those of its settings not at their defaults.
-        taken += [f"head.{key} {value}" for key, value in head.items()
-                  if key not in head_given and (key == "type" or value != defaults[key])]
-    return (config.replace(**changes) if changes else config), taken
+    # The given head settings go over the checkpoint's head only where that head has them:
+    # given for another head, the check says which head the checkpoint holds.
+    head = trained["head"]
+    if head_given <= head.keys() and (
+            "type" not in head_given or before["head"]["type"] == head["type"]):
+        changes["head"] = {**head, **{key: before["head"][key] for key in head_given}}
+    if not changes:
+        return config, []
+    config = config.replace(**changes)
+    after = config.to_dict()
+    taken = [f"{key} {after[key]}" for key in ("backbone", "output_stride")
+             if after[key] != before[key]]
+    taken += [f"head.{key} {value}" for key, value in after["head"].items()
+              if before["head"].get(key) != value]
+    return config, taken
 
 
 def _grow(model, payload: dict, path, run: RunFolder, world: World, console) -> None:
