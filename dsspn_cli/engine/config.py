@@ -101,9 +101,11 @@ class TrainConfig(ModelConfig):
     out: str = Field("runs/train", min_length=1, description="run folder")
     tree: Optional[str] = Field(None, description="concept tree file (default: the shipped "
                                 "four-dataset tree)")
-    iters: Optional[Steps] = Field(None, description="training steps (default: one "
-                                   "epoch, or --epochs)")
-    epochs: Optional[Steps] = Field(None, description="epochs, when --iters is not given")
+    iters: Optional[StepsOrZero] = Field(None, description="training steps (default: one "
+                                         "epoch, or --epochs; 0: none, the starting weights "
+                                         "are checkpointed and validated)")
+    epochs: Optional[StepsOrZero] = Field(None, description="epochs, when --iters is not "
+                                          "given (0: as --iters 0)")
     batch_size: PositiveInt | dict[str, PositiveInt] = Field(
         8, description="images per step and process; in YAML or --set also one per dataset "
         "(batch_size.coco=4: the paper's 4 for COCO-Stuff and ADE20K, 6 for Cityscapes and "

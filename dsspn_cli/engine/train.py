@@ -129,9 +129,10 @@ def build_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def poly_schedule(optimizer, total: int, power: float):
-    """The poly schedule: the learning rates fall as (1 - step / total) ** power."""
+    """The poly schedule: the learning rates fall as (1 - step / total) ** power. (A run of
+    no steps, --iters 0, keeps its rates: resumed with more, it has a schedule of its own.)"""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, 1 - step / total) ** power)
+        optimizer, lambda step: max(0.0, 1 - step / max(total, 1)) ** power)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -238,7 +239,8 @@ class TrainingRun:
         started from, or everything of the one resumed."""
         config, model = self.config, self.model
         self.optimizer = build_optimizer(model, config)
-        self.total = config.iters or (config.epochs or 1) * len(self.sampler)
+        self.total = (config.iters if config.iters is not None else
+                      (1 if config.epochs is None else config.epochs) * len(self.sampler))
         self.scheduler = poly_schedule(self.optimizer, self.total, config.poly_power)
         # float16 needs loss scaling (its range is small); bfloat16 has float32's range.
         self.scaler = torch.amp.GradScaler(self.world.device.type,
@@ -261,7 +263,8 @@ class TrainingRun:
         trainer = Trainer(_distributed(self.model, self.world), self.loader, self.sampler,
                           self.optimizer, self.scheduler, self.scaler, self.world,
                           total=self.total, step=self.step, dtype=self.dtype, stop=self.stop,
-                          stop_at=stop_at, hooks=hooks)
+                          stop_at=stop_at, hooks=hooks,
+                          save_start=self.total == 0 and self.payload is None)
         _run_loop(trainer, self.folder, self.world, config.scan)
         return trainer
 
@@ -301,9 +304,10 @@ class TrainingRun:
             raise Interrupted(f"{name} at step {trainer.step} of {total}: checkpoint "
                               f"{run.last} written; continue with 'dsspn train --out "
                               f"{run.root} --resume'", trainer.signum)
-        # No step taken: a resumed run that had already finished (its record is the
-        # checkpoint's).
-        last = dict(trainer.record) or {"step": trainer.step, "already_finished": True}
+        if trainer.record or trainer.save_start:
+            last = {"step": trainer.step, **trainer.record}
+        else:           # a resumed run that had already finished (its record is the checkpoint's)
+            last = {"step": trainer.step, "already_finished": True}
         if world.distributed:
             share_running_stats(self.model, world)
             last["ranks_in_sync"] = ranks_in_sync(self.model)
