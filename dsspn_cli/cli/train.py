@@ -52,8 +52,10 @@ def _train(
         console.print(f"the run in {result['run']} is already finished at step "
                       f"{result['step']}; nothing to do (a larger --iters trains it further)")
         return
-    console.print(f"done: step {result.get('step')}, loss {result.get('loss', float('nan')):.4f}"
-                  f", best validation mIoU {max(result.get('best_mIoU', -1), 0):.2f}; "
+    loss = (f", loss {result['loss']:.4f}" if "loss" in result else
+            " (the starting weights, not trained)")          # --iters 0
+    console.print(f"done: step {result.get('step')}{loss}, best validation mIoU "
+                  f"{max(result.get('best_mIoU', -1), 0):.2f}; "
                   f"run folder {result['run']} (checkpoints/last.pt, best.pt, metrics.jsonl, "
                   "curves.png)")
 

@@ -37,8 +37,13 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 TILE = 2048
 MIN_TILE = 64
 
+# The settings a model's weights depend on (besides its tree): a run resumed must have its
+# checkpoint's; one that starts from a checkpoint takes those it is not given from it.
+ARCHITECTURE = ("backbone", "output_stride", "head")
+
 # Without data, the built-in sample data with settings a 2-core CPU trains in minutes,
-# for the settings the user did not give.
+# for the settings the user did not give (the architecture of a checkpoint started from
+# comes before them).
 SAMPLE_DATA_DEFAULTS = {"backbone": "resnet18", "output_stride": 16, "crop": 112,
                         "iters": 600, "batch_size": 8, "lr": 0.01, "checkpoint_every": 200,
                         "val_every": 200, "val_images": 8}
@@ -96,9 +101,11 @@ class TrainConfig(ModelConfig):
     out: str = Field("runs/train", min_length=1, description="run folder")
     tree: Optional[str] = Field(None, description="concept tree file (default: the shipped "
                                 "four-dataset tree)")
-    iters: Optional[Steps] = Field(None, description="training steps (default: one "
-                                   "epoch, or --epochs)")
-    epochs: Optional[Steps] = Field(None, description="epochs, when --iters is not given")
+    iters: Optional[StepsOrZero] = Field(None, description="training steps (default: one "
+                                         "epoch, or --epochs; 0: none, the starting weights "
+                                         "are checkpointed and validated)")
+    epochs: Optional[StepsOrZero] = Field(None, description="epochs, when --iters is not "
+                                          "given (0: as --iters 0)")
     batch_size: PositiveInt | dict[str, PositiveInt] = Field(
         8, description="images per step and process; in YAML or --set also one per dataset "
         "(batch_size.coco=4: the paper's 4 for COCO-Stuff and ADE20K, 6 for Cityscapes and "
@@ -134,11 +141,13 @@ class TrainConfig(ModelConfig):
                                   "collective for the others (torchrun) before the job "
                                   "stops")
     init_from: Optional[str] = Field(None, description="start from this checkpoint's weights "
-                                     "(same tree)")
+                                     "(same tree), built as it was trained: backbone, output "
+                                     "stride and head settings not given are its own")
     grow_from: Optional[str] = Field(None, description="start from a checkpoint trained on "
                                      "another tree (one this tree was merged onto with "
                                      "'hierarchy merge --onto'): its backbone and every neuron "
-                                     "that survives here")
+                                     "that survives here, built as it was trained (backbone, "
+                                     "output stride and head settings not given are its own)")
     finetune: StepsOrZero = Field(0, description="universal schedule: after joint "
                                   "training, this many steps on each dataset at a tenth "
                                   "of the learning rates")
@@ -376,7 +385,9 @@ def resolve_config(file: str | Path | None = None, options: dict | None = None,
     them sets. ``flags`` names the option each key came from, for messages.
 
     Returns the checked config and the sample-data defaults that were applied (to tell the
-    user). Nothing is written here.
+    user). The config's ``model_fields_set`` holds what was given, and the defaults applied:
+    a run that starts from a checkpoint takes the architecture not given from it (``train``),
+    so the defaults leave it alone. Nothing is written here.
     """
     values = read_config_file(file) if file is not None else {}
     given: dict = {}
@@ -393,7 +404,9 @@ def resolve_config(file: str | Path | None = None, options: dict | None = None,
     values = _merge(values, given)
     applied = {}
     if not values.get("data"):
-        applied = {k: v for k, v in SAMPLE_DATA_DEFAULTS.items() if k not in values}
+        start = values.get("init_from") or values.get("grow_from")
+        applied = {k: v for k, v in SAMPLE_DATA_DEFAULTS.items()
+                   if k not in values and not (start and k in ARCHITECTURE)}
         values.update(applied)
     where = file if file is not None else "options"
     config = checked(values, where, origins)
@@ -418,4 +431,4 @@ def _no_stray_datasets(config: TrainConfig, where, origins: dict) -> None:
 
 
 __all__ = ["TrainConfig", "resolve_config", "checked", "describe", "parse_assignment",
-           "SAMPLE_DATA_DEFAULTS", "PRECISIONS", "TILE", "MIN_TILE"]
+           "ARCHITECTURE", "SAMPLE_DATA_DEFAULTS", "PRECISIONS", "TILE", "MIN_TILE"]

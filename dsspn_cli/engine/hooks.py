@@ -33,7 +33,8 @@ class MetricsLog(Hook):
         self.run, self.every = run, every
 
     def after_step(self, trainer) -> None:
-        if trainer.world.main and due(trainer, self.every):
+        # No record: no step was taken (--iters 0 writes its start).
+        if trainer.world.main and trainer.record and due(trainer, self.every):
             self.run.log(trainer.record)
 
 
@@ -107,7 +108,7 @@ class Progress(Hook):
                                unit="steps", keep=True)
 
     def after_step(self, trainer) -> None:
-        if self.bar is not None:
+        if self.bar is not None and trainer.record:      # none: no step taken (--iters 0)
             record = trainer.record
             self.bar.update(trainer.step, f"loss {record['loss']:.4f}, lr {record['lr']:.2e}, "
                             f"{record['images_per_s']:.1f} img/s")

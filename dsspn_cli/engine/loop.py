@@ -29,12 +29,15 @@ class BadSample(Exception):
 class Trainer:
     def __init__(self, model, loader, sampler, optimizer, scheduler, scaler, world: World, *,
                  total: int, step: int = 0, dtype: torch.dtype | None = None, stop=None,
-                 stop_at: int | None = None, hooks=()):
-        """``dtype``: autocast's (float16, bfloat16), or None for float32."""
+                 stop_at: int | None = None, hooks=(), save_start: bool = False):
+        """``dtype``: autocast's (float16, bfloat16), or None for float32. ``save_start``: a
+        new run of no steps (--iters 0), whose starting weights the hooks validate and
+        checkpoint as they would a last step's."""
         self.model, self.loader, self.sampler = model, loader, sampler
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.world, self.total, self.step, self.dtype = world, total, step, dtype
         self.stop, self.stop_at, self.hooks = stop, stop_at, list(hooks)
+        self.save_start = save_start
         self.signum = 0           # a stop signal, agreed by every rank at the same step
         self.record: dict = {}    # the last step's metrics
         self.failed = False
@@ -58,11 +61,15 @@ class Trainer:
         for hook in self.hooks:
             hook.before_train(self)
         try:
-            if not self.done:
+            if self.save_start:
+                # No step to take: the start is validated and written as a last step's
+                # would be, to see that a grown model lost nothing before it trains. (Not
+                # when resumed: its start is written already.)
+                self.after_step()
+            elif not self.done:
                 for batch in self.batches():
                     self.run_step(batch)
-                    for hook in self.hooks:
-                        hook.after_step(self)
+                    self.after_step()
                     if self.done:
                         break
         except BaseException:
@@ -75,6 +82,10 @@ class Trainer:
             self._iterator = None
             for hook in self.hooks:
                 hook.after_train(self)
+
+    def after_step(self) -> None:
+        for hook in self.hooks:
+            hook.after_step(self)
 
     def batches(self):
         """Batches from where the run stands, epoch after epoch (a resumed run skips the

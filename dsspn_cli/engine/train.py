@@ -14,7 +14,7 @@ import signal
 
 import torch
 
-from dsspn_cli.engine.config import TrainConfig
+from dsspn_cli.engine.config import ARCHITECTURE, TrainConfig
 from dsspn_cli.engine.run import RunFolder, earlier_run
 from dsspn_cli.engine.world import (
     World,
@@ -24,9 +24,6 @@ from dsspn_cli.engine.world import (
     teardown_world,
 )
 from dsspn_cli.errors import UserError
-
-# What a resumed run must share with its checkpoint: the settings its weights depend on.
-MODEL_SETTINGS = ("backbone", "output_stride", "head", "tree")
 
 
 def train(config: TrainConfig, resume: bool = False, console=None,
@@ -132,121 +129,198 @@ def build_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def poly_schedule(optimizer, total: int, power: float):
-    """The poly schedule: the learning rates fall as (1 - step / total) ** power."""
+    """The poly schedule: the learning rates fall as (1 - step / total) ** power. (A run of
+    no steps, --iters 0, keeps its rates: resumed with more, it has a schedule of its own.)"""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, 1 - step / total) ** power)
+        optimizer, lambda step: max(0.0, 1 - step / max(total, 1)) ** power)
 
 
 # ------------------------------------------------------------------------------ the run
 
 
 def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, stop) -> dict:
-    from dsspn_cli.data.sample import ensure_sample_data
-    from dsspn_cli.engine.checkpoint import load_checkpoint, save_checkpoint
-    from dsspn_cli.engine.evaluate import evaluate
-    from dsspn_cli.engine.faults import Interrupted, restart_count
-    from dsspn_cli.engine.loop import Trainer
-    from dsspn_cli.hierarchy.tables import MaskingTable
-    from dsspn_cli.hierarchy.tree import load_tree
-    from dsspn_cli.model.segmenter import build_model
-
-    run = RunFolder(config.out, inputs=read_paths(config))
-    earlier = run.earlier_run()
-    if restart_count() and earlier and not resume:
-        resume = True           # torchrun --max-restarts started the job again: continue it
-        _say(console, world, f"restart {restart_count()} by torchrun: resuming from the run in "
-                             f"{run.root}")
-    if not resume and earlier:
-        # Starting afresh would overwrite its checkpoints and add a second history to its
-        # metrics.jsonl.
-        raise UserError(f"{run.root}: already holds a run; use --resume to continue it or "
-                        f"another --out (it holds {', '.join(earlier[:3])})")
-    tree = load_tree(config.tree)
-    # Checked before anything is written: a failed resume leaves the run as it was.
-    payload, source = _resume_from(run, console, world) if resume else (None, None)
-    if payload is not None:
-        _check_start(payload, config, tree, source, "resume")
-    start = None                     # the checkpoint a new run starts from, if any
-    if payload is None and (config.init_from or config.grow_from):
-        start = load_checkpoint(config.init_from or config.grow_from)
-        _check_start(start, config, tree, config.init_from or config.grow_from,
-                     "init" if config.init_from else "grow")
-    if not config.data:
-        if world.main:
-            ensure_sample_data()
-        world.barrier()
-        config = config.replace(data=ensure_sample_data())
+    """One run, phase by phase (each a method of ``TrainingRun``)."""
+    run = TrainingRun(config, world, console, stop)
+    run.find_start(resume)          # the run folder; the checkpoint it resumes or starts from
     # Every check before the run folder's first file: a mistake in the data roots, formats,
     # batch sizes, precision or backbone weights leaves no half-made run behind.
-    dtype = resolve_precision(config.precision, world.device)
-    table = MaskingTable.from_tree(tree)
-    sets = build_datasets(config, table)
-    check_batch_sizes(config, sets[0], world)
-    names = [d.name for d in sets[0]]
-    torch.manual_seed(config.seed)      # the same initial weights on every rank
-    model = build_model(table, config, names).to(world.device)     # reads --backbone-weights
-    if world.main:
-        run.write_config(config.to_dict())
-        # Resuming drops what was logged after the checkpoint (it is logged again); a run
-        # resumed before its first checkpoint starts over: all its metrics go (step -1).
-        run.tidy(int(payload["step"]) if payload is not None else -1 if resume else None)
+    run.check()
+    run.write_config()              # the run folder's first file
+    run.build_data()                # every sample checked, the sampler and the loader
+    run.build_optimisation()        # optimiser, schedule, loss scaling; the start restored
+    trainer = run.train(stop_at)
+    return run.finish(trainer, stop_at)
 
-    datasets, val_sets, sampler, loader = build_data(config, table, world, run, console, sets,
-                                                      stop)
-    optimizer = build_optimizer(model, config)
-    total = config.iters or (config.epochs or 1) * len(sampler)
-    scheduler = poly_schedule(optimizer, total, config.poly_power)
-    # float16 needs loss scaling (its range is small); bfloat16 has float32's range.
-    scaler = torch.amp.GradScaler(world.device.type, enabled=dtype == torch.float16)
-    if start is not None and config.init_from:
-        _load_weights(model, start, config.init_from)
-    elif start is not None:
-        _grow(model, start, config.grow_from, run, world, console)
-    step, best = _restore(payload, source, model, optimizer, scheduler, scaler)
 
-    def save(path, step, metrics):
+class TrainingRun:
+    """The phases of one run, in the order ``_train`` calls them; each keeps what it builds
+    for the next: the run folder (``folder``), the checkpoint to resume (``payload``, read
+    from ``source``) or to start from (``start``), the tree, datasets, model, loader,
+    optimiser, schedule and loss scaler, the step and best score it continues from."""
+
+    def __init__(self, config: TrainConfig, world: World, console, stop):
+        self.config, self.world, self.console, self.stop = config, world, console, stop
+
+    def find_start(self, resume: bool) -> None:
+        """The run folder, and the checkpoint to resume or start from, checked against the
+        settings before anything is written: a failed resume leaves the run as it was. A new
+        run takes the architecture it is not given from the checkpoint it starts from."""
+        from dsspn_cli.engine.checkpoint import load_checkpoint
+        from dsspn_cli.engine.faults import restart_count
+        from dsspn_cli.hierarchy.tree import load_tree
+
+        config, world = self.config, self.world
+        self.folder = run = RunFolder(config.out, inputs=read_paths(config))
+        earlier = run.earlier_run()
+        if restart_count() and earlier and not resume:
+            resume = True       # torchrun --max-restarts started the job again: continue it
+            _say(self.console, world, f"restart {restart_count()} by torchrun: resuming from "
+                                      f"the run in {run.root}")
+        if not resume and earlier:
+            # Starting afresh would overwrite its checkpoints and add a second history to its
+            # metrics.jsonl.
+            raise UserError(f"{run.root}: already holds a run; use --resume to continue it or "
+                            f"another --out (it holds {', '.join(earlier[:3])})")
+        self.resume = resume
+        self.tree = load_tree(config.tree)
+        self.payload, self.source = (_resume_from(run, self.console, world) if resume else
+                                     (None, None))
+        if self.payload is not None:
+            _check_start(self.payload, config, self.tree, self.source, "resume")
+        self.start = None                   # the checkpoint a new run starts from, if any
+        if self.payload is None and (config.init_from or config.grow_from):
+            path = config.init_from or config.grow_from
+            how = "init" if config.init_from else "grow"
+            self.start = load_checkpoint(path)
+            self.config, taken = _as_trained(self.start, config, path)
+            _check_start(self.start, self.config, self.tree, path, how)
+            if taken:
+                _say(self.console, world, f"taken from {path}, as it was trained: "
+                                          f"{', '.join(taken)}")
+
+    def check(self) -> None:
+        """The data roots, formats and batch sizes, the precision, and the model (it reads
+        --backbone-weights); the sample data made when no data is given."""
+        from dsspn_cli.data.sample import ensure_sample_data
+        from dsspn_cli.hierarchy.tables import MaskingTable
+        from dsspn_cli.model.segmenter import build_model
+
+        world = self.world
+        if not self.config.data:
+            if world.main:
+                ensure_sample_data()
+            world.barrier()
+            self.config = self.config.replace(data=ensure_sample_data())
+        config = self.config
+        self.dtype = resolve_precision(config.precision, world.device)
+        self.table = MaskingTable.from_tree(self.tree)
+        self.sets = build_datasets(config, self.table)
+        check_batch_sizes(config, self.sets[0], world)
+        self.names = [d.name for d in self.sets[0]]
+        torch.manual_seed(config.seed)      # the same initial weights on every rank
+        self.model = build_model(self.table, config, self.names).to(world.device)
+
+    def write_config(self) -> None:
+        """config.yaml, and the run folder tidied for a resumed run."""
+        if self.world.main:
+            self.folder.write_config(self.config.to_dict())
+            # Resuming drops what was logged after the checkpoint (it is logged again); a run
+            # resumed before its first checkpoint starts over: all its metrics go (step -1).
+            self.folder.tidy(int(self.payload["step"]) if self.payload is not None else
+                             -1 if self.resume else None)
+
+    def build_data(self) -> None:
+        self.datasets, self.val_sets, self.sampler, self.loader = build_data(
+            self.config, self.table, self.world, self.folder, self.console, self.sets,
+            self.stop)
+
+    def build_optimisation(self) -> None:
+        """The optimiser, the schedule and the loss scaler; the weights of the checkpoint
+        started from, or everything of the one resumed."""
+        config, model = self.config, self.model
+        self.optimizer = build_optimizer(model, config)
+        self.total = (config.iters if config.iters is not None else
+                      (1 if config.epochs is None else config.epochs) * len(self.sampler))
+        self.scheduler = poly_schedule(self.optimizer, self.total, config.poly_power)
+        # float16 needs loss scaling (its range is small); bfloat16 has float32's range.
+        self.scaler = torch.amp.GradScaler(self.world.device.type,
+                                           enabled=self.dtype == torch.float16)
+        if self.start is not None and config.init_from:
+            _load_weights(model, self.start, config.init_from)
+        elif self.start is not None:
+            _grow(model, self.start, config.grow_from, self.folder, self.world, self.console)
+        self.step, self.best = _restore(self.payload, self.source, model, self.optimizer,
+                                        self.scheduler, self.scaler)
+
+    def train(self, stop_at):
+        """The loop and its hooks, from the step the run stands at; the loop when it ends."""
+        from dsspn_cli.engine.loop import Trainer
+
+        config = self.config
+        self.checkpointer, hooks = build_hooks(config, self.folder, self.world, self.console,
+                                               self.save, self.validate, self.best)
+        self.model.train()
+        trainer = Trainer(_distributed(self.model, self.world), self.loader, self.sampler,
+                          self.optimizer, self.scheduler, self.scaler, self.world,
+                          total=self.total, step=self.step, dtype=self.dtype, stop=self.stop,
+                          stop_at=stop_at, hooks=hooks,
+                          save_start=self.total == 0 and self.payload is None)
+        _run_loop(trainer, self.folder, self.world, config.scan)
+        return trainer
+
+    def save(self, path, step: int, metrics: dict) -> None:
+        """A checkpoint of the run at ``step`` (the Checkpointer's hook calls this)."""
+        from dsspn_cli.engine.checkpoint import save_checkpoint
+
         try:
-            save_checkpoint(path, model=model, tree=tree, config=config.to_dict(), step=step,
-                            epoch=step // len(sampler), optimizer=optimizer,
-                            scheduler=scheduler, metrics=metrics,
-                            scaler=scaler if scaler.is_enabled() else None,
-                            datasets=names, within=run.root)
+            save_checkpoint(path, model=self.model, tree=self.tree,
+                            config=self.config.to_dict(), step=step,
+                            epoch=step // len(self.sampler), optimizer=self.optimizer,
+                            scheduler=self.scheduler, metrics=metrics,
+                            scaler=self.scaler if self.scaler.is_enabled() else None,
+                            datasets=self.names, within=self.folder.root)
         except UserError as exc:     # disk full, folder gone read-only: say what is left
-            raise UserError(f"{exc}; training stopped at step {step}, {last_good(run)}"
-                            ) from None
+            raise UserError(f"{exc}; training stopped at step {step}, "
+                            f"{last_good(self.folder)}") from None
 
-    def validate() -> dict:
+    def validate(self) -> dict:
+        """Each validation set's scores (the Validation hook calls this)."""
+        from dsspn_cli.engine.evaluate import evaluate
+
         # Every rank scores its share of each validation set and the counts are summed: the
         # same collectives on every rank, none waiting for another's whole validation.
-        share_running_stats(model, world)
-        return {d.name: evaluate(model, d, world, precision=config.precision,
-                                 workers=config.workers) for d in val_sets}
+        share_running_stats(self.model, self.world)
+        return {d.name: evaluate(self.model, d, self.world, precision=self.config.precision,
+                                 workers=self.config.workers) for d in self.val_sets}
 
-    checkpointer, hooks = build_hooks(config, run, world, console, save, validate, best)
-    model.train()
-    trainer = Trainer(_distributed(model, world), loader, sampler, optimizer, scheduler,
-                      scaler, world, total=total, step=step, dtype=dtype, stop=stop,
-                      stop_at=stop_at, hooks=hooks)
-    _run_loop(trainer, run, world, config.scan)
+    def finish(self, trainer, stop_at) -> dict:
+        """A stop by a signal told; the ranks checked to hold the same weights; the
+        fine-tuning stages run. The final metrics."""
+        from dsspn_cli.engine.faults import Interrupted
 
-    if trainer.signum and trainer.step < total:
-        name = signal.Signals(trainer.signum).name
-        raise Interrupted(f"{name} at step {trainer.step} of {total}: checkpoint {run.last} "
-                          f"written; continue with 'dsspn train --out {run.root} --resume'",
-                          trainer.signum)
-    # No step taken: a resumed run that had already finished (its record is the checkpoint's).
-    last = dict(trainer.record) or {"step": trainer.step, "already_finished": True}
-    if world.distributed:
-        share_running_stats(model, world)
-        last["ranks_in_sync"] = ranks_in_sync(model)
-        if world.main:
-            run.log({"step": trainer.step, "ranks_in_sync": last["ranks_in_sync"]})
-        if not last["ranks_in_sync"]:
-            raise UserError("the ranks' weights differ after training; report this as a bug")
-    result = {**last, "best_mIoU": checkpointer.best, "run": str(run.root), "rank": world.rank}
-    if config.finetune and (stop_at is None or trainer.step >= total):
-        result["finetuned"] = _finetune(config, run, world, console, stop)
-    return result
+        config, run, world, total = self.config, self.folder, self.world, self.total
+        if trainer.signum and trainer.step < total:
+            name = signal.Signals(trainer.signum).name
+            raise Interrupted(f"{name} at step {trainer.step} of {total}: checkpoint "
+                              f"{run.last} written; continue with 'dsspn train --out "
+                              f"{run.root} --resume'", trainer.signum)
+        if trainer.record or trainer.save_start:
+            last = {"step": trainer.step, **trainer.record}
+        else:           # a resumed run that had already finished (its record is the checkpoint's)
+            last = {"step": trainer.step, "already_finished": True}
+        if world.distributed:
+            share_running_stats(self.model, world)
+            last["ranks_in_sync"] = ranks_in_sync(self.model)
+            if world.main:
+                run.log({"step": trainer.step, "ranks_in_sync": last["ranks_in_sync"]})
+            if not last["ranks_in_sync"]:
+                raise UserError("the ranks' weights differ after training; report this as a "
+                                "bug")
+        result = {**last, "best_mIoU": self.checkpointer.best, "run": str(run.root),
+                  "rank": world.rank}
+        if config.finetune and (stop_at is None or trainer.step >= total):
+            result["finetuned"] = _finetune(config, run, world, self.console, self.stop)
+        return result
 
 
 def build_hooks(config: TrainConfig, run: RunFolder, world: World, console, save, validate,
@@ -402,9 +476,8 @@ def _check_start(payload: dict, config: TrainConfig, tree, path, how: str) -> No
     settings its weights depend on, and (but for growing) on this tree."""
     from dsspn_cli.engine.checkpoint import model_config_of
 
-    fix = {"resume": "resume with the run's own settings, or start a new run (--out)",
-           "init": "start with the settings it was trained with",
-           "grow": "grow with the settings it was trained with"}[how]
+    fix = ("resume with the run's own settings, or start a new run (--out)" if how == "resume"
+           else "leave {key} out to take the checkpoint's")
     same_tree = payload["tree"] == tree.to_node_link()
     if how != "grow" and not same_tree:
         raise UserError(f"{path}: was trained on another concept tree; " + (
@@ -415,11 +488,53 @@ def _check_start(payload: dict, config: TrainConfig, tree, path, how: str) -> No
     if how == "grow" and before.head.type != "dsspn":
         raise UserError(f"{path}: is a {before.head.type} model; --grow-from grows the "
                         "semantic neurons of a DSSPN")
-    before, now = before.to_dict(), config.to_dict()
-    for key in MODEL_SETTINGS:
-        if key != "tree" and before.get(key) != now.get(key):
-            raise UserError(f"{path}: was trained with {key} {before.get(key)}, not "
-                            f"{now.get(key)}; {fix}")
+    differ = _first_difference(before.to_dict(), config.to_dict())
+    if differ:
+        key, then, now = differ
+        raise UserError(f"{path}: was trained with {key} {then}, not {now}; "
+                        + fix.format(key=key))
+
+
+def _first_difference(before: dict, now: dict):
+    """(key, before, now) of the first architecture setting that differs, a head's named by
+    its own setting ('head.hidden'); None if they agree."""
+    for key in ARCHITECTURE:
+        if key != "head" and before[key] != now[key]:
+            return key, before[key], now[key]
+    then, head = before["head"], now["head"]
+    for key in ["type", *then]:         # the type first: the other settings are the type's
+        if then.get(key) != head.get(key):
+            return f"head.{key}", then.get(key), head.get(key)
+    return None
+
+
+def _as_trained(payload: dict, config: TrainConfig, path) -> tuple[TrainConfig, list[str]]:
+    """``config`` with the architecture it was not given taken from the checkpoint a new run
+    starts from (backbone, output stride, the head's settings), and what that changed, as
+    'key value'. Given means set by the config file, an option or --set: the config's
+    ``model_fields_set``, which ``resolve_config`` keeps to those; given and different from
+    the checkpoint's, ``_check_start`` refuses it."""
+    from dsspn_cli.engine.checkpoint import model_config_of
+
+    trained = model_config_of(payload, path).to_dict()
+    before, given = config.to_dict(), config.model_fields_set
+    changes = {key: trained[key] for key in ("backbone", "output_stride") if key not in given}
+    head_given = config.head.model_fields_set if "head" in given else set()
+    # The given head settings go over the checkpoint's head only where that head has them:
+    # given for another head, the check says which head the checkpoint holds.
+    head = trained["head"]
+    if head_given <= head.keys() and (
+            "type" not in head_given or before["head"]["type"] == head["type"]):
+        changes["head"] = {**head, **{key: before["head"][key] for key in head_given}}
+    if not changes:
+        return config, []
+    config = config.replace(**changes)
+    after = config.to_dict()
+    taken = [f"{key} {after[key]}" for key in ("backbone", "output_stride")
+             if after[key] != before[key]]
+    taken += [f"head.{key} {value}" for key, value in after["head"].items()
+              if before["head"].get(key) != value]
+    return config, taken
 
 
 def _grow(model, payload: dict, path, run: RunFolder, world: World, console) -> None:
