@@ -74,7 +74,8 @@
     : doc.mode === "dataset" ? `${doc.dataset}'s labels` : "the tree's concepts";
   document.getElementById("summary").textContent =
     `${images.length} image${images.length === 1 ? "" : "s"} · ${what}` +
-    (doc.level !== null && doc.level !== undefined ? ` · cut at depth ${doc.level} (--level)` : "") +
+    (doc.level === null || doc.level === undefined ? ""
+      : ` · cut at depth ${doc.level} (--level)`) +
     (doc.model ? ` · model ${doc.model}` : "");
 
   // --------------------------------------------------------------------------- gallery
@@ -115,7 +116,9 @@
       const script = el("script", {src: url(image.data)});
       script.addEventListener("load", () => {
         script.remove();
-        if (waiting.delete(image.key)) reject(new Error(`${image.data} holds no data for ${image.key}`));
+        if (waiting.delete(image.key)) {
+          reject(new Error(`${image.data} holds no data for ${image.key}`));
+        }
       });
       script.addEventListener("error", () => {
         script.remove();
@@ -268,12 +271,13 @@
       style: {"padding-left": `${level * 14}px`}},
     kids.length
       ? el("button", {class: "toggle", type: "button", title: expanded[i] ? "fold" : "unfold",
-                      on: {click: () => { expanded[i] = expanded[i] ? 0 : 1; unsetCut(); render(); }}},
+                      on: {click: () => { expanded[i] ^= 1; unsetCut(); render(); }}},
            expanded[i] ? "▾" : "▸")
       : el("span", {class: "toggle"}),
     swatch(i),
-    el("span", {class: "name", title: ancestors(i).concat([i]).map((n) => nodes[n].name).join(" › "),
-                on: {click: () => { selected = selected === i ? -1 : i; render(); }}}, shownName(i)),
+    el("span", {class: "name", on: {click: () => choose(i)},
+                title: ancestors(i).concat([i]).map((n) => nodes[n].name).join(" › ")},
+       shownName(i)),
     stops && !expanded[i] ? el("span", {class: "stops", title: stopsTitle()}, "stops here") : null,
     el("span", {class: "share"}, percent(current.total[i] / current.size)));
   }
@@ -290,6 +294,11 @@
   function stopsTitle() {
     return "these pixels stop at this concept, above its children: where a dataset's label " +
       "or a class is this concept, where --level cuts, or where the answer was hedged";
+  }
+
+  function choose(i) {
+    selected = selected === i ? -1 : i;
+    render();
   }
 
   function unsetCut() {
@@ -335,7 +344,10 @@
   }
 
   // --------------------------------------------------------------------------- navigation
-  function go(index) {
+  /** To the image before (-1) or after (1) the one open, round the end. */
+  function step(by) {
+    if (!current) return;
+    const index = (current.index + by + images.length) % images.length;
     location.hash = "#image=" + encodeURIComponent(images[index].key);
   }
 
@@ -365,17 +377,13 @@
   opacity.addEventListener("input", () => { canvas.style.opacity = String(opacity.value / 100); });
   canvas.style.opacity = String(opacity.value / 100);
   document.getElementById("back").addEventListener("click", () => { location.hash = ""; });
-  document.getElementById("previous").addEventListener("click", () => {
-    if (current) go((current.index + images.length - 1) % images.length);
-  });
-  document.getElementById("next").addEventListener("click", () => {
-    if (current) go((current.index + 1) % images.length);
-  });
+  document.getElementById("previous").addEventListener("click", () => step(-1));
+  document.getElementById("next").addEventListener("click", () => step(1));
   document.addEventListener("keydown", (event) => {
     // Keys typed into a field or moving a slider are theirs.
     if (viewer.hidden || event.target instanceof HTMLInputElement) return;
-    if (event.key === "ArrowLeft" && current) go((current.index + images.length - 1) % images.length);
-    else if (event.key === "ArrowRight" && current) go((current.index + 1) % images.length);
+    if (event.key === "ArrowLeft" && current) step(-1);
+    else if (event.key === "ArrowRight" && current) step(1);
     else if (event.key === "Escape") {
       if (selected >= 0) { selected = -1; render(); } else location.hash = "";
     }

@@ -162,9 +162,9 @@
     const wordnet = [];
     if (c.synset) {
       wordnet.push(el("div", {class: "synset-name"}, el("code", {}, c.synset)));
-      if (c.definition) wordnet.push(el("p", {class: "definition"}, c.definition));
-      else if (!doc.wordnet) wordnet.push(el("p", {class: "muted"}, "no definition: WordNet was not found when this page was written"));
-      else wordnet.push(el("p", {class: "muted"}, "WordNet 3.0 has no such synset"));
+      wordnet.push(c.definition ? el("p", {class: "definition"}, c.definition)
+        : el("p", {class: "muted"}, doc.wordnet ? "WordNet 3.0 has no such synset"
+          : "no definition: WordNet was not found when this page was written"));
     } else {
       wordnet.push(el("p", {class: "muted"}, c.kind === "other"
         ? "no synset: the '-other' sibling stands for everything else under its parent"
@@ -179,7 +179,8 @@
       el("h2", {}, c.name),
       el("div", {class: "muted"}, `concept ${c.id} · depth ${depth[i]}`
          + (KINDS[c.kind] ? ` · ${KINDS[c.kind]}` : "")),
-      el("div", {class: "path"}, path.flatMap((a) => [link(a), el("span", {class: "muted"}, "›")]),
+      el("div", {class: "path"},
+         path.flatMap((a) => [link(a), el("span", {class: "muted"}, "›")]),
          el("strong", {}, c.name)),
       el("h3", {}, "WordNet"), wordnet,
       el("h3", {}, "Neuron"), el("p", {}, neuron),
