@@ -58,7 +58,7 @@ def image_data(script: str) -> tuple[str, dict]:
 
 
 def decoded_map(data: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(nodes, confidence 0-255) of an image's page data, decoded as the page decodes them."""
+    """(nodes, confidence in percent) of an image's page data, decoded as the page does."""
     assert data["map"].startswith("data:image/png;base64,")
     raw = base64.b64decode(data["map"].split(",", 1)[1])
     with Image.open(io.BytesIO(raw)) as image:
@@ -254,20 +254,25 @@ def test_the_wheel_carries_the_templates(tmp_path):
 def test_predict_html_writes_compact_data_that_matches_the_labels(checkpoint, images,
                                                                   tmp_path):
     out = tmp_path / "out"
-    data = predicted(checkpoint, images, out)
+    data = predicted(checkpoint, images, out, as_json=True)
     tree = load_tree()
     assert data["mode"] == "concepts" and data["model"] == "model.pt"
     assert [n["name"] for n in data["nodes"]] == tree.names
     assert [img["key"] for img in data["images"]] == ["a", "sub/b #1%"]
     for image in data["images"]:
         key, doc = image_data((out / image["data"]).read_text())
-        assert key == image["key"] and doc["photo"].startswith("data:image/jpeg;base64,")
+        assert key == image["key"] and set(doc) == {"width", "height", "map"}
+        with Image.open(out / image["photo"]) as photo:
+            assert photo.format == "JPEG" and photo.size == (image["width"], image["height"])
         nodes, confidence = decoded_map(doc)
         # Without a dataset the page's nodes are the concept ids NAME_labels.png holds.
         assert np.array_equal(nodes, labels_png(out / f"{image['key']}_labels.png"))
         assert nodes.shape == (doc["height"], doc["width"]) == (image["height"],
                                                                 image["width"])
-        assert 0 < confidence.mean() <= 255
+        # Confidence in percent: each concept's mean is the one NAME.json gives.
+        for row in json.loads((out / f"{image['key']}.json").read_text())["concepts"]:
+            mean = confidence[nodes == row["id"]].mean() / 100
+            assert abs(mean - row["mean_confidence"]) <= 0.0051
         with Image.open(out / image["thumb"]) as thumb:
             assert thumb.format == "JPEG" and max(thumb.size) <= 320
         shares = dict((n, s) for n, s in image["top"])
@@ -275,8 +280,10 @@ def test_predict_html_writes_compact_data_that_matches_the_labels(checkpoint, im
         assert abs(shares[top] - (nodes == top).mean()) < 1e-3
     # Written in the run's order; nothing else than the declared files.
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["index.html", "sub"] + [f"a{s}" for s in ("_labels.png", "_color.png", "_overlay.png",
-                                                   "_legend.png", "_page.js", "_thumb.jpg")])
+        ["index.html", "sub"] + [f"a{s}" for s in (".json", "_labels.png", "_color.png",
+                                                   "_overlay.png",
+                                                   "_legend.png", "_page.js", "_thumb.jpg",
+                                                   "_photo.jpg")])
 
 
 def test_predict_html_with_a_dataset_classes_and_a_level(checkpoint, images, tmp_path):
@@ -345,8 +352,8 @@ def test_a_cityscapes_size_image_is_a_few_hundred_kilobytes(tmp_path, tree):
     _, doc = image_data(script)
     decoded, conf = decoded_map(doc)
     assert np.array_equal(decoded, values)
-    assert np.abs(conf - confidence * 255).max() <= 0.5
-    assert len(script) < 1_000_000, len(script)
+    assert np.abs(conf - confidence * 100).max() <= 0.5
+    assert len(script) < 400_000, len(script)
 
 
 # ------------------------------------------------------------------------------- in a browser
@@ -548,8 +555,7 @@ def test_predict_page_in_a_browser(browser, checkpoint, images, tmp_path, mode):
     assert [s.split(" [")[0] for s in shown][-1] in (names[node], data["nodes"][node].get(
         "label"))
     assert len(shown) == len(path)
-    assert f"confidence {100 * confidence[y, x] / 255:.1f}%" in text or \
-        f"confidence {100 * confidence[y, x] / 255:.2f}%" in text
+    assert f"confidence {confidence[y, x]}%" in text
 
     # The slider cuts the picture at depth 1; a click unfolds a concept into its children.
     full = _canvas_digest(browser)

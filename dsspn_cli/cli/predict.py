@@ -53,7 +53,8 @@ def predict_command(
                               "folder: every image as a thumbnail, one opened with the photo, "
                               "the prediction over it and the tree of what was predicted "
                               "(click, unfold, hover a pixel, cut at any depth); it opens from "
-                              "disk. Per image NAME_page.js and NAME_thumb.jpg hold its data."),
+                              "disk. Per image NAME_page.js, NAME_thumb.jpg and NAME_photo.jpg "
+                              "hold its data."),
 ):
     """Segment images with a trained model: for each image NAME, write NAME_labels.png
     (label ids), NAME_color.png, NAME_overlay.png and NAME_legend.png (and NAME.json with

@@ -1,8 +1,9 @@
 // The predictions page (dsspn predict --html). Its data (dsspn_cli/pages/predictions.py):
 // index.html holds the nodes (the tree's concepts, and for --classes the classes of several
 // concepts and 'other') and the list of images; NAME_page.js, read only when its image is
-// opened, calls dsspnImage(key, {width, height, photo, map}) where map is a PNG whose pixel
-// holds its node in red * 256 + green and its confidence in blue (0-255).
+// opened, calls dsspnImage(key, {width, height, map}) where map is a PNG whose pixel holds
+// its node in red * 256 + green and its confidence in percent in blue; NAME_photo.jpg is
+// shown under it.
 // What a pixel shows: its node, or the node's ancestor whose row is folded in the tree
 // panel; the depth slider folds every row at that depth, so it cuts the whole map there.
 "use strict";
@@ -193,8 +194,8 @@
     current = {index, image, ...decoded};
     imageName.textContent = `${image.key} (${index + 1} of ${images.length})`;
     document.title = `${image.key} · dsspn predictions`;
-    under.src = data.photo;
-    photo.src = data.photo;
+    under.src = url(image.photo);
+    photo.src = url(image.photo);
     for (const stage of document.querySelectorAll(".stage")) {
       stage.style.maxWidth = `min(100%, calc(75vh * ${current.width / current.height}))`;
     }
@@ -315,16 +316,16 @@
       (event.clientY - box.top) / box.height * current.height)));
     const p = y * current.width + x;
     const node = current.map[p];
-    const confidence = current.confidence[p] / 255;
+    const confidence = `${current.confidence[p]}%`;
     const path = ancestors(node).concat([node]);
     hover.classList.remove("muted");
     hover.replaceChildren(el("div", {}, path.map((n, k) => [k ? " › " : "",
       el("span", {class: "step" + (n === shownAs[node] ? " shown" : "")}, swatch(n), " ",
          shownName(n))])),
-    el("div", {class: "muted"}, `pixel (${x}, ${y}) · confidence ${percent(confidence)}` +
+    el("div", {class: "muted"}, `pixel (${x}, ${y}) · confidence ${confidence}` +
        (inner[node] ? " · stops at this inner concept" : "")));
     if (event.currentTarget.dataset.view === "overlay") {
-      tip.textContent = `${shownName(shownAs[node])} · ${percent(confidence)}`;
+      tip.textContent = `${shownName(shownAs[node])} · ${confidence}`;
       tip.hidden = false;
       const left = event.clientX - box.left + 14;
       tip.style.left = `${Math.min(left, box.width - tip.offsetWidth - 4)}px`;

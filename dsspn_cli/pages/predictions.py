@@ -7,19 +7,22 @@ and a slider that cuts the prediction at any depth.
 What the page needs, written per image ``NAME`` beside its other outputs:
 
 - ``NAME_thumb.jpg``: the overlay, at most ``THUMB`` pixels a side, for the gallery;
+- ``NAME_photo.jpg``: the photo, shown under the prediction (the page only shows it, so a
+  file does: no base64);
 - ``NAME_page.js``: loaded only when the image is opened, one call
-  ``dsspnImage(KEY, {"width", "height", "photo", "map"})`` with two data URLs: the photo as
-  JPEG and the map as an 8-bit RGB PNG in which ``red * 256 + green`` is the pixel's node and
-  ``blue`` its confidence times 255. Nodes are the tree's concept ids, then what the page adds
-  for ``--classes`` (a class of several concepts, under the concept where their paths part;
-  'other', under the root). A pixel may hold any node, an inner concept too (a dataset's
-  coarser label, a cut with ``--level``, a hedged answer): the page shows it as stopping there.
+  ``dsspnImage(KEY, {"width", "height", "map"})``, the map a data URL of an 8-bit RGB PNG in
+  which ``red * 256 + green`` is the pixel's node and ``blue`` its confidence in percent
+  (0-100: finer than a person reads it, coarse enough to compress well). Nodes
+  are the tree's concept ids, then what the page adds for ``--classes`` (a class of several
+  concepts, under the concept where their paths part; 'other', under the root). A pixel may
+  hold any node, an inner concept too (a dataset's coarser label, a cut with ``--level``, a
+  hedged answer): the page shows it as stopping there.
 
-A script of data URLs because a page opened from disk may not read the pixels of another file
-(Chrome taints a canvas drawn from a ``file://`` image) but may run a script file, and may read
-the pixels of an image it decoded from a data URL. ``index.html`` holds the nodes (name,
-parent, colour, the dataset label or class written for it) and the list of images, so it stays
-small for 500 images; each image's data is read when it is opened.
+A script holding a data URL because a page opened from disk may not read the pixels of
+another file (Chrome taints a canvas drawn from a ``file://`` image) but may run a script file,
+and may read the pixels of an image it decoded from a data URL. ``index.html`` holds the nodes
+(name, parent, colour, the dataset label or class written for it) and the list of images, so
+it stays small for 500 images; each image's files are read when it is opened.
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ from dsspn_cli.files import atomic_write_bytes, atomic_write_text
 from dsspn_cli.pages import build, data_json
 
 PAGE = "index.html"
-SUFFIXES = ("_page.js", "_thumb.jpg")
+SUFFIXES = ("_page.js", "_thumb.jpg", "_photo.jpg")
 THUMB = 320             # a thumbnail's longest side, pixels
-PHOTO_QUALITY = 85      # JPEG quality of the photo inside NAME_page.js
+PHOTO_QUALITY = 85      # JPEG quality of NAME_photo.jpg
 THUMB_QUALITY = 80
 TOP = 3                 # nodes named under a thumbnail
 MAX_NODES = 1 << 16     # a node is written in two bytes
@@ -110,7 +113,7 @@ def pixel_map(nodes: np.ndarray, confidence: np.ndarray) -> bytes:
     rgb = np.empty(nodes.shape + (3,), dtype=np.uint8)
     rgb[..., 0] = nodes >> 8
     rgb[..., 1] = nodes & 255
-    rgb[..., 2] = np.clip(np.rint(confidence * 255), 0, 255)
+    rgb[..., 2] = np.clip(np.rint(confidence * 100), 0, 100)
     return _encoded(Image.fromarray(rgb), "PNG")
 
 
@@ -138,16 +141,15 @@ class PredictionPages:
 
     def add(self, stem: Path, source: Path, image: np.ndarray, values: np.ndarray,
             confidence: np.ndarray, overlay: np.ndarray) -> list[Path]:
-        """Write ``stem``'s page data (``NAME_page.js``, ``NAME_thumb.jpg``) from the
-        predicted map ``values`` (the predictor's values), its confidence and its overlay."""
+        """Write ``stem``'s page data (``NAME_page.js``, ``NAME_thumb.jpg``,
+        ``NAME_photo.jpg``) from the photo, the predicted map ``values`` (the predictor's
+        values), its confidence and its overlay."""
         from PIL import Image
 
         nodes = self.value_nodes[values]
         height, width = values.shape
         key = stem.as_posix()
         doc = {"width": int(width), "height": int(height),
-               "photo": _data_url(_encoded(Image.fromarray(image), "JPEG",
-                                           quality=PHOTO_QUALITY), "image/jpeg"),
                "map": _data_url(pixel_map(nodes, confidence), "image/png")}
         script = f"dsspnImage({data_json(key)}, {data_json(doc)});\n"
         thumb = Image.fromarray(overlay)
@@ -156,13 +158,17 @@ class PredictionPages:
         top = sorted(np.flatnonzero(counts), key=lambda n: (-counts[n], n))[:TOP]
         self.images.append({
             "key": key, "name": source.name, "width": int(width), "height": int(height),
-            "thumb": f"{key}{SUFFIXES[1]}", "data": f"{key}{SUFFIXES[0]}",
+            "data": f"{key}{SUFFIXES[0]}", "thumb": f"{key}{SUFFIXES[1]}",
+            "photo": f"{key}{SUFFIXES[2]}",
             "top": [[int(n), round(float(counts[n]) / nodes.size, 4)] for n in top]})
         base = self.out / stem
         # Nothing below the output folder (OUT/<city>) is followed if a link.
         return [atomic_write_text(f"{base}{SUFFIXES[0]}", script, within=self.out),
                 atomic_write_bytes(f"{base}{SUFFIXES[1]}",
                                    _encoded(thumb.convert("RGB"), "JPEG", quality=THUMB_QUALITY),
+                                   within=self.out),
+                atomic_write_bytes(f"{base}{SUFFIXES[2]}",
+                                   _encoded(Image.fromarray(image), "JPEG", quality=PHOTO_QUALITY),
                                    within=self.out)]
 
     def finish(self) -> Path:
