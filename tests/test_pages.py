@@ -59,12 +59,16 @@ def image_data(script: str) -> tuple[str, dict]:
 
 def decoded_map(data: dict) -> tuple[np.ndarray, np.ndarray]:
     """(nodes, confidence in percent) of an image's page data, decoded as the page does."""
-    assert data["map"].startswith("data:image/png;base64,")
-    raw = base64.b64decode(data["map"].split(",", 1)[1])
-    with Image.open(io.BytesIO(raw)) as image:
-        assert image.mode == "RGB"
-        pixels = np.asarray(image).astype(np.int64)
-    return pixels[..., 0] * 256 + pixels[..., 1], pixels[..., 2]
+    found = []
+    for field, mode in (("nodes", "RGB"), ("confidence", "L")):
+        assert data[field].startswith("data:image/png;base64,")
+        raw = base64.b64decode(data[field].split(",", 1)[1])
+        with Image.open(io.BytesIO(raw)) as image:
+            assert image.mode == mode
+            found.append(np.asarray(image).astype(np.int64))
+    pixels, confidence = found
+    assert not pixels[..., 2].any()
+    return pixels[..., 0] * 256 + pixels[..., 1], confidence
 
 
 def hostile_tree(folder):
@@ -261,7 +265,8 @@ def test_predict_html_writes_compact_data_that_matches_the_labels(checkpoint, im
     assert [img["key"] for img in data["images"]] == ["a", "sub/b #1%"]
     for image in data["images"]:
         key, doc = image_data((out / image["data"]).read_text())
-        assert key == image["key"] and set(doc) == {"width", "height", "map"}
+        assert key == image["key"] and set(doc) == {"width", "height", "nodes",
+                                                              "confidence"}
         with Image.open(out / image["photo"]) as photo:
             assert photo.format == "JPEG" and photo.size == (image["width"], image["height"])
         nodes, confidence = decoded_map(doc)
@@ -604,4 +609,42 @@ def test_predict_page_shows_inner_concepts_as_stopping_there(browser, tmp_path, 
     assert "vehicle-things itself" in text and "50.0%" in text
     assert "stops at this inner concept" in _hover(browser, 0.8, 0.5)
     assert "stops at this inner concept" not in _hover(browser, 0.2, 0.5)
+    assert console_errors(browser) == []
+
+
+def test_a_folder_of_500_images_stays_usable(browser, tmp_path, tree):
+    """index.html stays small, only the thumbnails in view load, and an image's data is read
+    only when it is opened."""
+    palette = np.full((len(tree), 3), 90, np.uint8)
+    nodes, value_nodes = page_nodes(tree, palette, palette, tree.names,
+                                    np.full(len(tree), -1))
+    pages = PredictionPages(tmp_path, nodes, value_nodes, {"mode": "concepts", "level": None})
+    photo = np.full((24, 32, 3), 128, np.uint8)
+    for i in range(500):
+        values = np.full((24, 32), tree.id("car"), np.int64)
+        values[:, i % 32:] = tree.id("road") if "road" in tree else 0
+        (tmp_path / f"city{i % 5}").mkdir(exist_ok=True)
+        pages.add(Path(f"city{i % 5}/img-{i:04d}"), tmp_path / f"img-{i:04d}.png", photo,
+                  values, np.full((24, 32), 0.9, np.float32), photo)
+    index = pages.finish()
+    assert index.stat().st_size < 250_000, index.stat().st_size
+    opened(browser, index)
+    assert len(rows(browser, ".thumb")) == 500
+    def thumbnails_loaded(d):
+        return d.execute_script("return [...document.querySelectorAll('.thumb img')]"
+                                ".filter((i) => i.complete && i.naturalWidth > 0).length")
+    wait_for(browser, thumbnails_loaded, "the thumbnails in view")
+    time.sleep(0.5)
+    assert thumbnails_loaded(browser) < 200
+    # No image's data is read for the gallery; each call of dsspnImage is one file read.
+    assert browser.execute_script("return document.querySelectorAll('script[src]').length") == 0
+    browser.execute_script("const real = window.dsspnImage; window.read = [];"
+                           "window.dsspnImage = (key, data) => { read.push(key); "
+                           "real(key, data); };")
+    search = browser.find_element("id", "filter")
+    search.send_keys("img-0499")
+    assert len(rows(browser, ".thumb")) == 1
+    rows(browser, ".thumb")[0].click()
+    wait_for(browser, lambda d: d.find_elements("css selector", "#predicted .row"), "tree")
+    assert browser.execute_script("return window.read") == ["city4/img-0499"]
     assert console_errors(browser) == []

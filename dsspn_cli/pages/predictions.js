@@ -1,9 +1,9 @@
 // The predictions page (dsspn predict --html). Its data (dsspn_cli/pages/predictions.py):
 // index.html holds the nodes (the tree's concepts, and for --classes the classes of several
 // concepts and 'other') and the list of images; NAME_page.js, read only when its image is
-// opened, calls dsspnImage(key, {width, height, map}) where map is a PNG whose pixel holds
-// its node in red * 256 + green and its confidence in percent in blue; NAME_photo.jpg is
-// shown under it.
+// opened, calls dsspnImage(key, {width, height, nodes, confidence}): two PNGs, a pixel's
+// node in red * 256 + green of the first, its confidence in percent in the second (grey);
+// NAME_photo.jpg is shown under them.
 // What a pixel shows: its node, or the node's ancestor whose row is folded in the tree
 // panel; the depth slider folds every row at that depth, so it cuts the whole map there.
 "use strict";
@@ -131,16 +131,22 @@
     });
   }
 
-  /** The map's nodes and confidences, and the pixels of each node. */
-  async function decode(data) {
+  /** The RGBA pixels of a PNG given as a data URL (a file's pixels could not be read). */
+  async function pixelsOf(source, width, height) {
     const picture = new Image();
-    picture.src = data.map;
+    picture.src = source;
     await picture.decode();
-    // A canvas of its own, read once: pixels from a data URL may be read (a file's may not).
-    const scratch = el("canvas", {width: data.width, height: data.height});
+    const scratch = el("canvas", {width, height});
     const reader = scratch.getContext("2d", {willReadFrequently: true});
     reader.drawImage(picture, 0, 0);
-    const pixels = reader.getImageData(0, 0, data.width, data.height).data;
+    return reader.getImageData(0, 0, width, height).data;
+  }
+
+  /** The map's nodes and confidences, and the pixels of each node. */
+  async function decode(data) {
+    const [pixels, percents] = await Promise.all([
+      pixelsOf(data.nodes, data.width, data.height),
+      pixelsOf(data.confidence, data.width, data.height)]);
     const size = data.width * data.height;
     const map = new Uint16Array(size);
     const confidence = new Uint8Array(size);
@@ -150,7 +156,7 @@
       let node = (pixels[q] << 8) | pixels[q + 1];
       if (node >= count) { node = root; unknown++; }
       map[p] = node;
-      confidence[p] = pixels[q + 2];
+      confidence[p] = percents[q];
       own[node]++;
     }
     if (unknown) {

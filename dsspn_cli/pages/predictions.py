@@ -10,10 +10,12 @@ What the page needs, written per image ``NAME`` beside its other outputs:
 - ``NAME_photo.jpg``: the photo, shown under the prediction (the page only shows it, so a
   file does: no base64);
 - ``NAME_page.js``: loaded only when the image is opened, one call
-  ``dsspnImage(KEY, {"width", "height", "map"})``, the map a data URL of an 8-bit RGB PNG in
-  which ``red * 256 + green`` is the pixel's node and ``blue`` its confidence in percent
-  (0-100: finer than a person reads it, coarse enough to compress well). Nodes
-  are the tree's concept ids, then what the page adds for ``--classes`` (a class of several
+  ``dsspnImage(KEY, {"width", "height", "nodes", "confidence"})`` with two PNGs as data URLs:
+  ``nodes`` 8-bit RGB, ``red * 256 + green`` the pixel's node (blue 0), and ``confidence``
+  8-bit grey, the pixel's confidence in percent (0-100: as fine as a person reads it, and
+  coarse enough to compress well; two images compress better than one of three channels,
+  and a canvas reads neither 16-bit values nor an alpha channel exactly). Nodes are the
+  tree's concept ids, then what the page adds for ``--classes`` (a class of several
   concepts, under the concept where their paths part; 'other', under the root). A pixel may
   hold any node, an inner concept too (a dataset's coarser label, a cut with ``--level``, a
   hedged answer): the page shows it as stopping there.
@@ -104,17 +106,18 @@ def page_nodes(tree, palette, colours, value_names, value_label, classes=None,
     return nodes, value_nodes
 
 
-def pixel_map(nodes: np.ndarray, confidence: np.ndarray) -> bytes:
-    """The PNG of one image's nodes and confidence (see the module's doc)."""
+def pixel_maps(nodes: np.ndarray, confidence: np.ndarray) -> tuple[bytes, bytes]:
+    """The two PNGs of one image: its nodes and its confidence (see the module's doc)."""
     from PIL import Image
 
     if nodes.size and int(nodes.max()) >= MAX_NODES:
         raise ValueError(f"node {int(nodes.max())} does not fit the page's two bytes")
-    rgb = np.empty(nodes.shape + (3,), dtype=np.uint8)
+    rgb = np.zeros(nodes.shape + (3,), dtype=np.uint8)
     rgb[..., 0] = nodes >> 8
     rgb[..., 1] = nodes & 255
-    rgb[..., 2] = np.clip(np.rint(confidence * 100), 0, 100)
-    return _encoded(Image.fromarray(rgb), "PNG")
+    percent = np.clip(np.rint(confidence * 100), 0, 100).astype(np.uint8)
+    return (_encoded(Image.fromarray(rgb), "PNG"),
+            _encoded(Image.fromarray(percent, mode="L"), "PNG"))
 
 
 def _encoded(image, fmt: str, **options) -> bytes:
@@ -149,8 +152,10 @@ class PredictionPages:
         nodes = self.value_nodes[values]
         height, width = values.shape
         key = stem.as_posix()
+        node_png, confidence_png = pixel_maps(nodes, confidence)
         doc = {"width": int(width), "height": int(height),
-               "map": _data_url(pixel_map(nodes, confidence), "image/png")}
+               "nodes": _data_url(node_png, "image/png"),
+               "confidence": _data_url(confidence_png, "image/png")}
         script = f"dsspnImage({data_json(key)}, {data_json(doc)});\n"
         thumb = Image.fromarray(overlay)
         thumb.thumbnail((THUMB, THUMB))
@@ -177,4 +182,4 @@ class PredictionPages:
         return atomic_write_text(self.out / PAGE, build("predictions.html", doc), within=self.out)
 
 
-__all__ = ["PredictionPages", "page_nodes", "pixel_map", "shared_parent", "PAGE", "SUFFIXES"]
+__all__ = ["PredictionPages", "page_nodes", "pixel_maps", "shared_parent", "PAGE", "SUFFIXES"]
