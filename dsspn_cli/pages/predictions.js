@@ -21,8 +21,10 @@
   const count = nodes.length;
   const {root, children, depth, order} = shape(nodes);
   const rgb = nodes.map((node) => [1, 3, 5].map((k) => parseInt(node.colour.slice(k, k + 2), 16)));
-  // A concept of the tree with concepts below it: a pixel there stopped above the leaves.
-  const inner = nodes.map((node, i) => !node.kind && children[i].some((k) => !nodes[k].kind));
+  // A concept of the tree with concepts below it, and no dataset label or class of its own:
+  // a pixel there stopped above what it could have been (--level, a hedged answer).
+  const inner = nodes.map((node, i) => !node.kind && node.label === undefined &&
+                          children[i].some((k) => !nodes[k].kind));
 
   const gallery = document.getElementById("gallery");
   const viewer = document.getElementById("viewer");
