@@ -32,7 +32,7 @@ from dsspn_cli.hierarchy.tables import MaskingTable
 from dsspn_cli.hierarchy.tree import ConceptTree, load_tree
 from dsspn_cli.model.segmenter import build_model
 from dsspn_cli.pages import build, data_json
-from dsspn_cli.pages.predictions import PredictionPages, page_nodes
+from dsspn_cli.pages.predictions import PredictionPages, block_percent, page_nodes
 from dsspn_cli.pages.tree import tree_page
 
 HOSTILE = "</script><b>bold</b>"
@@ -58,7 +58,8 @@ def image_data(script: str) -> tuple[str, dict]:
 
 
 def decoded_map(data: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(nodes, confidence in percent) of an image's page data, decoded as the page does."""
+    """(nodes, confidence in percent) of an image's page data, decoded as the page does: the
+    confidence of each block of pixels given to every pixel of the block."""
     found = []
     for field, mode in (("nodes", "RGB"), ("confidence", "L")):
         assert data[field].startswith("data:image/png;base64,")
@@ -66,8 +67,11 @@ def decoded_map(data: dict) -> tuple[np.ndarray, np.ndarray]:
         with Image.open(io.BytesIO(raw)) as image:
             assert image.mode == mode
             found.append(np.asarray(image).astype(np.int64))
-    pixels, confidence = found
+    pixels, blocks = found
     assert not pixels[..., 2].any()
+    block = data["confidenceBlock"]
+    assert blocks.shape == (-(-data["height"] // block), -(-data["width"] // block))
+    confidence = blocks.repeat(block, 0).repeat(block, 1)[:data["height"], :data["width"]]
     return pixels[..., 0] * 256 + pixels[..., 1], confidence
 
 
@@ -266,7 +270,7 @@ def test_predict_html_writes_compact_data_that_matches_the_labels(checkpoint, im
     for image in data["images"]:
         key, doc = image_data((out / image["data"]).read_text())
         assert key == image["key"] and set(doc) == {"width", "height", "nodes",
-                                                              "confidence"}
+                                                              "confidence", "confidenceBlock"}
         with Image.open(out / image["photo"]) as photo:
             assert photo.format == "JPEG" and photo.size == (image["width"], image["height"])
         nodes, confidence = decoded_map(doc)
@@ -274,10 +278,11 @@ def test_predict_html_writes_compact_data_that_matches_the_labels(checkpoint, im
         assert np.array_equal(nodes, labels_png(out / f"{image['key']}_labels.png"))
         assert nodes.shape == (doc["height"], doc["width"]) == (image["height"],
                                                                 image["width"])
-        # Confidence in percent: each concept's mean is the one NAME.json gives.
-        for row in json.loads((out / f"{image['key']}.json").read_text())["concepts"]:
-            mean = confidence[nodes == row["id"]].mean() / 100
-            assert abs(mean - row["mean_confidence"]) <= 0.0051
+        # Confidence in percent, per block of 2 x 2 pixels: its mean is the mean of the
+        # concepts' means NAME.json gives (each rounded to a percent).
+        rows = json.loads((out / f"{image['key']}.json").read_text())["concepts"]
+        mean = sum(r["mean_confidence"] * r["pixels"] for r in rows) / nodes.size
+        assert abs(confidence.mean() / 100 - mean) <= 0.0051
         with Image.open(out / image["thumb"]) as thumb:
             assert thumb.format == "JPEG" and max(thumb.size) <= 320
         shares = dict((n, s) for n, s in image["top"])
@@ -341,6 +346,12 @@ def test_predict_html_checks_its_files_before_any_work(checkpoint, images, tmp_p
     assert not (tmp_path / "elsewhere.js").exists()
 
 
+def test_confidence_is_the_mean_of_each_block_in_percent():
+    confidence = np.array([[0.1, 0.3, 0.5], [0.5, 0.7, 0.9], [1.0, 0.0, 0.255]])
+    assert block_percent(confidence).tolist() == [[40, 70], [50, 26]]
+    assert block_percent(np.ones((1, 1))).tolist() == [[100]]
+
+
 def test_a_cityscapes_size_image_is_a_few_hundred_kilobytes(tmp_path, tree):
     """One 1024 x 2048 map of smooth regions (as a model's answer is) with its confidence:
     the page data stays small."""
@@ -357,7 +368,8 @@ def test_a_cityscapes_size_image_is_a_few_hundred_kilobytes(tmp_path, tree):
     _, doc = image_data(script)
     decoded, conf = decoded_map(doc)
     assert np.array_equal(decoded, values)
-    assert np.abs(conf - confidence * 100).max() <= 0.5
+    assert np.array_equal(conf[::2, ::2], block_percent(confidence))
+    assert np.abs(conf - confidence * 100).max() <= 2       # a smooth map, in blocks of 2
     assert len(script) < 400_000, len(script)
 
 
@@ -560,7 +572,7 @@ def test_predict_page_in_a_browser(browser, checkpoint, images, tmp_path, mode):
     assert [s.split(" [")[0] for s in shown][-1] in (names[node], data["nodes"][node].get(
         "label"))
     assert len(shown) == len(path)
-    assert f"confidence {confidence[y, x]}%" in text
+    assert f"confidence {confidence[y, x]}%" in text      # its block's
 
     # The slider cuts the picture at depth 1; a click unfolds a concept into its children.
     full = _canvas_digest(browser)

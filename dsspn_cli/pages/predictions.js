@@ -1,8 +1,9 @@
 // The predictions page (dsspn predict --html). Its data (dsspn_cli/pages/predictions.py):
 // index.html holds the nodes (the tree's concepts, and for --classes the classes of several
 // concepts and 'other') and the list of images; NAME_page.js, read only when its image is
-// opened, calls dsspnImage(key, {width, height, nodes, confidence}): two PNGs, a pixel's
-// node in red * 256 + green of the first, its confidence in percent in the second (grey);
+// opened, calls dsspnImage(key, {width, height, nodes, confidence, confidenceBlock}): two
+// PNGs, a pixel's node in red * 256 + green of the first, and in the second (grey) the mean
+// confidence in percent of each block of confidenceBlock x confidenceBlock pixels;
 // NAME_photo.jpg is shown under them.
 // What a pixel shows: its node, or the node's ancestor whose row is folded in the tree
 // panel; the depth slider folds every row at that depth, so it cuts the whole map there.
@@ -146,28 +147,32 @@
 
   /** The map's nodes and confidences, and the pixels of each node. */
   async function decode(data) {
+    const block = data.confidenceBlock;
+    const blocksWide = Math.ceil(data.width / block);
     const [pixels, percents] = await Promise.all([
       pixelsOf(data.nodes, data.width, data.height),
-      pixelsOf(data.confidence, data.width, data.height)]);
+      pixelsOf(data.confidence, blocksWide, Math.ceil(data.height / block))]);
     const size = data.width * data.height;
     const map = new Uint16Array(size);
-    const confidence = new Uint8Array(size);
     const own = new Float64Array(count);
     let unknown = 0;
     for (let p = 0, q = 0; p < size; p++, q += 4) {
       let node = (pixels[q] << 8) | pixels[q + 1];
       if (node >= count) { node = root; unknown++; }
       map[p] = node;
-      confidence[p] = percents[q];
       own[node]++;
     }
+    // The grey image's red channel: one byte per block.
+    const confidence = new Uint8Array(percents.length / 4);
+    for (let b = 0; b < confidence.length; b++) confidence[b] = percents[4 * b];
     if (unknown) {
       notice(`${unknown} pixels name a node this index.html does not have (written by ` +
              "another run?); they are shown as the root.");
     }
     const total = Float64Array.from(own);
     for (let k = order.length - 1; k > 0; k--) total[nodes[order[k]].parent] += total[order[k]];
-    return {map, confidence, own, total, size, width: data.width, height: data.height};
+    return {map, confidence, block, blocksWide, own, total, size, width: data.width,
+            height: data.height};
   }
 
   let current = null;     // the image open: its index, map, confidences, pixel counts
@@ -324,7 +329,9 @@
       (event.clientY - box.top) / box.height * current.height)));
     const p = y * current.width + x;
     const node = current.map[p];
-    const confidence = `${current.confidence[p]}%`;
+    const block = current.block;
+    const confidence = `${current.confidence[Math.floor(y / block) * current.blocksWide +
+                                             Math.floor(x / block)]}%`;
     const path = ancestors(node).concat([node]);
     hover.classList.remove("muted");
     hover.replaceChildren(el("div", {}, path.map((n, k) => [k ? " › " : "",

@@ -10,12 +10,14 @@ What the page needs, written per image ``NAME`` beside its other outputs:
 - ``NAME_photo.jpg``: the photo, shown under the prediction (the page only shows it, so a
   file does: no base64);
 - ``NAME_page.js``: loaded only when the image is opened, one call
-  ``dsspnImage(KEY, {"width", "height", "nodes", "confidence"})`` with two PNGs as data URLs:
-  ``nodes`` 8-bit RGB, ``red * 256 + green`` the pixel's node (blue 0), and ``confidence``
-  8-bit grey, the pixel's confidence in percent (0-100: as fine as a person reads it, and
-  coarse enough to compress well; two images compress better than one of three channels,
-  and a canvas reads neither 16-bit values nor an alpha channel exactly). Nodes are the
-  tree's concept ids, then what the page adds for ``--classes`` (a class of several
+  ``dsspnImage(KEY, {"width", "height", "nodes", "confidence", "confidenceBlock"})`` with two
+  PNGs as data URLs: ``nodes`` 8-bit RGB, ``red * 256 + green`` the pixel's node (blue 0), and
+  ``confidence`` 8-bit grey, the mean confidence in percent of each block of
+  ``confidenceBlock`` x ``confidenceBlock`` pixels (``CONFIDENCE_BLOCK``). Percent is as fine as
+  a person reads it, and blocks of 2 are a third of the full map's bytes for what the model
+  computed at a stride of 8 or 16 anyway; two images compress better than one of three
+  channels, and a canvas reads neither 16-bit values nor an alpha channel exactly. Nodes are
+  the tree's concept ids, then what the page adds for ``--classes`` (a class of several
   concepts, under the concept where their paths part; 'other', under the root). A pixel may
   hold any node, an inner concept too (a dataset's coarser label, a cut with ``--level``, a
   hedged answer): the page shows it as stopping there.
@@ -45,6 +47,7 @@ PHOTO_QUALITY = 85      # JPEG quality of NAME_photo.jpg
 THUMB_QUALITY = 80
 TOP = 3                 # nodes named under a thumbnail
 MAX_NODES = 1 << 16     # a node is written in two bytes
+CONFIDENCE_BLOCK = 2    # the confidence map's pixels are blocks of 2 x 2
 
 
 def _hex(rgb) -> str:
@@ -115,9 +118,22 @@ def pixel_maps(nodes: np.ndarray, confidence: np.ndarray) -> tuple[bytes, bytes]
     rgb = np.zeros(nodes.shape + (3,), dtype=np.uint8)
     rgb[..., 0] = nodes >> 8
     rgb[..., 1] = nodes & 255
-    percent = np.clip(np.rint(confidence * 100), 0, 100).astype(np.uint8)
     return (_encoded(Image.fromarray(rgb), "PNG"),
-            _encoded(Image.fromarray(percent, mode="L"), "PNG"))
+            _encoded(Image.fromarray(block_percent(confidence), mode="L"), "PNG"))
+
+
+def block_percent(confidence: np.ndarray, block: int = CONFIDENCE_BLOCK) -> np.ndarray:
+    """The mean confidence in percent (uint8, 0-100) of each block x block pixels; a last
+    row or column of blocks that the image only partly fills, of the pixels it has."""
+    height, width = confidence.shape
+    rows, cols = -(-height // block), -(-width // block)
+    padded = np.pad(confidence.astype(np.float64),
+                    ((0, rows * block - height), (0, cols * block - width)))
+    counted = np.pad(np.ones(confidence.shape), ((0, rows * block - height),
+                                                 (0, cols * block - width)))
+    sums = padded.reshape(rows, block, cols, block).sum(axis=(1, 3))
+    counts = counted.reshape(rows, block, cols, block).sum(axis=(1, 3))
+    return np.clip(np.rint(100 * sums / counts), 0, 100).astype(np.uint8)
 
 
 def _encoded(image, fmt: str, **options) -> bytes:
@@ -155,7 +171,8 @@ class PredictionPages:
         node_png, confidence_png = pixel_maps(nodes, confidence)
         doc = {"width": int(width), "height": int(height),
                "nodes": _data_url(node_png, "image/png"),
-               "confidence": _data_url(confidence_png, "image/png")}
+               "confidence": _data_url(confidence_png, "image/png"),
+               "confidenceBlock": CONFIDENCE_BLOCK}
         script = f"dsspnImage({data_json(key)}, {data_json(doc)});\n"
         thumb = Image.fromarray(overlay)
         thumb.thumbnail((THUMB, THUMB))
@@ -182,4 +199,5 @@ class PredictionPages:
         return atomic_write_text(self.out / PAGE, build("predictions.html", doc), within=self.out)
 
 
-__all__ = ["PredictionPages", "page_nodes", "pixel_maps", "shared_parent", "PAGE", "SUFFIXES"]
+__all__ = ["PredictionPages", "page_nodes", "pixel_maps", "block_percent", "shared_parent",
+           "PAGE", "SUFFIXES", "CONFIDENCE_BLOCK"]
