@@ -28,6 +28,7 @@ class ShowFormat(str, enum.Enum):
     yaml = "yaml"
     json = "json"
     png = "png"
+    html = "html"
 
 
 def _console(stderr: bool = False):
@@ -140,12 +141,16 @@ def show(
     tree_file: Optional[Path] = TREE_ARG,
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Only the concepts this "
                                           "dataset labels, with their ancestors."),
-    depth: Optional[int] = typer.Option(None, "--depth", min=0, help="Cut at this depth."),
+    depth: Optional[int] = typer.Option(None, "--depth", min=0, help="Cut at this depth (html: "
+                                        "the page opens folded at this depth, default 3)."),
     fmt: ShowFormat = typer.Option(ShowFormat.tree, "--format", help="tree (terminal), yaml, "
-                                   "json (networkx node-link) or png (needs -o)."),
+                                   "json (networkx node-link), png or html (a page that opens "
+                                   "from disk: fold, unfold, search, details; png and html "
+                                   "need -o)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write to this file."),
 ):
-    """Show a concept tree: in the terminal, as YAML or node-link JSON, or drawn as PNG."""
+    """Show a concept tree: in the terminal, as YAML or node-link JSON, drawn as PNG, or as
+    an HTML page to fold, unfold and search."""
     from rich.text import Text
 
     from dsspn_cli.files import atomic_write_text, check_output
@@ -166,6 +171,9 @@ def show(
         render.draw_png(tree, output, dataset, depth)
         _console().print(f"wrote {output}")
         return
+    if fmt is ShowFormat.html:
+        _write_page(tree, output, dataset, depth, tree_file)
+        return
     if fmt is ShowFormat.tree:
         lines = render.tree_lines(tree, dataset, depth)
         if output is not None:
@@ -181,6 +189,23 @@ def show(
         atomic_write_text(output, text)
     else:
         sys.stdout.write(text)
+
+
+def _write_page(tree, output, dataset: str | None, depth: int | None, tree_file) -> None:
+    """``show --format html``: the whole tree (or a dataset's part of it), folded at
+    ``depth``; a page keeps every level, so the depth is where it opens, not a cut."""
+    from dsspn_cli.files import atomic_write_text
+    from dsspn_cli.hierarchy import render
+    from dsspn_cli.pages.tree import tree_page
+
+    if output is None:
+        raise UserError("--format html needs -o FILE.html")
+    # A dataset's part keeps the whole tree's concept ids (a subtree would number anew).
+    keep = render.visible_concepts(tree, dataset, None) if dataset is not None else None
+    title = _tree_path(tree_file).name + (f" ({dataset})" if dataset else "")
+    atomic_write_text(output, tree_page(tree, depth, title=title, keep=keep))
+    _console().print(f"wrote {output}: {len(keep or tree.names)} concepts; open it in a "
+                     "browser")
 
 
 @app.command()

@@ -49,6 +49,12 @@ def predict_command(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16, fp16 (CUDA) or "
                                   "auto (bf16 where the GPU has it)."),
     workers: int = typer.Option(2, "--workers", min=0, help="Processes decoding images."),
+    html: bool = typer.Option(False, "--html", help="Also write index.html into the output "
+                              "folder: every image as a thumbnail, one opened with the photo, "
+                              "the prediction over it and the tree of what was predicted "
+                              "(click, unfold, hover a pixel, cut at any depth); it opens from "
+                              "disk. Per image NAME_page.js, NAME_thumb.jpg and NAME_photo.jpg "
+                              "hold its data."),
 ):
     """Segment images with a trained model: for each image NAME, write NAME_labels.png
     (label ids), NAME_color.png, NAME_overlay.png and NAME_legend.png (and NAME.json with
@@ -65,7 +71,8 @@ def predict_command(
         checkpoint = chosen_model(model)
     report = predict(checkpoint, inputs, dataset=dataset, out=out, level=level,
                      as_json=as_json, tile=tile, device=device, precision=precision,
-                     workers=workers, classes=classes, labelset=labelset, track=bar)
+                     workers=workers, classes=classes, labelset=labelset, track=bar,
+                     html=html)
     count = len(report.images)
     what = ("the chosen classes' ids" if classes or labelset else
             f"{report.dataset} label ids" if report.dataset is not None else "concept ids")
@@ -73,6 +80,8 @@ def predict_command(
     console().print(
         f"predicted {count} image{'s' if count != 1 else ''} ({what}, {report.device}) "
         f"into {out}: NAME{names}")
+    if html:
+        console().print(f"open {out / 'index.html'} in a browser to explore them")
 
 
 def _is_checkpoint(path: Path) -> bool:

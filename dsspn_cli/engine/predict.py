@@ -108,15 +108,18 @@ def find_images(inputs: Sequence[str | Path]) -> list[ImageJob]:
 
 
 def check_images(jobs: Sequence[ImageJob], out: Path, as_json: bool = False,
-                 reads: Sequence = ()) -> None:
+                 reads: Sequence = (), html: bool = False) -> None:
     """Before any work: no output may replace an input (an image named like another's
     outputs) nor be written through a link (a sub-folder ``OUT/<city>`` that is one), the
     output folder is none of the paths read (``reads``: the paths given, the model, a label
     set), lies inside none and holds none; and every image's header is read, so that an
     unreadable file stops with its name."""
-    suffixes = SUFFIXES + ((".json",) if as_json else ())
+    from dsspn_cli.pages import predictions as pages
+
+    suffixes = SUFFIXES + ((".json",) if as_json else ()) + (pages.SUFFIXES if html else ())
     check_output(out, folder=True, inputs=list(reads) + [job.image for job in jobs],
-                 writes=[f"{job.stem}{suffix}" for job in jobs for suffix in suffixes])
+                 writes=[f"{job.stem}{suffix}" for job in jobs for suffix in suffixes]
+                 + ([pages.PAGE] if html else []))
     for job in jobs:
         try:
             image_size(job.image)
@@ -357,8 +360,9 @@ class Predictor:
         return rows
 
     def write(self, job: ImageJob, image: np.ndarray, out: Path,
-              as_json: bool = False) -> list[Path]:
-        """Predict ``image`` (``job``'s file, decoded) and write its outputs."""
+              as_json: bool = False, page=None) -> list[Path]:
+        """Predict ``image`` (``job``'s file, decoded) and write its outputs; and, given a
+        ``PredictionPages`` (``--html``), what its page needs."""
         from PIL import Image
 
         concepts, confidence = self.run(image)
@@ -383,7 +387,23 @@ class Predictor:
             doc = {"image": str(job.image), "dataset": self.dataset,
                    "size": [int(image.shape[0]), int(image.shape[1])], "concepts": rows}
             written.append(write(".json", (json.dumps(doc, indent=1) + "\n").encode()))
+        if page is not None:
+            written += page.add(job.stem, job.image, image, concepts, confidence, overlay)
         return written
+
+    def pages(self, out: Path, model: str = ""):
+        """``--html``: the writer of the page of this prediction's images, its nodes the
+        tree's concepts (and the classes of several concepts, and 'other', with
+        ``--classes``) named and coloured as this predictor writes them."""
+        from dsspn_cli.pages.predictions import PredictionPages, page_nodes
+
+        nodes, value_nodes = page_nodes(self.tree, concept_palette(len(self.tree)),
+                                        self.colours, self.value_names, self.value_label,
+                                        self.classes, self.dataset)
+        mode = ("classes" if self.classes is not None else
+                "dataset" if self.dataset is not None else "concepts")
+        return PredictionPages(out, nodes, value_nodes, {
+            "mode": mode, "dataset": self.dataset, "level": self.level, "model": model})
 
 
 def _shared_path(paths: list[list[str]]) -> list[str]:
@@ -468,14 +488,15 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
             level: int | None = None, as_json: bool = False, tile: int = TILE,
             device: str = "auto", precision: str = "fp32", workers: int = 2,
             classes: str | None = None, labelset: str | Path | None = None,
-            track: Track | None = None) -> PredictReport:
+            track: Track | None = None, html: bool = False) -> PredictReport:
     """Predict every image of ``inputs`` (files and folders) with the checkpoint's model and
     write the outputs into ``out``; ``workers`` processes decode the images.
-    ``track(items, total, what)`` may wrap the image loop (a progress bar)."""
+    ``track(items, total, what)`` may wrap the image loop (a progress bar). ``html``: also
+    the page of them all, ``out/index.html`` (``dsspn_cli.pages.predictions``)."""
     torch_device = check_options(tile=tile, level=level, device=device, precision=precision)
     out = check_output(out, folder=True)
     jobs = find_images(inputs)
-    check_images(jobs, out, as_json, reads=[*inputs, checkpoint, labelset])
+    check_images(jobs, out, as_json, reads=[*inputs, checkpoint, labelset], html=html)
     from dsspn_cli.data.loading import reading
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.infer import ImageFiles, image_loader
@@ -487,6 +508,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     choice = choose_classes(tree, classes, labelset, unions=True)
     predictor = Predictor(model, tree, dataset, level, tile, torch_device, precision, choice)
     report = PredictReport(out, dataset, device=str(torch_device))
+    page = predictor.pages(out, Path(checkpoint).name) if html else None
     loader = image_loader(ImageFiles([job.image for job in jobs]), range(len(jobs)), workers,
                           torch_device)
     with reading(loader) as items:
@@ -497,8 +519,10 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
             if "bad" in item or "error" in item:
                 raise UserError(item.get("error") or item["bad"])
             job = jobs[item["index"]]
-            report.files += predictor.write(job, item["image"].numpy(), out, as_json)
+            report.files += predictor.write(job, item["image"].numpy(), out, as_json, page)
             report.images.append(job.image)
+    if page is not None:
+        report.files.append(page.finish())
     return report
 
 
