@@ -74,18 +74,41 @@ def plan(args) -> list[tuple[str, str, int]]:
     return runs
 
 
+def sample_data(folder: Path, images: int, size=(128, 256)) -> dict[str, str]:
+    """The sample data written under ``folder`` (seed 0, ``images`` training images per
+    dataset, (height, width) ``size``), as ``{dataset: root}``: the four training datasets
+    and the held-out ones."""
+    counts = write_sample_data(folder, seed=0, images=images, size=size)
+    return {name: str(folder / FOLDERS[name]) for name in counts}
+
+
+def train_run(variant: str, data: dict[str, str], out: Path, budget: int, args, seed: int,
+              tree: str | None = None) -> tuple[dict, float]:
+    """``dsspn train``'s engine on ``data`` with the benchmarks' budget (ResNet-18 from
+    scratch, output stride 16, ``args.crop``, ``args.batch``, lr 0.01, poly schedule, CPU),
+    the head of ``variant``, into ``out`` (``out/checkpoints/last.pt``); ``tree``: a concept
+    tree file (default: the shipped one). Returns train's result and the seconds it took."""
+    config = TrainConfig(
+        data=data, out=str(out), tree=tree, backbone="resnet18", output_stride=16,
+        crop=args.crop, batch_size=args.batch, lr=0.01, iters=budget, seed=seed,
+        workers=args.workers, device="cpu", checkpoint_every=budget, val_every=budget * 10,
+        val_images=0, log_every=max(1, budget // 5), scan=False, head={**VARIANTS[variant]})
+    started = time.perf_counter()
+    result = train(config)
+    return result, time.perf_counter() - started
+
+
+def machine() -> dict:
+    """Where the results were measured, for the JSON."""
+    return {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "torch": torch.__version__}
+
+
 def run_one(variant, setting, budget, args, data, work: Path) -> dict:
     datasets = list(args.datasets) if setting == JOINT else [setting]
     out = work / f"{variant.replace(' ', '-')}-{setting}-{budget}"
-    config = TrainConfig(
-        data={d: data[d] for d in datasets}, out=str(out), backbone="resnet18",
-        output_stride=16, crop=args.crop, batch_size=args.batch, lr=0.01, iters=budget,
-        seed=args.seed, workers=args.workers, device="cpu", checkpoint_every=budget,
-        val_every=budget * 10, val_images=0, log_every=max(1, budget // 5), scan=False,
-        head={**VARIANTS[variant]})
-    started = time.perf_counter()
-    result = train(config)
-    seconds = time.perf_counter() - started
+    result, seconds = train_run(variant, {d: data[d] for d in datasets}, out, budget, args,
+                                args.seed)
     model, table, _, _ = load_model(out / "checkpoints" / "last.pt")
     scores, centred, levels = {}, {}, {}
     for name in datasets:
@@ -172,23 +195,30 @@ def table(results: list[dict], datasets) -> str:
     return "\n".join(lines)
 
 
+def common_options(parser, table: str, quick: str) -> None:
+    """The options of the benchmarks that train on the sample data: the data and budget
+    (``train_run``'s), the results file, ``--table`` (``table``: what it does besides
+    printing) and ``--quick`` (``quick``: what the smoke run runs)."""
+    parser.add_argument("--images", type=int, default=32, help="training images per dataset")
+    parser.add_argument("--crop", type=int, default=112)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--table", nargs="+", metavar="JSON", help="train nothing: print "
+                        f"the table of these results files ({table})")
+    parser.add_argument("--quick", action="store_true", help=f"a smoke run: {quick}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budgets", type=int, nargs="+", default=[100, 200])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--images", type=int, default=32, help="training images per dataset")
-    parser.add_argument("--crop", type=int, default=112)
-    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--universal", action="store_true", help="also DSSPN and flat "
                         "jointly at (datasets x the smallest budget) steps")
-    parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--table", nargs="+", metavar="JSON", help="train nothing: print "
-                        "the table of these results files (runs of several seeds averaged)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 tiny budgets, "
-                        "dsspn and flat on Cityscapes and jointly")
+    common_options(parser, table="runs of several seeds averaged",
+                   quick="2 tiny budgets, dsspn and flat on Cityscapes and jointly")
     args = parser.parse_args(argv)
     if args.quick:
         args.budgets, args.images, args.crop, args.batch = [2, 4], 4, 64, 2
@@ -206,8 +236,7 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="dsspn-ablation-") as work:
         work = Path(work)
-        counts = write_sample_data(work / "data", seed=0, images=args.images)
-        data = {name: str(work / "data" / FOLDERS[name]) for name in counts}
+        data = sample_data(work / "data", args.images)
         started = time.perf_counter()
         for i, (variant, setting, budget) in enumerate(runs, 1):
             record = run_one(variant, setting, budget, args, data, work)
@@ -220,9 +249,7 @@ def main(argv=None) -> int:
     print()
     print(text)
     if args.json:
-        payload = {"machine": f"{platform.processor() or platform.machine()}, "
-                              f"{os.cpu_count()} cores", "torch": torch.__version__,
-                   "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        payload = {**machine(), "settings": {k: v for k, v in vars(args).items() if k != "json"},
                    "runs": results, "table": text}
         atomic_write_text(args.json, json.dumps(payload, indent=1) + "\n")
     return 0

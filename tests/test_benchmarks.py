@@ -2,6 +2,7 @@
 and its measurements run, tiny, on the CPU."""
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -88,3 +89,59 @@ def test_the_ablation_compares_every_head_at_the_same_budgets():
     assert "joint         100 steps: cityscapes +2.0" in text
     assert "dsspn  joint  100 vs single  100 steps: cityscapes +2.0" in text
     assert ("dsspn", "joint", 200) in runs and ("flat", "joint", 200) in runs  # 2 x 100
+
+
+@pytest.fixture
+def zeroshot_benchmark(monkeypatch):
+    # Run as a script, benchmarks/zeroshot.py finds ablation.py beside it: the same here.
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    return load_benchmark("zeroshot")
+
+
+def _zeroshot_run(head, seed, scores, trained=30.0):
+    zero_shot = {name: {"mIoU": v, "mIoU_named": v + 5, "pixel_acc": 50.0, "images": 8,
+                        "split": "val", "unnamed": ["void"] if name == "camvid" else [],
+                        "shared": []}
+                 for name, v in scores.items()}
+    return {"head": head, "seed": seed, "holdout": "cityscapes",
+            "trained_on": ["coco", "ade", "mapillary"], "steps": 300, "zero_shot": zero_shot,
+            "harmonic_mean": {"mIoU": 20.0, "mIoU_named": 25.0},
+            "trained": {"coco": trained, "ade": trained, "mapillary": trained},
+            "images_per_s": 10.0, "seconds": 100.0}
+
+
+def test_the_zero_shot_table_averages_seeds_and_gives_the_gap_to_flat(zeroshot_benchmark):
+    assert zeroshot_benchmark.trained_on("cityscapes") == ["coco", "ade", "mapillary"]
+    assert zeroshot_benchmark.tested_on("coco") == ["coco", "camvid", "voc"]
+    results = [_zeroshot_run("dsspn", 0, {"cityscapes": 30.0, "camvid": 20.0, "voc": 10.0}),
+               _zeroshot_run("dsspn", 1, {"cityscapes": 32.0, "camvid": 22.0, "voc": 12.0}),
+               _zeroshot_run("flat", 0, {"cityscapes": 25.0, "camvid": 21.0, "voc": 10.0}),
+               _zeroshot_run("flat", 1, {"cityscapes": 27.0, "camvid": 23.0, "voc": 14.0})]
+    text = zeroshot_benchmark.table(results)
+    assert "cityscapes held out: trained on coco, ade, mapillary, 300 steps" in text
+    rows = [line.split() for line in text.splitlines()]
+    assert ["dsspn", "mean", "31.0", "(36.0)", "21.0", "(26.0)", "11.0", "(16.0)", "20.0",
+            "(25.0)", "30.0", "100"] in rows
+    assert ("DSSPN - flat, mIoU: cityscapes +5.0, camvid -1.0, voc -1.0, harmonic mean "
+            "+0.0, trained +0.0") in text
+    assert "  camvid: unnamed: void" in text
+    assert "  voc: the tree names every class" in text
+
+
+def test_the_zero_shot_benchmark_runs_tiny(zeroshot_benchmark, tmp_path, capsys):
+    """Both heads trained on three sample datasets with a tree of theirs alone, scored
+    zero-shot on the fourth and the held-out sets; the JSON gives the table back."""
+    out = tmp_path / "zeroshot.json"
+    assert zeroshot_benchmark.main(["--quick", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    payload = json.loads(out.read_text())
+    assert [(r["head"], r["seed"]) for r in payload["runs"]] == [("dsspn", 0), ("flat", 0)]
+    for run in payload["runs"]:
+        assert run["trained_on"] == ["coco", "ade", "mapillary"]
+        assert list(run["zero_shot"]) == ["cityscapes", "camvid", "voc"]
+        assert {s["split"] for s in run["zero_shot"].values()} == {"val", "test"}
+        assert set(run["trained"]) == {"coco", "ade", "mapillary"}
+        assert 0 <= run["harmonic_mean"]["mIoU"] <= run["harmonic_mean"]["mIoU_named"] <= 100
+    assert payload["table"] in printed
+    assert zeroshot_benchmark.main(["--table", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == payload["table"]
