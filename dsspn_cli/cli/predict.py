@@ -58,7 +58,7 @@ def predict_command(
 ):
     """Segment images with a trained model: for each image NAME, write NAME_labels.png
     (label ids), NAME_color.png, NAME_overlay.png and NAME_legend.png (and NAME.json with
-    --json) into the output folder."""
+    --json) into the output folder; with --html, index.html to explore them in a browser."""
     from dsspn_cli.console import console, track
     from dsspn_cli.engine.predict import SUFFIXES, predict
 
