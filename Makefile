@@ -35,10 +35,10 @@ demo: setup
 	$(BIN)/dsspn evaluate $(DEMO)/run/checkpoints/best.pt $(foreach s,$(SETS),--data $(s)) \
 		--json $(DEMO)/scores.json
 	$(BIN)/dsspn predict $(SAMPLE)/cityscapes/leftImg8bit/val --model $(DEMO)/run/checkpoints/best.pt \
-		--dataset cityscapes --out $(DEMO)/predictions --json
+		--dataset cityscapes --out $(DEMO)/predictions --json --html
 	$(BIN)/dsspn evaluate $(DEMO)/run/checkpoints/best.pt --data camvid=$(SAMPLE)/held-out/camvid \
 		--data voc=$(SAMPLE)/held-out/voc --json $(DEMO)/zeroshot.json
-	@echo "results in $(DEMO)/: concept-tree.png, run/ (checkpoints, metrics.jsonl, curves.png), scores.json, predictions/, zeroshot.json"
+	@echo "results in $(DEMO)/: concept-tree.png, run/ (checkpoints, metrics.jsonl, curves.png), scores.json, predictions/ (open predictions/index.html), zeroshot.json"
 
 test: setup
 	$(BIN)/ruff check .
