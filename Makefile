@@ -29,6 +29,7 @@ demo: setup
 	rm -rf $(DEMO)
 	$(BIN)/dsspn hierarchy merge coco ade cityscapes mapillary -o $(DEMO)/concept-tree.yaml
 	$(BIN)/dsspn hierarchy show $(DEMO)/concept-tree.yaml --format png -o $(DEMO)/concept-tree.png
+	$(BIN)/dsspn hierarchy show $(DEMO)/concept-tree.yaml --format html -o $(DEMO)/concept-tree.html
 	$(BIN)/dsspn data sample $(SAMPLE)
 	$(BIN)/dsspn train $(foreach s,$(SETS),--data $(s)) --out $(DEMO)/run --backbone resnet18 \
 		--output-stride 16 --crop 112 --iters 600 --lr 0.01 --checkpoint-every 200 --val-every 200
@@ -38,7 +39,7 @@ demo: setup
 		--dataset cityscapes --out $(DEMO)/predictions --json --html
 	$(BIN)/dsspn evaluate $(DEMO)/run/checkpoints/best.pt --data camvid=$(SAMPLE)/held-out/camvid \
 		--data voc=$(SAMPLE)/held-out/voc --json $(DEMO)/zeroshot.json
-	@echo "results in $(DEMO)/: concept-tree.png, run/ (checkpoints, metrics.jsonl, curves.png), scores.json, predictions/ (open predictions/index.html), zeroshot.json"
+	@echo "results in $(DEMO)/: concept-tree.png and .html, run/ (checkpoints, metrics.jsonl, curves.png), scores.json, predictions/ (open predictions/index.html), zeroshot.json"
 
 test: setup
 	$(BIN)/ruff check .
