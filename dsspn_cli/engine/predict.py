@@ -39,6 +39,7 @@ from dsspn_cli.engine.infer import (
     predict_array,
     tile_spans,
 )
+from dsspn_cli.engine.video import predict_video, prepare_videos, split_videos
 from dsspn_cli.errors import UserError
 from dsspn_cli.files import atomic_write_bytes, check_output, kind_of, stat_path
 
@@ -360,7 +361,7 @@ class Predictor:
         concepts, confidence = self.run(image)
         labels = self.labels(concepts)
         colour = self.colours[concepts]
-        overlay = ((image.astype(np.uint16) + colour) // 2).astype(np.uint8)
+        overlay = blend(image, colour)
         rows = self.summary(concepts, confidence)
         base = out / job.stem
 
@@ -369,8 +370,7 @@ class Predictor:
             return atomic_write_bytes(f"{base}{suffix}", data, within=out)
 
         written = [
-            write("_labels.png", _png(Image.fromarray(
-                labels.astype(np.uint16 if self.sixteen_bit else np.uint8)))),
+            write("_labels.png", self.label_png(labels)),
             write("_color.png", _png(Image.fromarray(colour))),
             write("_overlay.png", _png(Image.fromarray(overlay))),
             write("_legend.png", legend_png(rows, self.colours, job.image.name)),
@@ -380,6 +380,18 @@ class Predictor:
                    "size": [int(image.shape[0]), int(image.shape[1])], "concepts": rows}
             written.append(write(".json", (json.dumps(doc, indent=1) + "\n").encode()))
         return written
+
+
+    def label_png(self, labels: np.ndarray) -> bytes:
+        """``NAME_labels.png``'s bytes: 8-bit, or 16-bit when the ids exceed 255."""
+        from PIL import Image
+
+        return _png(Image.fromarray(labels.astype(np.uint16 if self.sixteen_bit else np.uint8)))
+
+
+def blend(image: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """The overlay: photo and colour map 50/50."""
+    return ((image.astype(np.uint16) + colour) // 2).astype(np.uint8)
 
 
 def _shared_path(paths: list[list[str]]) -> list[str]:
@@ -457,6 +469,7 @@ class PredictReport:
     images: list[Path] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     device: str = "cpu"
+    videos: list = field(default_factory=list)        # a VideoReport per video
 
 
 def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
@@ -464,17 +477,24 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
             level: int | None = None, as_json: bool = False, tile: int = TILE,
             device: str = "auto", precision: str = "fp32", workers: int = 2,
             classes: str | None = None, labelset: str | Path | None = None,
-            track: Track | None = None) -> PredictReport:
+            track: Track | None = None, every: int = 1,
+            frames: str | Path | None = None) -> PredictReport:
     """Predict every image of ``inputs`` (files and folders) with the checkpoint's model and
     write the outputs into ``out``; ``workers`` processes decode the images.
-    ``track(items, total, what)`` may wrap the image loop (a progress bar)."""
+    ``track(items, total, what)`` may wrap the image loop (a progress bar).
+    Videos among the inputs (``video.split_videos``) are predicted one frame in ``every``
+    into ``OUT/<stem>_overlay.mp4``, their label maps into ``frames`` if given; ``track``
+    then also wraps their frame loops, with ``unit="frames"``."""
     if tile < MIN_TILE:
         raise UserError(f"--tile {tile}: tiles must be at least {MIN_TILE} pixels")
     if level is not None and level < 0:
         raise UserError(f"--level {level}: give a depth of 0 or more (0 = the root)")
     out = check_output(out, folder=True)
-    jobs = find_images(inputs)
+    videos, image_inputs = split_videos(inputs)
+    jobs = find_images(image_inputs) if image_inputs or not videos else []
     check_images(jobs, out, as_json, reads=[*inputs, checkpoint, labelset])
+    clips = prepare_videos(videos, out, every=every, frames=frames,
+                           reads=[*inputs, checkpoint, labelset])
     from dsspn_cli.data.loading import reading
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.infer import ImageFiles, image_loader
@@ -501,10 +521,15 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
             job = jobs[item["index"]]
             report.files += predictor.write(job, item["image"].numpy(), out, as_json)
             report.images.append(job.image)
+    for clip in clips:
+        report.videos.append(predict_video(predictor, clip, out, every=every, frames=frames,
+                                           track=track))
+        report.files.append(report.videos[-1].output)
     return report
 
 
 __all__ = ["predict", "predict_array", "tile_spans", "find_images", "choose_classes",
            "ClassChoice", "concept_palette", "label_colours", "legend_png", "legend_text",
+           "blend",
            "Predictor",
            "PredictReport", "ImageJob", "SUFFIXES", "MIN_TILE"]
