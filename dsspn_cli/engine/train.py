@@ -145,6 +145,7 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
     from dsspn_cli.engine.checkpoint import load_checkpoint, save_checkpoint
     from dsspn_cli.engine.evaluate import evaluate
     from dsspn_cli.engine.faults import Interrupted, restart_count
+    from dsspn_cli.engine.hooks import validation_pictures
     from dsspn_cli.engine.loop import Trainer
     from dsspn_cli.hierarchy.tables import MaskingTable
     from dsspn_cli.hierarchy.tree import load_tree
@@ -222,7 +223,9 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
         return {d.name: evaluate(model, d, world, precision=config.precision,
                                  workers=config.workers) for d in val_sets}
 
-    checkpointer, hooks = build_hooks(config, run, world, console, save, validate, best)
+    checkpointer, hooks = build_hooks(config, run, world, console, save, validate, best,
+                                      lambda: validation_pictures(model, tree, val_sets,
+                                                                  config.precision))
     model.train()
     trainer = Trainer(_distributed(model, world), loader, sampler, optimizer, scheduler,
                       scaler, world, total=total, step=step, dtype=dtype, stop=stop,
@@ -250,15 +253,15 @@ def _train(config: TrainConfig, resume: bool, world: World, console, stop_at, st
 
 
 def build_hooks(config: TrainConfig, run: RunFolder, world: World, console, save, validate,
-                best: float):
-    """The loop's hooks, in the order they act after a step: metrics, validation (best.pt),
-    checkpoints, progress; curves at the end."""
+                best: float, pictures=None):
+    """The loop's hooks, in the order they act after a step: metrics, validation (best.pt;
+    ``pictures`` for TensorBoard), checkpoints, progress; curves at the end."""
     from dsspn_cli.engine.hooks import Checkpointer, Curves, MetricsLog, Progress, Validation
 
     checkpointer = Checkpointer(run, save, config.checkpoint_every, config.keep)
     checkpointer.best = best
     validation = Validation(run, validate, config.val_every or config.checkpoint_every,
-                            checkpointer)
+                            checkpointer, pictures)
     progress = Progress(console, world.main and console is not None)
     return checkpointer, [MetricsLog(run, config.log_every), validation, checkpointer,
                           progress, Curves(run)]
