@@ -6,11 +6,17 @@ data's Cityscapes layout), encoded with libx264; its decoded frames are written 
 so both paths predict exactly the same pixels. Each path is timed over its frame loop, model
 loading left out (the same for both): for the images, from the loop's start to the last
 image's files written (``predict``'s progress hook); for the video, ``VideoReport.seconds``,
-from the threads' start to the finished file renamed into place. One warm-up call first,
+from the threads' start to the finished file renamed into place. A third figure is the
+model alone on the same frames already in memory (``Predictor.run``, nothing read or
+written): the most either path can reach. One warm-up call first,
 then the paths alternate ``--repeats`` times and the best of each is kept.
 
+``--threads N`` sets torch's threads. On a machine other jobs keep busy, use 1: with two,
+every parallel region of the model waits for both threads to be scheduled, and the figures
+swing three- to tenfold from run to run whatever the path.
+
     python benchmarks/video.py [--frames 60] [--size 256x512] [--device auto] \\
-        [--dataset cityscapes] [--model CKPT] [--repeats 2] [--json FILE]
+        [--dataset cityscapes] [--model CKPT] [--threads N] [--repeats 2] [--json FILE]
 """
 import argparse
 import json
@@ -106,6 +112,25 @@ def run_video(model, clip, out, args, frames_dir=None):
             "call_seconds": time.perf_counter() - started, "codec": video.codec}
 
 
+def run_model_alone(model, pngs, args):
+    from PIL import Image
+
+    from dsspn_cli.engine.checkpoint import load_model
+    from dsspn_cli.engine.predict import Predictor
+
+    device = resolve_device(args.device)
+    net, _, tree, _ = load_model(model, device)
+    dataset = tree.dataset_name(args.dataset) if args.dataset else None
+    predictor = Predictor(net, tree, dataset, device=device)
+    frames = [np.array(Image.open(path).convert("RGB")) for path in sorted(pngs.iterdir())]
+    started = time.perf_counter()
+    for frame in frames:
+        predictor.run(frame)
+    seconds = time.perf_counter() - started
+    return {"frames_per_s": len(frames) / seconds, "loop_seconds": seconds,
+            "call_seconds": seconds}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60)
@@ -114,6 +139,7 @@ def main():
     parser.add_argument("--dataset", default="cityscapes", help="'' for the tree's concepts")
     parser.add_argument("--model", type=Path, help="a checkpoint (default: random weights)")
     parser.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    parser.add_argument("--threads", type=int, help="torch's threads (default: its own)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -123,6 +149,8 @@ def main():
     except ImportError:
         sys.exit("benchmarks/video.py: needs PyAV: pip install 'dsspn[video]' (or pip install "
                  "av)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.split("x"))
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,9 +162,10 @@ def main():
         for png in sorted(pngs.iterdir())[:2]:
             (warm / png.name).write_bytes(png.read_bytes())
         predict(model, [warm], out=tmp / "out-warm", dataset=args.dataset, device=args.device)
-        rows = {"predict frames/*.png": [], "predict clip.mp4": [],
-                "predict clip.mp4 --frames DIR": []}
+        rows = {"model alone, frames in memory": [], "predict frames/*.png": [],
+                "predict clip.mp4": [], "predict clip.mp4 --frames DIR": []}
         for repeat in range(args.repeats):
+            rows["model alone, frames in memory"].append(run_model_alone(model, pngs, args))
             rows["predict frames/*.png"].append(
                 run_images(model, pngs, tmp / f"out-images-{repeat}", args, args.frames))
             rows["predict clip.mp4"].append(run_video(model, clip, tmp / f"out-video-{repeat}",
@@ -149,7 +178,7 @@ def main():
     threads = torch.get_num_threads()
     print(f"{args.frames} frames of {height}x{width}, DSSPN ResNet-18 "
           f"({'random weights' if args.model is None else args.model}), dataset "
-          f"{args.dataset or 'none (concepts)'}, {device} ({threads} torch threads, "
+          f"{args.dataset or 'none (concepts)'}, {device} (torch threads: {threads}, "
           f"{platform.processor() or platform.machine()}), torch {torch.__version__}, PyAV "
           f"{av.__version__}; best of {args.repeats}")
     print(f"| {'path':<32} | frames/s | loop s | call s | images fps / this |")

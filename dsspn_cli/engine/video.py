@@ -195,8 +195,6 @@ class LegendPanel:
     BACKGROUND, INK, FADED = (255, 255, 255), (20, 20, 20), (160, 160, 160)
 
     def __init__(self, predictor, height: int):
-        from dsspn_cli.engine.predict import legend_text
-
         self.predictor, self.height = predictor, height
         self.size = max(9, min(24, round(height / 36)))     # the font, in pixels
         self.row = round(self.size * 1.5)
@@ -206,11 +204,17 @@ class LegendPanel:
         self.first: dict[int, int] = {}         # value -> order of first appearance
         self.totals = np.zeros(len(predictor.value_names), dtype=np.int64)
         self.lines: dict[int, str] = {}         # value -> its name, fitted to the panel
+
+    def name(self, value: int) -> str:
+        """A value's line, as legend_png writes it ('vegetation [21] (plant-stuff)')."""
+        from dsspn_cli.engine.predict import legend_text
+
+        predictor = self.predictor
         named = predictor.dataset is not None or predictor.classes is not None
-        self.text = lambda value: legend_text({
-            "name": predictor.value_names[value], "concepts": predictor.value_concepts[value],
-            "label": (int(predictor.value_label[value])
-                      if named and predictor.value_label[value] >= 0 else None)})
+        label = int(predictor.value_label[value])
+        return legend_text({"name": predictor.value_names[value], "label": label if named
+                            and label >= 0 else None,
+                            "concepts": predictor.value_concepts[value]})
 
     def shown(self) -> tuple[list[int], int]:
         """The values on the rows, in order of first appearance, and how many seen are
@@ -243,7 +247,7 @@ class LegendPanel:
                            outline=(90, 90, 90))
             if value not in self.lines:
                 room = self.width - 3 * pad - swatch - share_width
-                self.lines[value] = _fitted(draw, self.text(value), self.font, room)
+                self.lines[value] = _fitted(draw, self.name(value), self.font, room)
             draw.text((2 * pad + swatch, top), self.lines[value], fill=ink, font=self.font)
             share = f"{100 * counts[value] / values.size:.1f}%"
             draw.text((self.width - pad - draw.textlength(share, font=self.font), top), share,
