@@ -381,7 +381,6 @@ class Predictor:
             written.append(write(".json", (json.dumps(doc, indent=1) + "\n").encode()))
         return written
 
-
     def label_png(self, labels: np.ndarray) -> bytes:
         """``NAME_labels.png``'s bytes: 8-bit, or 16-bit when the ids exceed 255."""
         from PIL import Image
@@ -530,6 +529,4 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
 
 __all__ = ["predict", "predict_array", "tile_spans", "find_images", "choose_classes",
            "ClassChoice", "concept_palette", "label_colours", "legend_png", "legend_text",
-           "blend",
-           "Predictor",
-           "PredictReport", "ImageJob", "SUFFIXES", "MIN_TILE"]
+           "blend", "Predictor", "PredictReport", "ImageJob", "SUFFIXES", "MIN_TILE"]
