@@ -7,6 +7,7 @@ import errno
 import os
 import secrets
 import stat
+from contextlib import contextmanager
 from pathlib import Path
 
 from dsspn_cli.errors import UserError, one_line, os_error, os_problem
@@ -368,6 +369,43 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *,
                 _unlink(temporary, fd)
             os.close(fd)
     return path
+
+
+@contextmanager
+def atomic_stream(path: str | os.PathLike, *, within: str | os.PathLike | None = None):
+    """``with atomic_stream(path) as stream: ...``: a binary file written piece by piece (a
+    video as it is encoded), through a temporary file beside ``path`` that is renamed into
+    place when the block ends without an error. On an error or a signal the temporary file
+    is removed and whatever was at ``path`` stays as it was: no half-written output, ever.
+    Links and special files are refused as by ``atomic_write_bytes``. What the block raises
+    passes through unchanged; failures of the file's own creation or rename are one line."""
+    path = Path(path)
+    fd = temporary = None
+    try:
+        try:
+            fd = _open_folder(path.parent, within)
+            _check_name(path, fd)
+            temporary, handle = _temporary(fd, path.name)
+        except OSError as exc:
+            raise UserError(one_line(f"{path}: cannot write: {os_problem(exc)}")) from None
+        with os.fdopen(handle, "w+b") as stream:       # w+: muxers seek back and read
+            yield stream
+            try:
+                stream.flush()
+                os.fsync(stream.fileno())
+            except OSError as exc:
+                raise UserError(one_line(f"{path}: cannot write: {os_problem(exc)}")) from None
+        try:
+            os.replace(temporary, path.name, src_dir_fd=fd, dst_dir_fd=fd)
+        except OSError as exc:
+            raise UserError(one_line(f"{path}: cannot write: {os_problem(exc)}")) from None
+        temporary = None
+        _sync(fd)
+    finally:
+        if fd is not None:
+            if temporary is not None:
+                _unlink(temporary, fd)
+            os.close(fd)
 
 
 def append_text(path: str | os.PathLike, text: str, *,

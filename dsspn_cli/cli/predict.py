@@ -17,8 +17,10 @@ MODEL_HELP = ("A checkpoint written by 'dsspn train' (default: $DSSPN_MODEL, els
 
 def predict_command(
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders (every .jpg, "
-                                        ".jpeg and .png inside, sub-folders too), after the "
-                                        "checkpoint when it is given first (CKPT IMAGE...)."),
+                                        ".jpeg and .png inside, sub-folders too), and video "
+                                        "files (.mp4, .mkv, .webm, .mov, .avi, ...; needs "
+                                        "PyAV), after the checkpoint when it is given first "
+                                        "(CKPT IMAGE...)."),
     model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
     classes: Optional[str] = typer.Option(None, "--classes", help="Only these, comma-"
                                           "separated (concept names, synsets or any WordNet "
@@ -55,15 +57,21 @@ def predict_command(
                               "(click, unfold, hover a pixel, cut at any depth); it opens from "
                               "disk. Per image NAME_page.js, NAME_thumb.jpg and NAME_photo.jpg "
                               "hold its data."),
+    every: int = typer.Option(1, "--every", min=1, help="Videos: predict one frame in N (the "
+                              "video then plays at its frame rate / N, lasting as long)."),
+    frames: Optional[Path] = typer.Option(None, "--frames", help="Videos: also write each "
+                                          "predicted frame's label map as "
+                                          "DIR/<stem>_<frame:06d>_labels.png."),
 ):
     """Segment images with a trained model: for each image NAME, write NAME_labels.png
     (label ids), NAME_color.png, NAME_overlay.png and NAME_legend.png (and NAME.json with
-    --json) into the output folder; with --html, index.html to explore them in a browser."""
+    --json) into the output folder; with --html, index.html to explore them in a browser;
+    for a video STEM.mp4, STEM_overlay.mp4 with a legend."""
     from dsspn_cli.console import console, track
     from dsspn_cli.engine.predict import SUFFIXES, predict
 
-    def bar(items, total, what):
-        return track(items, total, what, console(stderr=True), "images")
+    def bar(items, total, what, unit="images"):
+        return track(items, total, what, console(stderr=True), unit)
 
     if inputs and _is_checkpoint(inputs[0]):       # 'dsspn predict CKPT IMAGE...', as evaluate
         checkpoint, inputs = chosen_model(inputs[0], model), inputs[1:]
@@ -72,16 +80,27 @@ def predict_command(
     report = predict(checkpoint, inputs, dataset=dataset, out=out, level=level,
                      as_json=as_json, tile=tile, device=device, precision=precision,
                      workers=workers, classes=classes, labelset=labelset, track=bar,
-                     html=html)
+                     html=html, every=every, frames=frames)
     count = len(report.images)
     what = ("the chosen classes' ids" if classes or labelset else
             f"{report.dataset} label ids" if report.dataset is not None else "concept ids")
     names = ", ".join(SUFFIXES) + (", .json" if as_json else "")
-    console().print(
-        f"predicted {count} image{'s' if count != 1 else ''} ({what}, {report.device}) "
-        f"into {out}: NAME{names}")
-    if html:
+    if count or not report.videos:
+        console().print(
+            f"predicted {count} image{'s' if count != 1 else ''} ({what}, {report.device}) "
+            f"into {out}: NAME{names}")
+    if html and count:
         console().print(f"open {out / 'index.html'} in a browser to explore them")
+    for video in report.videos:
+        console().print(video_line(video, what, report.device))
+
+
+def video_line(video, what: str, device: str) -> str:
+    """The last line of a video's prediction: frames, frames per second, where it went."""
+    one_in = f", 1 in {video.every} of {video.decoded}" if video.every > 1 else ""
+    maps = f"; label maps in {video.frames_dir}" if video.label_maps else ""
+    return (f"predicted {video.frames} frames of {video.video}{one_in} ({what}, {device}) "
+            f"at {video.fps:.1f} frames/s into {video.output} ({video.codec}){maps}")
 
 
 def _is_checkpoint(path: Path) -> bool:

@@ -1,11 +1,14 @@
 """What happens around the training steps, one hook per job (detectron2's HookBase): the
-metrics log, the progress display, validation with the best model kept, checkpoints, and the
-curves. The loop (``loop.Trainer``) calls every hook after every step, in order; each one
-decides from ``trainer.step`` whether it has work."""
+metrics log, the progress display, validation with the best model kept (and a few of its
+images in TensorBoard), checkpoints, and the curves. The loop (``loop.Trainer``) calls every
+hook after every step, in order; each one decides from ``trainer.step`` whether it has
+work."""
 
 from __future__ import annotations
 
 import time
+
+import numpy as np
 
 from dsspn_cli.engine.run import RunFolder
 
@@ -37,6 +40,10 @@ class MetricsLog(Hook):
         if trainer.world.main and trainer.record and due(trainer, self.every):
             self.run.log(trainer.record)
 
+    def after_train(self, trainer) -> None:
+        if trainer.world.main:
+            self.run.close_board()
+
 
 class Checkpointer(Hook):
     """A checkpoint every ``every`` steps, at the end, and when the run is asked to stop; the
@@ -64,12 +71,15 @@ class Checkpointer(Hook):
 class Validation(Hook):
     """Validation every ``every`` steps and at the end (not when stopping on a signal), on
     every rank (each scores its share; the scores are the same everywhere, so every rank
-    agrees on the best): the scores and the seconds it took go to metrics.jsonl, and a
-    better mean mIoU is checkpointed as best.pt."""
+    agrees on the best): the scores, the IoU per tree level and the seconds it took go to
+    metrics.jsonl (and TensorBoard), and a better mean mIoU is checkpointed as best.pt.
+    ``pictures()``: a few validation images with their overlays for TensorBoard
+    (``validation_pictures``), drawn by rank 0."""
 
-    def __init__(self, run: RunFolder, validate, every: int, checkpointer: Checkpointer):
+    def __init__(self, run: RunFolder, validate, every: int, checkpointer: Checkpointer,
+                 pictures=None):
         self.run, self.validate, self.every = run, validate, every
-        self.checkpointer = checkpointer
+        self.checkpointer, self.pictures = checkpointer, pictures
 
     def after_step(self, trainer) -> None:
         if trainer.signum or not due(trainer, self.every):
@@ -83,13 +93,62 @@ class Validation(Hook):
             self.run.log({"step": trainer.step, "val_mIoU": mean,
                           "val_seconds": round(time.perf_counter() - started, 3), "val": {
                               name: {m: s[m] for m in ("mIoU", "pixel_acc", "mean_acc",
-                                                       "images")}
+                                                       "images", "iou_per_level") if m in s}
                               for name, s in scores.items()}})
+            if self.pictures is not None:
+                self.run.log_images(trainer.step, self.pictures())
         if mean > self.checkpointer.best:
             self.checkpointer.best = mean
             self.checkpointer.save(trainer)
             if trainer.world.main:
                 self.run.link(self.run.last, self.run.best)
+
+
+# ------------------------------------------------------------------ validation pictures
+
+PICTURES = 4            # validation images in TensorBoard, the same ones at every validation
+PICTURE_WIDTH = 1536    # pixels at most, the three panels together
+
+
+def validation_pictures(model, tree, datasets, precision: str = "fp32",
+                        count: int = PICTURES) -> list[tuple[str, np.ndarray]]:
+    """``count`` fixed validation images, shared out over the datasets and spread evenly
+    over each (``train.spread``), each drawn as photo | prediction overlay | ground-truth
+    overlay side by side (in the dataset's label colours, through predict's inference and
+    colours; unlabelled pixels show the photo), scaled down to ``PICTURE_WIDTH``.
+    Returns (``val_images/<dataset>/<image key>``, H x W x 3 uint8) pairs."""
+    from PIL import Image
+
+    from dsspn_cli.engine.predict import Predictor, blend
+    from dsspn_cli.engine.train import spread
+
+    core = getattr(model, "module", model)
+    was_training = core.training
+    core.eval()                         # batch norm's running statistics, as validation
+    pictures = []
+    try:
+        for k, dataset in enumerate(datasets):
+            share = count // len(datasets) + (k < count % len(datasets))
+            if not share:
+                continue
+            predictor = Predictor(core, tree, dataset.name, precision=precision)
+            for index in spread(len(dataset), share):
+                image, concepts = dataset.load(index)
+                image = np.array(image)         # Pillow's arrays are read-only; torch warns
+                values, _ = predictor.run(image)
+                truth = np.where(concepts[..., None] >= 0,
+                                 predictor.colours[concepts.clip(min=0)], image)
+                picture = np.concatenate([image, blend(image, predictor.colours[values]),
+                                          blend(image, truth)], axis=1)
+                if picture.shape[1] > PICTURE_WIDTH:
+                    height = max(1, round(picture.shape[0] * PICTURE_WIDTH / picture.shape[1]))
+                    picture = np.asarray(Image.fromarray(picture).resize(
+                        (PICTURE_WIDTH, height), Image.BILINEAR))
+                pictures.append((f"val_images/{dataset.name}/{dataset.samples[index].key}",
+                                 picture))
+    finally:
+        core.train(was_training)
+    return pictures
 
 
 class Progress(Hook):
@@ -130,4 +189,5 @@ class Curves(Hook):
             self.run.plot_curves()
 
 
-__all__ = ["Hook", "MetricsLog", "Checkpointer", "Validation", "Progress", "Curves", "due"]
+__all__ = ["Hook", "MetricsLog", "Checkpointer", "Validation", "Progress", "Curves", "due",
+           "validation_pictures", "PICTURES"]

@@ -40,6 +40,7 @@ from dsspn_cli.engine.infer import (
     tile_spans,
 )
 from dsspn_cli.engine.options import check_options
+from dsspn_cli.engine.video import predict_video, prepare_videos, split_videos
 from dsspn_cli.errors import UserError
 from dsspn_cli.files import atomic_write_bytes, check_output, kind_of, stat_path
 
@@ -368,7 +369,7 @@ class Predictor:
         concepts, confidence = self.run(image)
         labels = self.labels(concepts)
         colour = self.colours[concepts]
-        overlay = ((image.astype(np.uint16) + colour) // 2).astype(np.uint8)
+        overlay = blend(image, colour)
         rows = self.summary(concepts, confidence)
         base = out / job.stem
 
@@ -377,8 +378,7 @@ class Predictor:
             return atomic_write_bytes(f"{base}{suffix}", data, within=out)
 
         written = [
-            write("_labels.png", _png(Image.fromarray(
-                labels.astype(np.uint16 if self.sixteen_bit else np.uint8)))),
+            write("_labels.png", self.label_png(labels)),
             write("_color.png", _png(Image.fromarray(colour))),
             write("_overlay.png", _png(Image.fromarray(overlay))),
             write("_legend.png", legend_png(rows, self.colours, job.image.name)),
@@ -404,6 +404,17 @@ class Predictor:
                 "dataset" if self.dataset is not None else "concepts")
         return PredictionPages(out, nodes, value_nodes, {
             "mode": mode, "dataset": self.dataset, "level": self.level, "model": model})
+
+    def label_png(self, labels: np.ndarray) -> bytes:
+        """``NAME_labels.png``'s bytes: 8-bit, or 16-bit when the ids exceed 255."""
+        from PIL import Image
+
+        return _png(Image.fromarray(labels.astype(np.uint16 if self.sixteen_bit else np.uint8)))
+
+
+def blend(image: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """The overlay: photo and colour map 50/50."""
+    return ((image.astype(np.uint16) + colour) // 2).astype(np.uint8)
 
 
 def _shared_path(paths: list[list[str]]) -> list[str]:
@@ -481,6 +492,7 @@ class PredictReport:
     images: list[Path] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     device: str = "cpu"
+    videos: list = field(default_factory=list)        # a VideoReport per video
 
 
 def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
@@ -488,15 +500,22 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
             level: int | None = None, as_json: bool = False, tile: int = TILE,
             device: str = "auto", precision: str = "fp32", workers: int = 2,
             classes: str | None = None, labelset: str | Path | None = None,
-            track: Track | None = None, html: bool = False) -> PredictReport:
+            track: Track | None = None, html: bool = False, every: int = 1,
+            frames: str | Path | None = None) -> PredictReport:
     """Predict every image of ``inputs`` (files and folders) with the checkpoint's model and
     write the outputs into ``out``; ``workers`` processes decode the images.
     ``track(items, total, what)`` may wrap the image loop (a progress bar). ``html``: also
-    the page of them all, ``out/index.html`` (``dsspn_cli.pages.predictions``)."""
+    the page of the images, ``out/index.html`` (``dsspn_cli.pages.predictions``).
+    Videos among the inputs (``video.split_videos``) are predicted one frame in ``every``
+    into ``OUT/<stem>_overlay.mp4``, their label maps into ``frames`` if given; ``track``
+    then also wraps their frame loops, with ``unit="frames"``."""
     torch_device = check_options(tile=tile, level=level, device=device, precision=precision)
     out = check_output(out, folder=True)
-    jobs = find_images(inputs)
+    videos, image_inputs = split_videos(inputs)
+    jobs = find_images(image_inputs) if image_inputs or not videos else []
     check_images(jobs, out, as_json, reads=[*inputs, checkpoint, labelset], html=html)
+    clips = prepare_videos(videos, out, every=every, frames=frames,
+                           reads=[*inputs, checkpoint, labelset])
     from dsspn_cli.data.loading import reading
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.infer import ImageFiles, image_loader
@@ -508,7 +527,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     choice = choose_classes(tree, classes, labelset, unions=True)
     predictor = Predictor(model, tree, dataset, level, tile, torch_device, precision, choice)
     report = PredictReport(out, dataset, device=str(torch_device))
-    page = predictor.pages(out, Path(checkpoint).name) if html else None
+    page = predictor.pages(out, Path(checkpoint).name) if html and jobs else None
     loader = image_loader(ImageFiles([job.image for job in jobs]), range(len(jobs)), workers,
                           torch_device)
     with reading(loader) as items:
@@ -523,10 +542,13 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
             report.images.append(job.image)
     if page is not None:
         report.files.append(page.finish())
+    for clip in clips:
+        report.videos.append(predict_video(predictor, clip, out, every=every, frames=frames,
+                                           track=track))
+        report.files.append(report.videos[-1].output)
     return report
 
 
 __all__ = ["predict", "predict_array", "tile_spans", "find_images", "choose_classes",
            "ClassChoice", "concept_palette", "label_colours", "legend_png", "legend_text",
-           "Predictor",
-           "PredictReport", "ImageJob", "SUFFIXES", "MIN_TILE"]
+           "blend", "Predictor", "PredictReport", "ImageJob", "SUFFIXES", "MIN_TILE"]

@@ -6,7 +6,10 @@
     RUN/checkpoints/best.pt         the one with the best mean validation mIoU
     RUN/metrics.jsonl               one JSON record per logged step or validation
     RUN/curves.png                  training loss and validation mIoU against the step
-    RUN/tensorboard/                the same scalars, when TensorBoard is installed
+    RUN/tensorboard/                TensorBoard's events: the same scalars, each
+                                    validation's scores per dataset and IoU per tree level,
+                                    and a few validation images with their overlays
+                                    (``tensorboard --logdir runs``)
 
 Only rank 0 writes here. Every file is written atomically (a temporary file, then a rename),
 and every path below the run folder is checked for links and special files before the work
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 from dsspn_cli.engine.faults import BAD_FILES, SCAN_FILE
@@ -30,6 +34,7 @@ from dsspn_cli.files import (
 )
 
 SCALARS = ("loss", "lr", "images_per_s", "val_mIoU")
+VAL_SCALARS = ("mIoU", "pixel_acc", "mean_acc")        # per dataset, at each validation
 
 # Every path a run writes in its folder, for the check before the work (check_output's
 # 'writes'); 'finetune-*/' are the universal schedule's stages, run folders themselves.
@@ -75,6 +80,7 @@ class RunFolder:
         self.metrics = self.root / "metrics.jsonl"
         self.curves = self.root / "curves.png"
         self._board = None
+        self._purge_step = None     # resuming: TensorBoard drops what was logged from here
 
     def step_checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:07d}.pt"
@@ -87,25 +93,56 @@ class RunFolder:
     # ------------------------------------------------------------------------------ metrics
 
     def log(self, record: dict) -> None:
-        """A line of metrics.jsonl, and TensorBoard scalars when TensorBoard is installed."""
+        """A line of metrics.jsonl, and its numbers as TensorBoard scalars: ``SCALARS``, and
+        of a validation (``record["val"]``) each dataset's scores as ``val/<dataset>/mIoU``
+        and its IoU per tree level as ``iou_per_level/<dataset>/level_<depth>``."""
         append_text(self.metrics, json.dumps(record) + "\n", within=self.root)
         board = self.board()
-        if board is not None:
-            for key in SCALARS:
-                if isinstance(record.get(key), (int, float)):
-                    board.add_scalar(key, record[key], record["step"])
-            board.flush()
+        if board is None:
+            return
+        step = record["step"]
+        for key in SCALARS:
+            if _number(record.get(key)):
+                board.add_scalar(key, record[key], step)
+        for name, scores in (record.get("val") or {}).items():
+            for key in VAL_SCALARS:
+                if _number(scores.get(key)):
+                    board.add_scalar(f"val/{name}/{key}", scores[key], step)
+            for level, iou in (scores.get("iou_per_level") or {}).items():
+                if _number(iou):
+                    board.add_scalar(f"iou_per_level/{name}/level_{level}", iou, step)
+        board.flush()
+
+    def log_images(self, step: int, pictures) -> None:
+        """Pictures (tag, H x W x 3 uint8) as TensorBoard images at ``step``."""
+        board = self.board()
+        if board is None:
+            return
+        for tag, picture in pictures:
+            board.add_image(tag, picture, step, dataformats="HWC")
+        board.flush()
 
     def board(self):
+        """The run's TensorBoard writer (a dependency; a broken install is said once, and
+        the run goes on with metrics.jsonl alone)."""
         if self._board is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:          # TensorBoard is optional
+            except ImportError as exc:
+                warnings.warn(f"TensorBoard cannot be imported ({exc}): this run logs to "
+                              "metrics.jsonl only; pip install tensorboard", stacklevel=2)
                 self._board = False
             else:
                 folder = make_folder(self.root / "tensorboard", within=self.root)
-                self._board = SummaryWriter(str(folder))
+                self._board = SummaryWriter(str(folder), purge_step=self._purge_step)
         return self._board or None
+
+    def close_board(self) -> None:
+        """Write out and close the TensorBoard events (its writer thread ends). A later log
+        opens a new events file, which must not drop this session's events again."""
+        if self._board:
+            self._board.close()
+        self._board, self._purge_step = None, None
 
     def records(self) -> list[dict]:
         """metrics.jsonl's records; a line cut short by a kill is passed over."""
@@ -129,6 +166,10 @@ class RunFolder:
         for folder in (self.root, self.checkpoints):
             for stale in folder.glob(".*.tmp") if folder.is_dir() else []:
                 stale.unlink(missing_ok=True)
+        if step is not None:
+            # TensorBoard's events are appended files: its writer marks the step from which
+            # the earlier ones are to be dropped (a resume from -1 drops them all).
+            self._purge_step = step + 1
         if step is not None and self.metrics.is_file():
             kept = [r for r in self.records() if r["step"] <= step]
             atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept),
@@ -170,6 +211,10 @@ class RunFolder:
         left.set_title(f"{self.root.name}: training")
         figure.tight_layout()
         atomic_write_bytes(self.curves, png_bytes(figure, dpi=120), within=self.root)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 __all__ = ["RunFolder", "FILES", "WRITES", "earlier_run", "step_files"]

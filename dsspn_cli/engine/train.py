@@ -258,7 +258,8 @@ class TrainingRun:
 
         config = self.config
         self.checkpointer, hooks = build_hooks(config, self.folder, self.world, self.console,
-                                               self.save, self.validate, self.best)
+                                               self.save, self.validate, self.best,
+                                               self.pictures)
         self.model.train()
         trainer = Trainer(_distributed(self.model, self.world), self.loader, self.sampler,
                           self.optimizer, self.scheduler, self.scaler, self.world,
@@ -293,6 +294,12 @@ class TrainingRun:
         return {d.name: evaluate(self.model, d, self.world, precision=self.config.precision,
                                  workers=self.config.workers) for d in self.val_sets}
 
+    def pictures(self):
+        """A few fixed validation images with their predictions, for TensorBoard."""
+        from dsspn_cli.engine.hooks import validation_pictures
+
+        return validation_pictures(self.model, self.tree, self.val_sets, self.config.precision)
+
     def finish(self, trainer, stop_at) -> dict:
         """A stop by a signal told; the ranks checked to hold the same weights; the
         fine-tuning stages run. The final metrics."""
@@ -324,15 +331,15 @@ class TrainingRun:
 
 
 def build_hooks(config: TrainConfig, run: RunFolder, world: World, console, save, validate,
-                best: float):
-    """The loop's hooks, in the order they act after a step: metrics, validation (best.pt),
-    checkpoints, progress; curves at the end."""
+                best: float, pictures=None):
+    """The loop's hooks, in the order they act after a step: metrics, validation (best.pt;
+    ``pictures`` for TensorBoard), checkpoints, progress; curves at the end."""
     from dsspn_cli.engine.hooks import Checkpointer, Curves, MetricsLog, Progress, Validation
 
     checkpointer = Checkpointer(run, save, config.checkpoint_every, config.keep)
     checkpointer.best = best
     validation = Validation(run, validate, config.val_every or config.checkpoint_every,
-                            checkpointer)
+                            checkpointer, pictures)
     progress = Progress(console, world.main and console is not None)
     return checkpointer, [MetricsLog(run, config.log_every), validation, checkpointer,
                           progress, Curves(run)]
