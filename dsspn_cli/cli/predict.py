@@ -49,10 +49,24 @@ def predict_command(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16, fp16 (CUDA) or "
                                   "auto (bf16 where the GPU has it)."),
     workers: int = typer.Option(2, "--workers", min=0, help="Processes decoding images."),
+    hedge: Optional[float] = typer.Option(None, "--hedge", help="Hedged prediction at this "
+                                          "target accuracy (0.9: right on nine pixels in "
+                                          "ten): each pixel stops at the deepest concept "
+                                          "on its path whose confidence keeps it, 'vehicle' "
+                                          "where 'bus' is a guess; the threshold comes from "
+                                          "the calibration 'dsspn evaluate CKPT --hedge' "
+                                          "saves."),
+    hedge_threshold: Optional[float] = typer.Option(None, "--hedge-threshold", help="Hedged "
+                                                    "prediction at this confidence, 0 (none) "
+                                                    "to 1 (every pixel at the root)."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="With --hedge: "
+                                               "the calibration file (default: beside the "
+                                               "checkpoint, CKPT.hedging.json)."),
 ):
     """Segment images with a trained model: for each image NAME, write NAME_labels.png
     (label ids), NAME_color.png, NAME_overlay.png and NAME_legend.png (and NAME.json with
-    --json) into the output folder."""
+    --json) into the output folder. --hedge: stop each pixel higher in the tree where the
+    model is unsure."""
     from dsspn_cli.console import console, track
     from dsspn_cli.engine.predict import SUFFIXES, predict
 
@@ -65,10 +79,16 @@ def predict_command(
         checkpoint = chosen_model(model)
     report = predict(checkpoint, inputs, dataset=dataset, out=out, level=level,
                      as_json=as_json, tile=tile, device=device, precision=precision,
-                     workers=workers, classes=classes, labelset=labelset, track=bar)
+                     workers=workers, classes=classes, labelset=labelset, track=bar,
+                     hedge=hedge, hedge_threshold=hedge_threshold, calibration=calibration)
     count = len(report.images)
     what = ("the chosen classes' ids" if classes or labelset else
             f"{report.dataset} label ids" if report.dataset is not None else "concept ids")
+    if report.hedge is not None:
+        source = report.hedge_source
+        what += f", hedged at threshold {report.hedge:g}" + (
+            f" for accuracy {source['target']:g} ({source['calibration']}, curve "
+            f"'{source['curve']}': {100 * source['accuracy']:.1f}%)" if source else "")
     names = ", ".join(SUFFIXES) + (", .json" if as_json else "")
     console().print(
         f"predicted {count} image{'s' if count != 1 else ''} ({what}, {report.device}) "
