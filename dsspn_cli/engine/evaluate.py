@@ -79,8 +79,8 @@ def write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
 def predictions(core, dataset, world, indices, infer: Inference, workers: int = 0,
                 track: Track = no_track, whole: bool = False):
     """(item, class or concept map) for this rank's share of ``indices`` of ``dataset``
-    (``whole``: all ``infer`` returns, as it returns it),
-    decoded by ``workers`` processes and run through ``infer``, with the model in eval mode
+    (``whole``: all that ``infer`` returns), decoded by ``workers`` processes and run
+    through ``infer``, with the model in eval mode
     meanwhile; a file that cannot be used stops the loop with its name. Read it inside
     ``contextlib.closing``, so that the loader's workers stop with the loop, also when the
     caller's body raises."""

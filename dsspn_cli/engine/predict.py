@@ -347,10 +347,14 @@ class Predictor:
 
     def depths(self, values: np.ndarray) -> dict[str, int]:
         """How many pixels stopped at each depth of the tree (0 = the root; a class at its
-        concept's), every depth down to the deepest present."""
+        concept's), every depth down to the deepest present; with classes, 'other' beside
+        (a pixel that left them has no depth among them)."""
         found = self.value_depth[values.ravel()]
-        counts = np.bincount(found[found >= 0], minlength=1)
-        return {str(d): int(n) for d, n in enumerate(counts)}
+        counts = {str(d): int(n) for d, n in
+                  enumerate(np.bincount(found[found >= 0], minlength=1))}
+        if self.classes is not None:
+            counts["other"] = int((found < 0).sum())
+        return counts
 
     def summary(self, values: np.ndarray, confidence: np.ndarray) -> list[dict]:
         """What the map holds, most pixels first (hedged: with the depth of each)."""

@@ -11,6 +11,10 @@ are descended on their own (``Descent.cells``): where the four cells a pixel int
 between take one path, so does the pixel (a sum of logits with positive weights keeps their
 order and their sign), so the result equals the descent of every pixel (``Descent.pixels``),
 which ``static`` and the softmax loss run.
+
+The same descent also gives each pixel's concept and confidence at every depth
+(``Descent.levels``): hedged prediction (``hedging.py``) stops a pixel at the deepest of them
+whose confidence exceeds a threshold, and evaluation sweeps every threshold from it at once.
 """
 
 from __future__ import annotations
