@@ -64,12 +64,28 @@ def evaluate_command(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16, fp16 (CUDA) or "
                                   "auto (bf16 where the GPU has it)."),
     workers: int = typer.Option(2, "--workers", min=0, help="Processes decoding images."),
+    hedge: bool = typer.Option(False, "--hedge", help="Also the accuracy-specificity curve "
+                               "of hedged prediction per dataset (each pixel stops at the "
+                               "deepest concept whose confidence exceeds a threshold, over a "
+                               "sweep of it): printed at target accuracies, in --json, and "
+                               "saved as the checkpoint's calibration for 'dsspn predict "
+                               "--hedge TARGET'."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="With --hedge: "
+                                               "save the calibration here (default: beside "
+                                               "the checkpoint, CKPT.hedging.json)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="With --hedge: draw the "
+                                        "curves as a PNG, a panel per dataset."),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="With --plot: draw "
+                                                 "the curves of an earlier 'evaluate --hedge "
+                                                 "--json' output beside these; repeat for "
+                                                 "several checkpoints."),
 ):
     """Mean IoU, pixel accuracy, mean class accuracy, per class and per tree level, with
     hierarchical prediction restricted to each dataset's concepts; a dataset outside the
     model's tree (VOC, CamVid, your own labels) zero-shot in its own classes; with several,
     their harmonic mean. Under torchrun --nproc_per_node N each process scores its share of
-    the images."""
+    the images. --hedge: the accuracy-specificity curve of hedged prediction, and its
+    calibration."""
     from dsspn_cli.console import add_row, console, table, track
     from dsspn_cli.engine.scoring import evaluate_checkpoint
 
@@ -83,7 +99,8 @@ def evaluate_command(
     report = evaluate_checkpoint(
         checkpoint, sets or None, split, labelsets=parse_labelsets(labelset, sets),
         device=device, precision=precision, tile=tile, workers=workers,
-        labels_out=labels_out, json_file=json_file, track=bar)
+        labels_out=labels_out, json_file=json_file, track=bar, hedge=hedge,
+        calibration_file=calibration, plot_file=plot, compare=compare or ())
     if not report.main:                # under torchrun, rank 0 speaks for the job
         return
     out = console()
@@ -93,14 +110,24 @@ def evaluate_command(
     out.print(summary)
     for line in report.notes():
         out.print(line)
+    rows = report.curve_rows()
+    if rows:
+        from dsspn_cli.engine.hedging import CURVE_COLUMNS
+
+        curves = table(*CURVE_COLUMNS, title="hedged prediction: the smallest threshold "
+                       "reaching each accuracy on these images")
+        for row in rows:
+            add_row(curves, *row)
+        out.print(curves)
     if per_class:
         for name in report.results:
             classes = table(*report.class_columns(name), title=name)
             for row in report.class_rows(name):
                 add_row(classes, *row)
             out.print(classes)
-    if report.json_file is not None:
-        out.print(f"wrote {report.json_file}")
+    for path in (report.json_file, report.calibration_file, report.plot_file):
+        if path is not None:
+            out.print(f"wrote {path}")
 
 
 __all__ = ["evaluate_command", "parse_labelsets"]

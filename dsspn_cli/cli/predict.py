@@ -62,11 +62,25 @@ def predict_command(
     frames: Optional[Path] = typer.Option(None, "--frames", help="Videos: also write each "
                                           "predicted frame's label map as "
                                           "DIR/<stem>_<frame:06d>_labels.png."),
+    hedge: Optional[float] = typer.Option(None, "--hedge", help="Hedged prediction at this "
+                                          "target accuracy (0.9: right on nine pixels in "
+                                          "ten): each pixel stops at the deepest concept "
+                                          "on its path whose confidence keeps it, 'vehicle' "
+                                          "where 'bus' is a guess; the threshold comes from "
+                                          "the calibration 'dsspn evaluate CKPT --hedge' "
+                                          "saves."),
+    hedge_threshold: Optional[float] = typer.Option(None, "--hedge-threshold", help="Hedged "
+                                                    "prediction at this confidence, 0 (none) "
+                                                    "to 1 (every pixel at the root)."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="With --hedge: "
+                                               "the calibration file (default: beside the "
+                                               "checkpoint, CKPT.hedging.json)."),
 ):
     """Segment images with a trained model: for each image NAME, write NAME_labels.png
     (label ids), NAME_color.png, NAME_overlay.png and NAME_legend.png (and NAME.json with
     --json) into the output folder; with --html, index.html to explore them in a browser;
-    for a video STEM.mp4, STEM_overlay.mp4 with a legend."""
+    for a video STEM.mp4, STEM_overlay.mp4 with a legend. --hedge: stop each pixel higher in
+    the tree where the model is unsure."""
     from dsspn_cli.console import console, track
     from dsspn_cli.engine.predict import SUFFIXES, predict
 
@@ -80,10 +94,16 @@ def predict_command(
     report = predict(checkpoint, inputs, dataset=dataset, out=out, level=level,
                      as_json=as_json, tile=tile, device=device, precision=precision,
                      workers=workers, classes=classes, labelset=labelset, track=bar,
-                     html=html, every=every, frames=frames)
+                     html=html, every=every, frames=frames, hedge=hedge,
+                     hedge_threshold=hedge_threshold, calibration=calibration)
     count = len(report.images)
     what = ("the chosen classes' ids" if classes or labelset else
             f"{report.dataset} label ids" if report.dataset is not None else "concept ids")
+    if report.hedge is not None:
+        source = report.hedge_source
+        what += f", hedged at threshold {report.hedge:g}" + (
+            f" for accuracy {source['target']:g} ({source['calibration']}, curve "
+            f"'{source['curve']}': {100 * source['accuracy']:.1f}%)" if source else "")
     names = ", ".join(SUFFIXES) + (", .json" if as_json else "")
     if count or not report.videos:
         console().print(

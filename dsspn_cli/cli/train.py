@@ -93,6 +93,10 @@ def export_command(
     level: Optional[int] = typer.Option(None, "--level", min=0),
     size: str = typer.Option("512x1024", "--size", help="Example input size HEIGHTxWIDTH to "
                              "trace with; the file takes any batch and size."),
+    hedge_threshold: Optional[float] = typer.Option(
+        None, "--hedge-threshold", help="Hedged prediction at this fixed confidence (0 to 1; "
+        "'dsspn evaluate --hedge' gives the one for a target accuracy): each pixel stops "
+        "at the deepest concept whose confidence exceeds it, a third output 'concepts'."),
 ):
     """Export hierarchical inference as one static graph (ONNX or TorchScript): input a
     normalised image batch of any size, output the label map and the confidence; the file's
@@ -108,9 +112,12 @@ def export_command(
     suffix = ".onnx" if fmt == "onnx" else ".ts.pt"
     reads = [checkpoint] + ([labelset] if labelset is not None else [])
     target = check_output(output or checkpoint.with_suffix(suffix), inputs=reads)
-    path = export(checkpoint, target, fmt, dataset, level, _size(size), classes, labelset)
+    path = export(checkpoint, target, fmt, dataset, level, _size(size), classes, labelset,
+                  hedge_threshold)
     what = ("the chosen classes' ids" if classes or labelset else
             "label ids" if dataset else "concept ids")
+    if hedge_threshold is not None:
+        what += f" hedged at {hedge_threshold:g}, and the concept each pixel stopped at"
     console().print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB; input N x 3 x H x "
                     f"W, any batch and size; output {what}; normalisation and labels in its "
                     "metadata)")

@@ -19,6 +19,7 @@ from contextlib import closing
 import torch
 
 from dsspn_cli.data.loading import reading
+from dsspn_cli.engine.hedging import HedgeCurve
 from dsspn_cli.engine.infer import TILE, Inference, LabelledImages, Track, image_loader, no_track
 from dsspn_cli.engine.metrics import ConfusionMatrix, all_reduce
 from dsspn_cli.errors import UserError
@@ -76,9 +77,10 @@ def write_labels(folder, dataset, index: int, labels: torch.Tensor) -> None:
 
 
 def predictions(core, dataset, world, indices, infer: Inference, workers: int = 0,
-                track: Track = no_track):
-    """(item, class or concept map) for this rank's share of ``indices`` of ``dataset``,
-    decoded by ``workers`` processes and run through ``infer``, with the model in eval mode
+                track: Track = no_track, whole: bool = False):
+    """(item, class or concept map) for this rank's share of ``indices`` of ``dataset``
+    (``whole``: all that ``infer`` returns), decoded by ``workers`` processes and run
+    through ``infer``, with the model in eval mode
     meanwhile; a file that cannot be used stops the loop with its name. Read it inside
     ``contextlib.closing``, so that the loader's workers stop with the loop, also when the
     caller's body raises."""
@@ -94,7 +96,8 @@ def predictions(core, dataset, world, indices, infer: Inference, workers: int = 
                 if "bad" in item:
                     raise UserError(f"{item['bad']}; run 'dsspn data check {dataset.root} "
                                     f"--format {dataset.format.name}' for every such file")
-                yield item, infer(item["image"])[0][None]
+                found = infer(item["image"])
+                yield item, found if whole else found[0][None]
     finally:
         core.train(was_training)
 
@@ -102,7 +105,7 @@ def predictions(core, dataset, world, indices, infer: Inference, workers: int = 
 @torch.no_grad()
 def evaluate(model, dataset, world=None, *, indices=None, track: Track = no_track,
              labels_out=None, tile: int = TILE, precision: str = "fp32",
-             workers: int = 0) -> dict:
+             workers: int = 0, hedge: bool = False) -> dict:
     """Scores of ``model`` (a Segmenter, or its DistributedDataParallel wrapper) on the
     images ``indices`` (default: all) of a SegmentationDataset, through the inference path
     prediction uses (``infer.Inference``: ``tile``, ``precision``; ``workers`` decoding).
@@ -112,7 +115,9 @@ def evaluate(model, dataset, world=None, *, indices=None, track: Track = no_trac
     calls, also one left without images), so every rank returns the scores of all of them.
     ``labels_out``: a folder for each prediction as a PNG of the dataset's label ids, named
     ``<dataset>/<key>_labelIds.png`` (``label_file``; the Cityscapes submission format); each
-    rank writes its own."""
+    rank writes its own. ``hedge``: also the accuracy-specificity curve of hedged
+    prediction (``hedging.HedgeCurve``) under ``"hedging"``, from the same forward pass:
+    the model's ``levels``, whose deepest level is the prediction scored above."""
     from dsspn_cli.engine.world import World
 
     core = getattr(model, "module", model)
@@ -125,10 +130,16 @@ def evaluate(model, dataset, world=None, *, indices=None, track: Track = no_trac
     depth = levels.shape[1]
     level_matrices = [ConfusionMatrix(len(table.concepts), device) for _ in range(depth)]
     indices = list(range(len(dataset)) if indices is None else indices)
-    infer = Inference(core, dataset.name, None, tile, precision, device)
-    with closing(predictions(core, dataset, world, indices, infer, workers, track)) as scored:
+    infer = Inference(core, dataset.name, None, tile, precision, device, levels=hedge)
+    curve = HedgeCurve(core.masking, dataset.name, device) if hedge else None
+    with closing(predictions(core, dataset, world, indices, infer, workers, track,
+                             whole=hedge)) as scored:
         for item, concepts in scored:
             target = item["target"][None].to(device, non_blocking=True)
+            if curve is not None:
+                path, confidence = concepts
+                curve.update(path, confidence, target[0])
+                concepts = path[-1][None]
             matrix.update(classes.of(concepts), classes.of(target))
             if labels_out is not None:
                 write_labels(labels_out, dataset, item["index"], core.concepts_to_labels(
@@ -137,7 +148,7 @@ def evaluate(model, dataset, world=None, *, indices=None, track: Track = no_trac
             for level in range(depth):
                 cut_truth = torch.where(valid, levels[target.clamp(min=0), level], IGNORE)
                 level_matrices[level].update(levels[concepts, level], cut_truth)
-    all_reduce([matrix] + level_matrices, world)
+    all_reduce([matrix] + level_matrices + ([curve] if curve is not None else []), world)
     scores = matrix.scores(classes.names)
     per_level = {}
     for level, level_matrix in enumerate(level_matrices):
@@ -146,4 +157,6 @@ def evaluate(model, dataset, world=None, *, indices=None, track: Track = no_trac
             per_level[str(level)] = level_matrix.scores()["mIoU"]
     scores["iou_per_level"] = per_level
     scores["images"] = len(indices)
+    if curve is not None:
+        scores["hedging"] = curve.to_json()
     return scores

@@ -124,15 +124,20 @@ class Inference:
     the tree's) down to depth ``level`` (None: as deep as they go). ``classes``: the
     concept ids of each class of a vocabulary (a class may be several: a union; a concept
     id alone is a class of one); the map then holds each pixel's class index, -1 for
-    none of them."""
+    none of them. ``hedge``: each pixel stops at the deepest concept of its path whose
+    confidence exceeds it (``model.hedging``). ``levels``: the model's ``levels`` instead,
+    each pixel's concept and confidence at every depth of the tree (L x H x W each), from
+    which a hedged answer at any threshold can be read."""
 
     def __init__(self, model, dataset: str | None = None, level: int | None = None,
                  tile: int = TILE, precision: str = "fp32", device=None,
-                 classes: tuple[frozenset[int] | int, ...] | None = None):
+                 classes: tuple[frozenset[int] | int, ...] | None = None,
+                 hedge: float | None = None, levels: bool = False):
         from dsspn_cli.engine.world import resolve_precision
 
         self.model = getattr(model, "module", model)        # DistributedDataParallel's core
         self.dataset, self.level, self.tile, self.classes = dataset, level, tile, classes
+        self.hedge, self.levels = hedge, levels
         self.device = torch.device(device) if device is not None else \
             next(self.model.parameters()).device
         self.dtype = resolve_precision(precision, self.device)
@@ -140,37 +145,43 @@ class Inference:
     def _predict(self, tensor: torch.Tensor):
         from dsspn_cli.model.contract import Query
 
+        query = Query(self.dataset, self.level, self.classes, hedge=self.hedge)
+        run = self.model.levels if self.levels else self.model.predict
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
                             enabled=self.dtype is not None):
-            concepts, confidence = self.model.predict(tensor, Query(
-                self.dataset, self.level, self.classes))
+            concepts, confidence = run(tensor, query)
         return concepts[0], confidence[0].float()
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Concept map (H x W int64) and confidence (H x W float32), on the device, of an
-        H x W x 3 uint8 image."""
+        H x W x 3 uint8 image (with ``levels``: L x H x W each)."""
         tensor = normalised(image.to(self.device, non_blocking=True))
         height, width = tensor.shape[-2:]
         rows, cols = tile_spans(height, self.tile), tile_spans(width, self.tile)
         if len(rows) == 1 and len(cols) == 1:
             return self._predict(tensor)
-        concepts = torch.empty((height, width), dtype=torch.long, device=self.device)
-        confidence = torch.empty((height, width), dtype=torch.float32, device=self.device)
+        concepts = confidence = None
         for y0, y1, ky0, ky1 in rows:
             for x0, x1, kx0, kx1 in cols:
                 part, score = self._predict(tensor[..., y0:y1, x0:x1])
-                concepts[ky0:ky1, kx0:kx1] = part[ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
-                confidence[ky0:ky1, kx0:kx1] = score[ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
+                if concepts is None:        # the first tile tells the leading shape
+                    concepts = part.new_empty((*part.shape[:-2], height, width))
+                    confidence = score.new_empty((*score.shape[:-2], height, width))
+                keep = (..., slice(ky0 - y0, ky1 - y0), slice(kx0 - x0, kx1 - x0))
+                concepts[..., ky0:ky1, kx0:kx1] = part[keep]
+                confidence[..., ky0:ky1, kx0:kx1] = score[keep]
         return concepts, confidence
 
 
 def predict_array(model, image: np.ndarray, dataset: str | None = None,
                   level: int | None = None, tile: int = TILE, device=None,
-                  precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
-    """Concept map (H x W int64) and confidence (H x W float32) of an RGB uint8 array."""
-    concepts, confidence = Inference(model, dataset, level, tile, precision, device)(
-        _tensor(image))
+                  precision: str = "fp32", hedge: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Concept map (H x W int64) and confidence (H x W float32) of an RGB uint8 array;
+    ``hedge``: a hedging threshold (``Inference``)."""
+    concepts, confidence = Inference(model, dataset, level, tile, precision, device,
+                                     hedge=hedge)(_tensor(image))
     return concepts.cpu().numpy(), confidence.cpu().numpy()
 
 

@@ -258,23 +258,28 @@ class Predictor:
     device: object = None
     precision: str = "fp32"
     classes: ClassChoice | None = None
+    hedge: float | None = None            # the hedging threshold (``model.hedging``)
+    hedge_source: dict = field(default_factory=dict)   # its target and calibration, if any
     inference: Inference = field(init=False)
     colours: np.ndarray = field(init=False)            # value -> colour
     value_label: np.ndarray = field(init=False)        # value -> id written, -1 none
     value_names: list = field(init=False)              # value -> name
     value_concepts: list = field(init=False)           # value -> its concepts' names
     value_paths: list = field(init=False)              # value -> path in the tree
+    value_depth: np.ndarray = field(init=False)        # value -> depth it stopped at
     sixteen_bit: bool = field(init=False)
 
     def __post_init__(self):
         sets = self.classes.sets if self.classes is not None else None
         self.inference = Inference(self.model, self.dataset, self.level, self.tile,
-                                   self.precision, self.device, sets)
+                                   self.precision, self.device, sets, self.hedge)
         names = self.tree.names
         palette = concept_palette(len(names))
         self.value_names = list(names)
         self.value_concepts = [[n] for n in names]
         self.value_paths = [self.tree.ancestors(n) + [n] for n in names]
+        depth = [len(path) - 1 for path in self.value_paths]
+        self.value_depth = np.array(depth, dtype=np.int64)
         if self.classes is not None:
             choice = self.classes
             # Value k is class k; value n (the last) is 'other'.
@@ -286,6 +291,20 @@ class Predictor:
             # A union takes the colour of its first concept (a label set's own where given).
             self.colours = np.array([choice.colours.get(i, palette[min(s)]) for i, s in
                                      zip(choice.ids, sets)] + [(0, 0, 0)], dtype=np.uint8)
+            # A class's depth is its concept's (a union's: its shallowest); 'other' has none.
+            self.value_depth = np.array([min(depth[c] for c in s) for s in sets] + [-1],
+                                        dtype=np.int64)
+            if self.hedge is not None:
+                # Hedged, value n + 1 + concept is a pixel that stopped at that concept,
+                # above some classes (``MaskingTensors.hedged_vocabulary``): shown as the
+                # concept, written with the 'other' id (the classes have none for it).
+                self.value_names += list(names)
+                self.value_concepts += [[n] for n in names]
+                self.value_paths += [self.tree.ancestors(n) + [n] for n in names]
+                self.value_label = np.concatenate(
+                    [self.value_label, np.full(len(names), choice.other, dtype=np.int64)])
+                self.colours = np.concatenate([self.colours, palette])
+                self.value_depth = np.concatenate([self.value_depth, depth])
             self.sixteen_bit = int(self.value_label.max()) > 255
             return
         if self.dataset is None:
@@ -333,8 +352,19 @@ class Predictor:
             torch.from_numpy(values).to(self.model.masking.concept_label_up.device),
             self.dataset).cpu().numpy()
 
+    def depths(self, values: np.ndarray) -> dict[str, int]:
+        """How many pixels stopped at each depth of the tree (0 = the root; a class at its
+        concept's), every depth down to the deepest present; with classes, 'other' beside
+        (a pixel that left them has no depth among them)."""
+        found = self.value_depth[values.ravel()]
+        counts = {str(d): int(n) for d, n in
+                  enumerate(np.bincount(found[found >= 0], minlength=1))}
+        if self.classes is not None:
+            counts["other"] = int((found < 0).sum())
+        return counts
+
     def summary(self, values: np.ndarray, confidence: np.ndarray) -> list[dict]:
-        """What the map holds, most pixels first."""
+        """What the map holds, most pixels first (hedged: with the depth of each)."""
         count = len(self.value_names)
         total = values.size
         counts = np.bincount(values.ravel(), minlength=count)
@@ -357,6 +387,8 @@ class Predictor:
             }
             if value < len(hows):       # how the class was matched: same, below, coarser
                 row["how"] = hows[value]
+            if self.hedge is not None and self.value_depth[value] >= 0:
+                row["depth"] = int(self.value_depth[value])
             rows.append(row)
         return rows
 
@@ -381,11 +413,16 @@ class Predictor:
             write("_labels.png", self.label_png(labels)),
             write("_color.png", _png(Image.fromarray(colour))),
             write("_overlay.png", _png(Image.fromarray(overlay))),
-            write("_legend.png", legend_png(rows, self.colours, job.image.name)),
+            write("_legend.png", legend_png(rows, self.colours, job.image.name
+                                            if self.hedge is None else
+                                            f"{job.image.name} (hedged at {self.hedge:g})")),
         ]
         if as_json:
             doc = {"image": str(job.image), "dataset": self.dataset,
                    "size": [int(image.shape[0]), int(image.shape[1])], "concepts": rows}
+            if self.hedge is not None:
+                doc["hedge"] = {"threshold": self.hedge, **self.hedge_source}
+                doc["stopped_at_depth"] = self.depths(concepts)
             written.append(write(".json", (json.dumps(doc, indent=1) + "\n").encode()))
         if page is not None:
             written += page.add(job.stem, job.image, image, concepts, confidence, overlay)
@@ -437,15 +474,17 @@ def _png(image) -> bytes:
 def legend_text(row: dict) -> str:
     """A legend line's name: the dataset's label or the class, with its id, and the tree's
     concepts beside when named otherwise ('vegetation [21] (plant-stuff)', 'motor vehicle
-    [0] (car, motorcycle, truck)'); a concept alone without a dataset."""
+    [0] (car, motorcycle, truck)'); a concept alone without a dataset; hedged, the depth
+    it stopped at after it ('vehicle - depth 2')."""
     name = row["name"]
+    depth = f" - depth {row['depth']}" if row.get("depth") is not None else ""
     if row.get("label") is None:
-        return name
+        return name + depth
     text = f"{name} [{row['label']}]"
     concepts = ", ".join(row.get("concepts") or [])
     if concepts and concepts.lower() != name.lower():
         text += f" ({concepts})"
-    return text
+    return text + depth
 
 
 def legend_png(rows: list[dict], colours: np.ndarray, title: str) -> bytes:
@@ -493,6 +532,8 @@ class PredictReport:
     files: list[Path] = field(default_factory=list)
     device: str = "cpu"
     videos: list = field(default_factory=list)        # a VideoReport per video
+    hedge: float | None = None              # the hedging threshold used
+    hedge_source: dict = field(default_factory=dict)
 
 
 def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
@@ -501,21 +542,38 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
             device: str = "auto", precision: str = "fp32", workers: int = 2,
             classes: str | None = None, labelset: str | Path | None = None,
             track: Track | None = None, html: bool = False, every: int = 1,
-            frames: str | Path | None = None) -> PredictReport:
+            frames: str | Path | None = None, hedge: float | None = None,
+            hedge_threshold: float | None = None,
+            calibration: str | Path | None = None) -> PredictReport:
     """Predict every image of ``inputs`` (files and folders) with the checkpoint's model and
     write the outputs into ``out``; ``workers`` processes decode the images.
     ``track(items, total, what)`` may wrap the image loop (a progress bar). ``html``: also
     the page of the images, ``out/index.html`` (``dsspn_cli.pages.predictions``).
     Videos among the inputs (``video.split_videos``) are predicted one frame in ``every``
     into ``OUT/<stem>_overlay.mp4``, their label maps into ``frames`` if given; ``track``
-    then also wraps their frame loops, with ``unit="frames"``."""
+    then also wraps their frame loops, with ``unit="frames"``.
+
+    Hedged prediction: ``hedge_threshold`` (a confidence, 0 to 1) or ``hedge`` (a target
+    accuracy, its threshold read from ``calibration``, default the checkpoint's
+    ``CKPT.hedging.json`` that ``evaluate --hedge`` writes): each pixel stops at the deepest
+    concept of its path whose confidence exceeds the threshold."""
+    from dsspn_cli.engine.hedging import calibrated_threshold, calibration_path
+    from dsspn_cli.model.hedging import check_threshold
+
     torch_device = check_options(tile=tile, level=level, device=device, precision=precision)
+    hedge_threshold = check_threshold(hedge_threshold)
+    if hedge is not None and hedge_threshold is not None:
+        raise UserError(f"--hedge {hedge:g} and --hedge-threshold {hedge_threshold:g}: give "
+                        "a target accuracy or a threshold, not both")
+    if calibration is not None and hedge is None:
+        raise UserError("--calibration goes with --hedge TARGET: add it")
     out = check_output(out, folder=True)
     videos, image_inputs = split_videos(inputs)
     jobs = find_images(image_inputs) if image_inputs or not videos else []
-    check_images(jobs, out, as_json, reads=[*inputs, checkpoint, labelset], html=html)
+    check_images(jobs, out, as_json, reads=[*inputs, checkpoint, labelset, calibration],
+                 html=html)
     clips = prepare_videos(videos, out, every=every, frames=frames,
-                           reads=[*inputs, checkpoint, labelset])
+                           reads=[*inputs, checkpoint, labelset, calibration])
     from dsspn_cli.data.loading import reading
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.infer import ImageFiles, image_loader
@@ -525,8 +583,15 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
         dataset = tree.dataset_name(dataset)
         tree.check_level(dataset, level)
     choice = choose_classes(tree, classes, labelset, unions=True)
-    predictor = Predictor(model, tree, dataset, level, tile, torch_device, precision, choice)
-    report = PredictReport(out, dataset, device=str(torch_device))
+    source: dict = {}
+    if hedge is not None:
+        hedge_threshold, source = calibrated_threshold(
+            calibration or calibration_path(checkpoint), checkpoint, hedge, dataset)
+        source = {"target": hedge, **source}
+    predictor = Predictor(model, tree, dataset, level, tile, torch_device, precision, choice,
+                          hedge_threshold, source)
+    report = PredictReport(out, dataset, device=str(torch_device), hedge=hedge_threshold,
+                           hedge_source=source)
     page = predictor.pages(out, Path(checkpoint).name) if html and jobs else None
     loader = image_loader(ImageFiles([job.image for job in jobs]), range(len(jobs)), workers,
                           torch_device)

@@ -44,6 +44,18 @@ class EvaluationReport:
     splits: dict[str, str] = field(default_factory=dict)
     main: bool = True
     json_file: Path | None = None
+    calibration_file: Path | None = None      # written with --hedge
+    plot_file: Path | None = None
+
+    def curves(self) -> dict[str, dict]:
+        """The hedging curves, by dataset (``evaluate --hedge``: the datasets of the tree)."""
+        return {name: scores["hedging"] for name, scores in self.results.items()
+                if "hedging" in scores}
+
+    def curve_rows(self) -> list[tuple[str, ...]]:
+        from dsspn_cli.engine.hedging import curve_rows
+
+        return [row for name, curve in self.curves().items() for row in curve_rows(name, curve)]
 
     @property
     def zero_shot(self) -> bool:
@@ -112,6 +124,9 @@ class EvaluationReport:
         each class the model cannot name or tell apart, with the fix."""
         lines = []
         for name, scores in self.results.items():
+            if self.calibration_file is not None and "hedging" not in scores:
+                lines.append(f"{name}: no hedging curve: a zero-shot dataset's classes are "
+                             "not concepts of the tree to climb")
             if not scores.get("zero_shot"):
                 continue
             if scores["everything_else"] is not None:
@@ -164,7 +179,9 @@ def evaluate_checkpoint(checkpoint, data: dict[str, str] | None = None,
                         split: str | None = None, *, labelsets: dict | None = None,
                         device: str = "auto", precision: str = "fp32", tile: int = TILE,
                         workers: int = 2, labels_out=None, json_file=None,
-                        track: Track = no_track, wn=None) -> EvaluationReport:
+                        track: Track = no_track, wn=None, hedge: bool = False,
+                        calibration_file=None, plot_file=None,
+                        compare=()) -> EvaluationReport:
     """Score ``checkpoint`` on ``data`` ({format: root}; default: the sample data's four
     training datasets) and write the JSON to ``json_file`` (rank 0).
 
@@ -173,16 +190,28 @@ def evaluate_checkpoint(checkpoint, data: dict[str, str] | None = None,
     and a ``folder`` without its own file); such a dataset is scored zero-shot, as is any
     whose label set is not one of the model's tree. ``labels_out``: each prediction as a PNG
     of the dataset's ids (``evaluate.label_file``). ``track(items, total, what)``: progress,
-    shown by rank 0 alone. ``wn``: a WordNet reader (None: loaded when a class needs it)."""
+    shown by rank 0 alone. ``wn``: a WordNet reader (None: loaded when a class needs it).
+
+    ``hedge``: also each tree dataset's accuracy-specificity curve of hedged prediction
+    (``hedging``), from the same forward passes, saved as the checkpoint's calibration in
+    ``calibration_file`` (default: beside it, ``hedging.calibration_path``); ``plot_file``:
+    the curves as a PNG, with those of ``compare`` (earlier ``--json`` outputs) beside."""
     from dsspn_cli.data.dataset import SegmentationDataset
     from dsspn_cli.data.formats import check_root, get_format, labelset_for
     from dsspn_cli.data.sample import sample_datasets
     from dsspn_cli.engine.checkpoint import load_model
     from dsspn_cli.engine.evaluate import evaluate, label_file
+    from dsspn_cli.engine.hedging import (
+        calibration,
+        calibration_path,
+        curve_label,
+        curves_png,
+        read_curves,
+    )
     from dsspn_cli.engine.options import check_options
     from dsspn_cli.engine.world import setup_world, teardown_world
     from dsspn_cli.engine.zeroshot import HeldOutClasses, evaluate_zero_shot
-    from dsspn_cli.files import atomic_write_text, check_output
+    from dsspn_cli.files import atomic_write_bytes, atomic_write_text, check_output
     from dsspn_cli.hierarchy.labelset import load_labelset
 
     check_options(tile=tile, device=device, precision=precision)
@@ -197,11 +226,23 @@ def evaluate_checkpoint(checkpoint, data: dict[str, str] | None = None,
         json_file = check_output(json_file, inputs=reads)
     if labels_out is not None:
         check_output(labels_out, folder=True, inputs=reads)
+    if not hedge and (plot_file is not None or compare or calibration_file is not None):
+        raise UserError("--plot, --compare and --calibration go with --hedge: add it")
+    if compare and plot_file is None:
+        raise UserError("--compare draws earlier curves beside these: give --plot FILE.png")
+    earlier = [read_curves(path) for path in compare]
+    if hedge:
+        reads += list(compare)
+        calibration_file = check_output(calibration_file or calibration_path(checkpoint),
+                                        inputs=reads)
+        if plot_file is not None:
+            plot_file = check_output(plot_file, inputs=reads)
     given = {fmt: load_labelset(str(path)) for fmt, path in labelsets.items()}
     world = setup_world(device)
-    report = EvaluationReport(Path(checkpoint), main=world.main, json_file=json_file)
+    report = EvaluationReport(Path(checkpoint), main=world.main, json_file=json_file,
+                              calibration_file=calibration_file, plot_file=plot_file)
     try:
-        model, table, tree, _ = load_model(checkpoint, world.device)
+        model, table, tree, config = load_model(checkpoint, world.device)
         jobs = []
         for fmt, root in sets.items():
             layout = get_format(fmt)
@@ -223,13 +264,26 @@ def evaluate_checkpoint(checkpoint, data: dict[str, str] | None = None,
         common = dict(track=shown, tile=tile, precision=precision, workers=workers,
                       labels_out=labels_out)
         for dataset, classes in jobs:
-            scores = (evaluate(model, dataset, world, **common) if classes is None else
-                      evaluate_zero_shot(model, dataset, classes, world, **common))
+            scores = (evaluate(model, dataset, world, hedge=hedge, **common) if classes is None
+                      else evaluate_zero_shot(model, dataset, classes, world, **common))
+            if "hedging" in scores:     # who drew it, for plots of several checkpoints
+                scores["hedging"].update(checkpoint=str(checkpoint), head=config.head.type)
             report.results[dataset.name] = {**scores, "split": dataset.split}
     finally:
         teardown_world(world)
     if world.main and json_file is not None:
         atomic_write_text(json_file, json.dumps(report.to_json(), indent=1) + "\n")
+    curves = report.curves()
+    if world.main and curves:
+        atomic_write_text(calibration_file, json.dumps(calibration(
+            checkpoint, curves, {name: report.splits[name] for name in curves})) + "\n")
+    elif hedge:
+        report.calibration_file = None          # nothing to calibrate on: nothing written
+    if world.main and plot_file is not None and curves:
+        atomic_write_bytes(plot_file, curves_png(
+            [(curve_label(curves), curves)] + earlier))
+    elif plot_file is not None:
+        report.plot_file = None
     return report
 
 

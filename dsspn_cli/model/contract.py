@@ -14,6 +14,7 @@ from torch import nn
 
 from dsspn_cli.errors import UserError
 from dsspn_cli.model.config import HeadSettings
+from dsspn_cli.model.hedging import hedge
 from dsspn_cli.model.masking import MaskingTensors, class_sets
 
 
@@ -33,6 +34,10 @@ class Query:
     - ``size``, ``stride``: the answer's height and width (None: the features') and where
       the feature cells sit among its pixels (``grid.FeatureGrid``); ``Segmenter.predict``
       sets both from its images and backbone.
+    - ``hedge``: a confidence from 0 to 1; each pixel stops at the deepest concept of its
+      path whose confidence exceeds it, the root where none does (``hedging.hedge``; None
+      or 0: no hedging). It composes with the fields above: a pixel never goes below what
+      they allow, and stops higher where it is unsure.
     """
 
     dataset: str | None = None
@@ -42,6 +47,7 @@ class Query:
     static: bool = False
     size: tuple[int, int] | None = None
     stride: int | None = None
+    hedge: float | None = None
 
     def __post_init__(self):
         if self.classes is not None:
@@ -69,6 +75,12 @@ class Head(nn.Module):
     and returns concepts that ``masking.vocabulary`` reads as each pixel's class: DSSPN's
     answer reads in them as its whole answer does; the flat head sums its probabilities
     into each class first (MSeg's way).
+
+    Hedging, ``levels(features, query) -> (concepts, confidence)``: B x L x H x W, for each
+    depth of the tree (L = its depth + 1, 0 the root) the concept each pixel holds there
+    and the probability that it is right, falling along L (``hedging.settle``); the
+    deepest level is the pixel's unhedged answer, read in ``query.classes`` as concepts
+    (not classes). ``predict`` with ``query.hedge`` cuts it (``hedged``).
     """
 
     Settings: ClassVar[type[HeadSettings]]
@@ -89,6 +101,13 @@ class Head(nn.Module):
 
     def predict(self, features: torch.Tensor, query: Query) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def levels(self, features: torch.Tensor, query: Query) -> tuple[torch.Tensor, torch.Tensor]:
+        self.refuse("hedge", query.hedge, "has no per-level confidences to hedge with")
+
+    def hedged(self, features: torch.Tensor, query: Query) -> tuple[torch.Tensor, torch.Tensor]:
+        """``predict``'s answer with ``query.hedge``: ``levels`` cut at the threshold."""
+        return hedge(*self.levels(features, query), query.hedge)
 
     def refuse(self, setting: str, value, why: str):
         """A query setting this head cannot honour, said in one line."""

@@ -11,6 +11,10 @@ are descended on their own (``Descent.cells``): where the four cells a pixel int
 between take one path, so does the pixel (a sum of logits with positive weights keeps their
 order and their sign), so the result equals the descent of every pixel (``Descent.pixels``),
 which ``static`` and the softmax loss run.
+
+The same descent also gives each pixel's concept and confidence at every depth
+(``Descent.levels``): hedged prediction (``hedging.py``) stops a pixel at the deepest of them
+whose confidence exceeds a threshold, and evaluation sweeps every threshold from it at once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from itertools import accumulate
 import torch
 
 from dsspn_cli.model.grid import FeatureGrid
+from dsspn_cli.model.hedging import settle
 from dsspn_cli.model.syncs import on_host
 
 FEATURES = "backbone"   # the key of the backbone features among the features of a descent
@@ -60,6 +65,28 @@ class Descent:
 
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Concept map and confidence (B x H x W)."""
+        concepts, after = self._descend()
+        return concepts, after[-1] if after else torch.ones(concepts.shape,
+                                                            device=concepts.device)
+
+    def levels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same descent as ``run``, as each pixel's concept and confidence at every depth
+        of the tree (B x L x H x W, ``contract.Head.levels``): the concept is the pixel's
+        answer cut at that depth, the confidence the product of the scores down to it."""
+        concepts, after = self._descend()
+        table = self.masking.concept_at_level                  # C x L
+        ones = torch.ones(concepts.shape, device=concepts.device)
+        # A depth's steps move pixels from it to the next: level d holds the confidence
+        # after the last step group above it (none: the root's 1).
+        depths = [steps[0].depth for steps in self.depths]
+        confidence = []
+        for level in range(table.shape[1]):
+            done = [conf for depth, conf in zip(depths, after) if depth < level]
+            confidence.append(done[-1] if done else ones)
+        return table[concepts].movedim(-1, 1), settle(torch.stack(confidence, 1))
+
+    def _descend(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Concept map (B x H x W) and the confidence after each depth's steps."""
         if self.static or self.softmax:
             return self.pixels(skip=not self.static)
         return self.cells()
@@ -73,13 +100,14 @@ class Descent:
         return self.head._scores(logits, step, self.d)
 
     def pixels(self, skip: bool):
-        """Every pixel on its own, at full resolution; ``skip``: not the neurons no pixel
-        reaches."""
+        """Every pixel on its own, at full resolution (concepts, and confidences after each
+        depth's steps); ``skip``: not the neurons no pixel reaches."""
         root = self.hidden[-1]
         current = torch.full((root.shape[0], *self.grid.size),
                              self.masking.table.neuron_concept[0], dtype=torch.long,
                              device=root.device)
         confidence = torch.ones(current.shape, device=root.device)
+        after = []
         for steps in self.depths:
             logits: dict[int, torch.Tensor] = {}          # this depth's, used once
             if skip:
@@ -90,11 +118,13 @@ class Descent:
             for step in steps:
                 scores = self._scores(self.grid.upsample(logits[step.neuron]), step)
                 current, confidence = self._step(current, confidence, scores, step)
-        return current, confidence
+            after.append(confidence)
+        return current, after
 
     def cells(self):
         """The descent on the feature cells, read at the pixels where the four cells around
-        agree, and on its own at the others; one wait on the device per depth and phase."""
+        agree, and on its own at the others; one wait on the device per depth and phase.
+        Concepts, and confidences after each depth's steps."""
         root = self.hidden[-1]
         cells = torch.full(root.shape[:1] + root.shape[2:], self.masking.table.neuron_concept[0],
                            dtype=torch.long, device=root.device)
@@ -116,17 +146,21 @@ class Descent:
             chosen.append(taken)
         concepts = self.grid.agreed(cells)
         confidence = torch.ones(concepts.shape, device=root.device)
+        after = []
         for taken in chosen:
             confidence = confidence * torch.sigmoid(self.grid.upsample(taken))
+            after.append(confidence)
         image, y, x = (concepts < 0).nonzero(as_tuple=True)
         if image.numel():
-            concept, score = self.points(logits, image, y, x)
+            concept, scores = self.points(logits, image, y, x)
             concepts[image, y, x] = concept
-            confidence[image, y, x] = score
-        return concepts, confidence
+            for level, score in zip(after, scores):
+                level[image, y, x] = score
+        return concepts, after
 
     def points(self, logits: dict, image, y, x):
-        """The descent of single pixels, each with its neurons' upsampled ``logits``; a
+        """The descent of single pixels (their concepts, and their confidences after each
+        depth's steps), each with its neurons' upsampled ``logits``; a
         neuron no cell reached is run now. Per depth the pixels are grouped by the concept
         they are at (one wait on the device), so each neuron reads only the pixels at its
         concept: a pixel costs the neurons on its path, not every neuron some pixel
@@ -135,6 +169,7 @@ class Descent:
         current = torch.full(image.shape, self.masking.table.neuron_concept[0],
                              dtype=torch.long, device=image.device)
         confidence = torch.ones(image.shape, device=image.device)
+        after = []
         for steps in self.depths:
             order = torch.argsort(current)
             sizes = _counts(current, count)
@@ -150,7 +185,8 @@ class Descent:
                 # disjoint pixels, so each writes its own.
                 current[at], confidence[at] = self._step(current[at], confidence[at], scores,
                                                          step)
-        return current, confidence
+            after.append(confidence.clone())
+        return current, after
 
 
 def _by_depth(plan) -> list[list]:

@@ -19,6 +19,7 @@ from dsspn_cli.hierarchy.tables import IGNORE
 from dsspn_cli.model.config import FlatSettings
 from dsspn_cli.model.contract import Head, Query
 from dsspn_cli.model.grid import FeatureGrid
+from dsspn_cli.model.hedging import settle
 
 MASKED = -1e4        # a logit no class reaches, representable in float16
 
@@ -43,6 +44,8 @@ class FlatHead(Head):
         self.register_buffer("class_concept", torch.tensor(classes), False)
         self.register_buffer("concept_class", concept_class, False)
         self.register_buffer("dataset_classes", member, False)     # D x classes
+        self.class_concepts = classes                  # host copy: tables built from it
+        self._cuts: dict[tuple, list] = {}             # hedging's partitions, by cut
         self.branches = nn.ModuleList(
             nn.Conv2d(in_channels, len(classes), 3, padding=rate, dilation=rate)
             for rate in self.settings.flat_rates)
@@ -72,14 +75,13 @@ class FlatHead(Head):
         classes of ``query.dataset``; with ``query.level``, each concept is replaced by its
         ancestor at that depth. ``query.static``: it has no data-dependent control flow.
         ``query.classes``: the probabilities summed into each of them (``_vocabulary``). A
-        ``query.threshold`` is refused: its softmax always picks one of its classes."""
-        if query.threshold is not None:
-            self.refuse("threshold", query.threshold, "has no 'none of them': its softmax "
-                        "always picks one of its classes")
-        logits = self.logits(features, query.dataset).float()
-        grid = FeatureGrid(logits.shape[-2:], query.size or logits.shape[-2:], query.stride,
-                           logits.device)
-        probabilities = grid.upsample(logits).softmax(1)
+        ``query.threshold`` is refused: its softmax always picks one of its classes.
+        ``query.hedge``: ``levels`` cut at it (``hedging.hedge``)."""
+        if query.hedge is not None:
+            return self.hedged(features, query)
+        return self._answer(self._probabilities(features, query), query)
+
+    def _answer(self, probabilities: torch.Tensor, query: Query):
         concepts = self.class_concept
         if query.level is not None:
             levels = self.masking.concept_at_level
@@ -88,6 +90,66 @@ class FlatHead(Head):
             return self._vocabulary(probabilities, concepts, query.classes)
         confidence, index = probabilities.max(1)
         return concepts[index], confidence
+
+    @torch.no_grad()
+    def levels(self, features: torch.Tensor, query: Query = Query()):
+        """Per pixel and depth of the tree (B x L x H x W, ``contract.Head``): the likeliest
+        concept there and its probability, the sum of its classes' (a concept is right when
+        the true class lies at or below it). The classes are first cut to what
+        ``query.level`` and ``query.classes`` allow, so no pixel goes below them. At each
+        depth the concepts partition the classes, each partition finer than the one above,
+        so the best sum only falls with depth; where it exceeds 1/2 the concept is the one
+        above all deeper answers. The deepest level is ``predict``'s own answer (uncut, the
+        likeliest class; it falls in the likeliest concept of the level above only where
+        that exceeds 1/2), so that a threshold of 0 hedges nothing."""
+        probabilities = self._probabilities(features, query)
+        concepts, confidence = [], []
+        parts = self._partitions(query.level, query.classes, probabilities.device)
+        for groups, members in parts[:-1]:
+            sums = torch.einsum("bkhw,kg->bghw", probabilities, members)
+            best, index = sums.max(1)
+            concepts.append(groups[index])
+            confidence.append(best)
+        answer, sure = self._answer(probabilities, query)
+        concepts.append(answer)
+        confidence.append(sure)
+        return torch.stack(concepts, 1), settle(torch.stack(confidence, 1))
+
+    def _partitions(self, level: int | None, classes, device) -> list:
+        """For each depth of the tree, the concepts the (cut) classes fall in there and which
+        class falls in which (a one-hot K x G matrix); built once per cut, on the host, so
+        that export traces constants."""
+        key = (level, classes, str(device))
+        if key not in self._cuts:
+            rows = self.masking.table.levels()                     # C x L, host lists
+            cut = list(self.class_concepts)
+            if classes is not None:
+                deepest = self.masking.class_concepts(classes)
+                cut = [deepest[c] for c in cut]
+            if level is not None:
+                cut = [rows[c][min(level, len(rows[c]) - 1)] for c in cut]
+            parts = []
+            for depth in range(len(rows[0])):
+                at = [rows[c][depth] for c in cut]
+                groups = sorted(set(at))
+                place = {g: i for i, g in enumerate(groups)}
+                members = torch.zeros(len(cut), len(groups), device=device)
+                members[torch.arange(len(cut)), torch.tensor([place[g] for g in at])] = 1.0
+                parts.append((torch.tensor(groups, device=device), members))
+            self._cuts[key] = parts
+        return self._cuts[key]
+
+    def _probabilities(self, features: torch.Tensor, query: Query) -> torch.Tensor:
+        """Class probabilities at ``query.size`` (B x K x H x W): the logits upsampled as the
+        DSSPN head's (``grid.FeatureGrid``), then the softmax, among ``query.dataset``'s
+        classes."""
+        if query.threshold is not None:
+            self.refuse("threshold", query.threshold, "has no 'none of them': its softmax "
+                        "always picks one of its classes")
+        logits = self.logits(features, query.dataset).float()
+        grid = FeatureGrid(logits.shape[-2:], query.size or logits.shape[-2:], query.stride,
+                           logits.device)
+        return grid.upsample(logits).softmax(1)
 
     def _vocabulary(self, probabilities: torch.Tensor, concepts: torch.Tensor, classes):
         """MSeg's reading of a flat prediction in other classes: each vocabulary class gets

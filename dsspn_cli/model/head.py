@@ -189,11 +189,25 @@ class DSSPNHead(Head):
         ``query.static`` runs every neuron of the plan on every pixel, with the same result.
 
         ``query.classes``: only the neurons above their concepts run, and a pixel ends at
-        the concept where its path leaves them (``MaskingTensors.vocabulary`` reads it)."""
+        the concept where its path leaves them (``MaskingTensors.vocabulary`` reads it).
+
+        ``query.hedge``: each pixel stops at the deepest concept of that path whose
+        confidence exceeds it (``hedging.hedge`` on ``levels``)."""
+        if query.hedge is not None:
+            return self.hedged(features, query)
+        return self._descent(features, query).run()
+
+    @torch.no_grad()
+    def levels(self, features: torch.Tensor, query: Query = Query()):
+        """``predict``'s descent as each pixel's concept and confidence (the product of the
+        scores down to it) at every depth of the tree, B x L x H x W (``contract.Head``)."""
+        return self._descent(features, query).levels()
+
+    def _descent(self, features: torch.Tensor, query: Query) -> Descent:
         if query.threshold is not None and self.settings.loss == "softmax":
             self.refuse("threshold", query.threshold, "with loss softmax always picks a "
                         "child: a threshold needs loss bce")
-        return Descent(self, features, query).run()
+        return Descent(self, features, query)
 
     def _logits(self, neurons: list[int], hidden: dict, logits: dict) -> None:
         """The child logits of ``neurons`` (of one depth) at feature resolution, in float32

@@ -81,6 +81,7 @@ class MaskingTensors(torch.nn.Module):
         self._exclusive = {name: frozenset(table.datasets[name].exclusive) for name in self.names}
         self._plans: dict[tuple, list[DescentStep]] = {}
         self._vocabularies: dict[tuple, torch.Tensor] = {}
+        self._hedged: dict[tuple, torch.Tensor] = {}      # class_concepts, hedged_vocabulary
 
     def _buffer(self, name: str, rows) -> None:
         self.register_buffer(name, torch.tensor(rows), False)
@@ -160,15 +161,48 @@ class MaskingTensors(torch.nn.Module):
             self._vocabularies[classes] = self._vocabulary(classes)
         return self._vocabularies[classes].to(self.neuron_concept.device)
 
-    def _vocabulary(self, classes: tuple[frozenset[int], ...]) -> torch.Tensor:
-        lut = torch.full((len(self.table.concepts),), IGNORE, dtype=torch.long)
+    def class_concepts(self, classes) -> list[int]:
+        """Concept -> the deepest concept of ``classes`` at or above it, itself where none
+        is (a host list: the flat head builds constant tables from it, also under
+        export's trace): a concept map cut to what the classes tell apart."""
+        key = ("concepts", class_sets(classes))
+        if key not in self._hedged:
+            members = {c for concepts in key[1] for c in concepts}
+            self._hedged[key] = [self._deepest(concept, members) for concept
+                                 in range(len(self.table.concepts))]
+        return self._hedged[key]
+
+    def hedged_vocabulary(self, classes) -> torch.Tensor:
+        """``vocabulary``, for hedged predictions: a concept above some class's concepts
+        (where a pixel stopped, unsure which of them) is ``len(classes) + 1 + concept``,
+        told apart from 'other' (-1) and from the classes (0, 1, ...)."""
+        classes = class_sets(classes)
+        key = ("hedged", classes)
+        if key not in self._hedged:
+            above = {a for concepts in classes for c in concepts
+                     for a in self.table.ancestors(c)}
+            rows = self._vocabulary_rows(classes)
+            self._hedged[key] = torch.tensor(
+                [len(classes) + 1 + c if row < 0 and c in above else row
+                 for c, row in enumerate(rows)], dtype=torch.long)
+        return self._hedged[key].to(self.neuron_concept.device)
+
+    def _deepest(self, concept: int, members) -> int:
+        for above in reversed(self.table.ancestors(concept) + [concept]):
+            if above in members:
+                return above
+        return concept
+
+    def _vocabulary_rows(self, classes: tuple[frozenset[int], ...]) -> list[int]:
         position = {c: i for i, concepts in enumerate(classes) for c in concepts}
+        rows = []
         for concept in range(len(self.table.concepts)):
-            for above in reversed(self.table.ancestors(concept) + [concept]):
-                if above in position:
-                    lut[concept] = position[above]
-                    break
-        return lut
+            found = self._deepest(concept, position)
+            rows.append(position.get(found, IGNORE))
+        return rows
+
+    def _vocabulary(self, classes: tuple[frozenset[int], ...]) -> torch.Tensor:
+        return torch.tensor(self._vocabulary_rows(classes), dtype=torch.long)
 
 
 def class_sets(classes) -> tuple[frozenset[int], ...]:

@@ -41,13 +41,26 @@ class Segmenter(nn.Module):
     def predict(self, images: torch.Tensor, query: Query = Query()):
         """Concept map and confidence at the image size (``query``'s size and stride are the
         images' and the backbone's). With ``query.classes``, the map holds each pixel's
-        class index, or -1 for none of them ('other')."""
+        class index, or -1 for none of them ('other'); hedged (``query.hedge``), a pixel
+        that stopped above some classes' concepts, unsure which, holds ``len(classes) + 1
+        + concept`` (``MaskingTensors.hedged_vocabulary``)."""
         features = self.backbone(images)
-        query = replace(query, size=tuple(images.shape[-2:]), stride=self.stride)
-        concepts, confidence = self.head.predict(features, query)
+        concepts, confidence = self.head.predict(features, self._query(images, query))
         if query.classes is not None:
-            concepts = self.masking.vocabulary(query.classes)[concepts]
+            read = (self.masking.vocabulary if query.hedge is None else
+                    self.masking.hedged_vocabulary)
+            concepts = read(query.classes)[concepts]
         return concepts, confidence
+
+    @torch.no_grad()
+    def levels(self, images: torch.Tensor, query: Query = Query()):
+        """Each pixel's concept and confidence at every depth of the tree, B x L x H x W at
+        the image size (``contract.Head.levels``; concepts also with ``query.classes``):
+        the whole of what hedged prediction chooses from, for every threshold at once."""
+        return self.head.levels(self.backbone(images), self._query(images, query))
+
+    def _query(self, images: torch.Tensor, query: Query) -> Query:
+        return replace(query, size=tuple(images.shape[-2:]), stride=self.stride)
 
     @property
     def stride(self) -> int | None:
