@@ -20,9 +20,11 @@ validation scored them at the end), what the model learned beside what it carrie
 Default: Cityscapes held out (its street classes are all covered by Mapillary's finer ones,
 so a model that learned Mapillary's classes can name them all), seeds 0 and 1, 300 steps,
 4 trainings: about 20 minutes on 2 cores. ``--holdout`` takes several datasets for more
-rotations (4 trainings each).
+rotations (4 trainings each). On a shared machine, ``--work DIR`` keeps everything in DIR:
+the same command again continues a benchmark that was stopped (each run scored is kept, a
+finished training is only scored, a training cut short starts again).
 
-    python benchmarks/zeroshot.py --json benchmarks/results/zeroshot.json
+    python benchmarks/zeroshot.py --json benchmarks/results/zeroshot.json [--work DIR]
     python benchmarks/zeroshot.py --table benchmarks/results/zeroshot.json   # the table again
     python benchmarks/zeroshot.py --quick                                    # a smoke run
 """
