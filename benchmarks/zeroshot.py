@@ -20,9 +20,11 @@ validation scored them at the end), what the model learned beside what it carrie
 Default: Cityscapes held out (its street classes are all covered by Mapillary's finer ones,
 so a model that learned Mapillary's classes can name them all), seeds 0 and 1, 300 steps,
 4 trainings: about 20 minutes on 2 cores. ``--holdout`` takes several datasets for more
-rotations (4 trainings each).
+rotations (4 trainings each). On a shared machine, ``--work DIR`` keeps everything in DIR:
+the same command again continues a benchmark that was stopped (each run scored is kept, a
+finished training is only scored, a training cut short starts again).
 
-    python benchmarks/zeroshot.py --json benchmarks/results/zeroshot.json
+    python benchmarks/zeroshot.py --json benchmarks/results/zeroshot.json [--work DIR]
     python benchmarks/zeroshot.py --table benchmarks/results/zeroshot.json   # the table again
     python benchmarks/zeroshot.py --quick                                    # a smoke run
 """
@@ -32,21 +34,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from ablation import _mean, common_options, machine, sample_data, train_run
 
-from dsspn_cli.data.sample import DATASETS, HELD_OUT
+from dsspn_cli.data.sample import DATASETS, FOLDERS, HELD_OUT
 from dsspn_cli.engine.scoring import evaluate_checkpoint, harmonic_mean
 from dsspn_cli.files import atomic_write_text
 from dsspn_cli.hierarchy.labelset import load_labelset
 from dsspn_cli.hierarchy.merge import merge_labelsets
 
 HEADS = ("dsspn", "flat")
+RECORD = "record.json"                  # a scored run's record, in its folder
 MERGE_ORDER = ("coco", "ade", "cityscapes", "mapillary")    # the shipped tree's
 
 
@@ -74,9 +79,15 @@ def merge_tree(holdout: str, out: Path, wn) -> Path:
 def run_one(head: str, seed: int, holdout: str, args, train_data: dict, eval_data: dict,
             tree: Path, work: Path, wn) -> dict:
     out = work / f"{head}-{holdout}-{seed}"
+    if (out / RECORD).is_file():                # done by an earlier run with this --work
+        return json.loads((out / RECORD).read_text())
     trained = trained_on(holdout)
-    result, seconds = train_run(head, {d: train_data[d] for d in trained}, out, args.steps,
-                                args, seed, tree=str(tree))
+    timing = finished_training(out, args.steps)
+    if timing is None:
+        shutil.rmtree(out, ignore_errors=True)  # a training cut short starts again
+        result, seconds = train_run(head, {d: train_data[d] for d in trained}, out,
+                                    args.steps, args, seed, tree=str(tree))
+        timing = {"images_per_s": result.get("images_per_s", 0.0), "seconds": seconds}
     started = time.perf_counter()
     report = evaluate_checkpoint(out / "checkpoints" / "last.pt",
                                  {d: eval_data[d] for d in tested_on(holdout)},
@@ -95,15 +106,54 @@ def run_one(head: str, seed: int, holdout: str, args, train_data: dict, eval_dat
                            "mIoU_named": round(found["mIoU_named"], 2),
                            "pixel_acc": round(found["pixel_acc"], 2),
                            "images": found["images"], "split": found["split"],
-                           "unnamed": found["unnamed"], "shared": found["shared"]}
-    return {"head": head, "seed": seed, "holdout": holdout, "trained_on": trained,
-            "steps": args.steps, "zero_shot": zero_shot,
-            "harmonic_mean": {key: round(harmonic_mean(s[key] for s in zero_shot.values()), 2)
-                              for key in ("mIoU", "mIoU_named")},
-            "trained": {name: round(val["val"][name]["mIoU"], 2) for name in trained},
-            "val_seconds": val["val_seconds"],
-            "images_per_s": round(result.get("images_per_s", 0.0), 1),
-            "seconds": round(seconds, 1), "scoring_seconds": round(scoring, 1)}
+                           "unnamed": found["unnamed"], "shared": found["shared"],
+                           "iou": {cls: None if row["iou"] is None else round(row["iou"], 1)
+                                   for cls, row in found["per_class"].items()}}
+    record = {"head": head, "seed": seed, "holdout": holdout, "trained_on": trained,
+              "steps": args.steps, "zero_shot": zero_shot,
+              "harmonic_mean": {key: round(harmonic_mean(s[key] for s in zero_shot.values()),
+                                           2) for key in ("mIoU", "mIoU_named")},
+              "trained": {name: round(val["val"][name]["mIoU"], 2) for name in trained},
+              "val_seconds": val["val_seconds"],
+              "images_per_s": round(timing["images_per_s"], 1),
+              "seconds": round(timing["seconds"], 1), "scoring_seconds": round(scoring, 1)}
+    atomic_write_text(out / RECORD, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def finished_training(out: Path, steps: int) -> dict | None:
+    """The training images/s and seconds of a run folder whose training finished ``steps``
+    steps but was not scored (the benchmark was stopped): from its metrics.jsonl and its
+    files' times (config.yaml written at the start, metrics.jsonl last at the end, after
+    the final validation, as ``train_run`` times it); None when it did not finish."""
+    metrics = out / "metrics.jsonl"
+    if not (metrics.is_file() and (out / "checkpoints" / "last.pt").is_file()):
+        return None
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not any("val" in r and r["step"] == steps for r in records):
+        return None
+    return {"images_per_s": [r for r in records if "images_per_s" in r][-1]["images_per_s"],
+            "seconds": metrics.stat().st_mtime - (out / "config.yaml").stat().st_mtime}
+
+
+def check_work(work: Path, args, size) -> None:
+    """A --work folder is continued with the settings it was started with, or refused."""
+    settings = {"steps": args.steps, "images": args.images, "eval_images": args.eval_images,
+                "crop": args.crop, "batch": args.batch, "size": list(size)}
+    saved = work / "settings.json"
+    if saved.is_file() and json.loads(saved.read_text()) != settings:
+        sys.exit(f"benchmarks/zeroshot.py: --work {work} holds runs with other settings "
+                 f"({saved.read_text().strip()}); use another folder")
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, json.dumps(settings) + "\n")
+
+
+def kept_sample(folder: Path, images: int, size) -> dict[str, str]:
+    """The sample data in ``folder``, written unless a --work folder has it all already."""
+    found = {name: str(folder / path) for name, path in FOLDERS.items()}
+    if (folder / "README.txt").is_file() and all(Path(p).is_dir() for p in found.values()):
+        return found
+    return sample_data(folder, images, size)
 
 
 def _cell(miou: float, named: float) -> str:
@@ -178,6 +228,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--heads", nargs="+", default=list(HEADS), choices=HEADS)
     parser.add_argument("--eval-images", type=int, default=32, help="images per test set")
+    parser.add_argument("--work", help="keep the sample data, trees, checkpoints and each "
+                        "run's record here (default: a temporary folder), and continue the "
+                        "benchmark in it when it was stopped: a run scored is not run again, "
+                        "one whose training finished is only scored")
     common_options(parser, table="several seeds averaged", quick="2 steps, tiny data, one "
                    "seed")
     args = parser.parse_args(argv)
@@ -195,12 +249,14 @@ def main(argv=None) -> int:
     wn = wordnet()
     results = []
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dsspn-zeroshot-") as work:
+    with (nullcontext(args.work) if args.work else
+          tempfile.TemporaryDirectory(prefix="dsspn-zeroshot-")) as work:
         work = Path(work)
-        train_data = sample_data(work / "train", args.images, size)
+        check_work(work, args, size)
+        train_data = kept_sample(work / "train", args.images, size)
         # Validation and test splits hold a quarter of the training images (2 at least).
         eval_data = (train_data if 4 * args.eval_images == args.images else
-                     sample_data(work / "eval", 4 * args.eval_images, size))
+                     kept_sample(work / "eval", 4 * args.eval_images, size))
         plan = [(holdout, head, seed) for holdout in args.holdout for seed in args.seeds
                 for head in args.heads]
         trees = {holdout: merge_tree(holdout, work / f"tree-without-{holdout}.yaml", wn)

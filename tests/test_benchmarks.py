@@ -130,9 +130,10 @@ def test_the_zero_shot_table_averages_seeds_and_gives_the_gap_to_flat(zeroshot_b
 
 def test_the_zero_shot_benchmark_runs_tiny(zeroshot_benchmark, tmp_path, capsys):
     """Both heads trained on three sample datasets with a tree of theirs alone, scored
-    zero-shot on the fourth and the held-out sets; the JSON gives the table back."""
-    out = tmp_path / "zeroshot.json"
-    assert zeroshot_benchmark.main(["--quick", "--json", str(out)]) == 0
+    zero-shot on the fourth and the held-out sets; the JSON gives the table back; stopped,
+    it continues in its --work folder without training again."""
+    out, work = tmp_path / "zeroshot.json", tmp_path / "work"
+    assert zeroshot_benchmark.main(["--quick", "--json", str(out), "--work", str(work)]) == 0
     printed = capsys.readouterr().out
     payload = json.loads(out.read_text())
     assert [(r["head"], r["seed"]) for r in payload["runs"]] == [("dsspn", 0), ("flat", 0)]
@@ -145,3 +146,20 @@ def test_the_zero_shot_benchmark_runs_tiny(zeroshot_benchmark, tmp_path, capsys)
     assert payload["table"] in printed
     assert zeroshot_benchmark.main(["--table", str(out)]) == 0
     assert capsys.readouterr().out.strip() == payload["table"]
+    assert "tree-without-cityscapes" in str(list(work.glob("*.yaml")))
+    # Stopped after training DSSPN, before scoring it: scored again, not trained again.
+    (work / "dsspn-cityscapes-0" / "record.json").unlink()
+    trained_at = (work / "dsspn-cityscapes-0" / "checkpoints" / "last.pt").stat().st_mtime
+    again = tmp_path / "again.json"
+    assert zeroshot_benchmark.main(["--quick", "--json", str(again), "--work", str(work)]) == 0
+    assert (work / "dsspn-cityscapes-0" / "checkpoints" / "last.pt").stat().st_mtime == \
+        trained_at
+    runs = json.loads(again.read_text())["runs"]
+    for before, now in zip(payload["runs"], runs):
+        for key in ("zero_shot", "harmonic_mean", "trained", "images_per_s"):
+            assert now[key] == before[key]
+        assert now["seconds"] > 0
+    # A folder of other settings is refused.
+    (work / "settings.json").write_text('{"steps": 3}')
+    with pytest.raises(SystemExit, match="holds runs with other settings"):
+        zeroshot_benchmark.main(["--quick", "--work", str(work)])
