@@ -332,6 +332,41 @@ def test_predict_html_with_a_dataset_classes_and_a_level(checkpoint, images, tmp
         assert max(tree.depth(tree.names[n]) for n in np.unique(nodes)) <= 2
 
 
+@pytest.mark.parametrize("options", [{}, {"dataset": "cityscapes"},
+                                     {"classes": "motor vehicle,car,sky,road,vegetation"},
+                                     {"level": 3}])
+def test_predict_html_with_hedged_answers(checkpoint, images, tmp_path, options):
+    """Hedged pixels stop at inner concepts: the page's map names them as the labels do, and
+    a pixel never goes below what --dataset, --classes or --level allow."""
+    tree = load_tree()
+    out = tmp_path / "hedged"
+    data = predicted(checkpoint, images, out, hedge_threshold=0.2, as_json=True, **options)
+    nodes_ = data["nodes"]
+    stopped_inner = 0
+    for image in data["images"]:
+        nodes, _ = decoded_map(image_data((out / image["data"]).read_text())[1])
+        labels = labels_png(out / f"{image['key']}_labels.png")
+        if not {"dataset", "classes"} & set(options):
+            assert np.array_equal(nodes, labels)          # concept ids
+        else:
+            written = np.vectorize(lambda n: nodes_[n].get("labelId", -1))(nodes)
+            inner = written == -1
+            # Inner concepts with no label of their own: the ignore value, or 'other'.
+            unnamed = next((n["labelId"] for n in nodes_ if n.get("kind") == "other"), 255)
+            assert np.all(labels[inner] == unnamed)
+            assert np.array_equal(written[~inner], labels[~inner])
+        for n in np.unique(nodes):
+            node = nodes_[n]
+            if node.get("kind") is None and tree.children(node["name"]):
+                stopped_inner += 1
+            if "level" in options and node.get("kind") is None:
+                assert tree.depth(node["name"]) <= options["level"]
+        doc = json.loads((out / f"{image['key']}.json").read_text())
+        assert doc["hedge"]["threshold"] == 0.2
+        assert sum(doc["stopped_at_depth"].values()) == nodes.size
+    assert stopped_inner > 0        # an untrained model is unsure: some pixels stop above
+
+
 def test_predict_html_checks_its_files_before_any_work(checkpoint, images, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -542,11 +577,13 @@ def _hover(browser, fx, fy):
     return browser.find_element("id", "hover").text
 
 
-@pytest.mark.parametrize("mode", ["concepts", "dataset", "classes", "level"])
+@pytest.mark.parametrize("mode", ["concepts", "dataset", "classes", "level", "hedged"])
 def test_predict_page_in_a_browser(browser, checkpoint, images, tmp_path, mode):
     options = {"concepts": {}, "dataset": {"dataset": "cityscapes"},
                "classes": {"classes": "motor vehicle,car,sky,road,vegetation"},
-               "level": {"level": 2}}[mode]
+               "level": {"level": 2},
+               "hedged": {"classes": "motor vehicle,car,sky,road,vegetation",
+                          "hedge_threshold": 0.2}}[mode]
     out = tmp_path / "out"
     data = predicted(checkpoint, images, out, **options)
     opened(browser, out / "index.html")

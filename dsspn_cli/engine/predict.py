@@ -436,7 +436,8 @@ class Predictor:
 
         nodes, value_nodes = page_nodes(self.tree, concept_palette(len(self.tree)),
                                         self.colours, self.value_names, self.value_label,
-                                        self.classes, self.dataset)
+                                        self.classes, self.dataset,
+                                        hedged=self.hedge is not None)
         mode = ("classes" if self.classes is not None else
                 "dataset" if self.dataset is not None else "concepts")
         return PredictionPages(out, nodes, value_nodes, {

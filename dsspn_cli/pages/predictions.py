@@ -66,7 +66,8 @@ def shared_parent(tree, concepts) -> int:
 
 
 def page_nodes(tree, palette, colours, value_names, value_label, classes=None,
-               dataset: str | None = None) -> tuple[list[dict], np.ndarray]:
+               dataset: str | None = None,
+               hedged: bool = False) -> tuple[list[dict], np.ndarray]:
     """The page's nodes and, per value of a predicted map, its node.
 
     Without ``classes`` a value is a concept id and its node that concept; with ``dataset``
@@ -74,8 +75,9 @@ def page_nodes(tree, palette, colours, value_names, value_label, classes=None,
     colour. With ``classes`` (a ``ClassChoice``) value k is class k: a class of one concept is
     that concept, named by the class; a class of several is a node of its own (``kind``
     union, with its ``concepts``) under the concept where their paths part; the last value,
-    none of them, is the node 'other' under the root. ``palette``: a colour per concept id,
-    ``colours`` per value."""
+    none of them, is the node 'other' under the root; ``hedged``, the values after it are the
+    concepts a pixel stopped at above some classes (``MaskingTensors.hedged_vocabulary``), each
+    its concept's node. ``palette``: a colour per concept id, ``colours`` per value."""
     names = tree.names
     nodes = []
     for i, name in enumerate(names):
@@ -106,6 +108,8 @@ def page_nodes(tree, palette, colours, value_names, value_label, classes=None,
     value_nodes[len(sets)] = len(nodes)
     nodes.append({"name": "other", "kind": "other", "parent": tree.id(tree.root),
                   "label": "other", "labelId": int(classes.other), "colour": "#000000"})
+    if hedged:
+        value_nodes = np.concatenate([value_nodes, np.arange(len(names), dtype=np.int64)])
     return nodes, value_nodes
 
 
