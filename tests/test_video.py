@@ -205,6 +205,9 @@ def test_bad_videos_and_options_are_one_line_before_any_work(checkpoint, clip, t
     for options in ({"every": 2}, {"frames": tmp_path / "f"}):
         with pytest.raises(UserError, match="applies to videos"):
             predict(checkpoint, [image], out=tmp_path / "o", device="cpu", **options)
+    with pytest.raises(UserError, match="--html: the page shows images, and .*clip.* is a "
+                                        "video"):
+        predict(checkpoint, [clip], out=tmp_path / "o", device="cpu", html=True)
     (tmp_path / "afile").write_text("")
     with pytest.raises(UserError, match="afile: exists and is a file, not a folder"):
         predict(checkpoint, [clip], out=tmp_path / "o", frames=tmp_path / "afile",

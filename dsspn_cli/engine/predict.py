@@ -571,6 +571,10 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     out = check_output(out, folder=True)
     videos, image_inputs = split_videos(inputs)
     jobs = find_images(image_inputs) if image_inputs or not videos else []
+    if html and not jobs:
+        raise UserError(f"--html: the page shows images, and {videos[0]} is a video (its "
+                        "result is the overlay video with its legend): drop --html, or add "
+                        "images")
     check_images(jobs, out, as_json, reads=[*inputs, checkpoint, labelset, calibration],
                  html=html)
     clips = prepare_videos(videos, out, every=every, frames=frames,
