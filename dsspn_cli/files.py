@@ -347,27 +347,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *,
     ``within`` (see ``_open_folder``).
     """
     path = Path(path)
-    fd = temporary = None
+    # The one way a file is written whole: ``atomic_stream``, here with one write, whose
+    # failure (a full disk) is one line as well.
     try:
-        fd = _open_folder(path.parent, within)
-        _check_name(path, fd)
-        temporary, handle = _temporary(fd, path.name)
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_stream(path, within=within) as stream:
             stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        # A rename replaces the name itself: a link that appeared there since is replaced,
-        # never followed.
-        os.replace(temporary, path.name, src_dir_fd=fd, dst_dir_fd=fd)
-        temporary = None
-        _sync(fd)
     except OSError as exc:
         raise UserError(one_line(f"{path}: cannot write: {os_problem(exc)}")) from None
-    finally:
-        if fd is not None:
-            if temporary is not None:
-                _unlink(temporary, fd)
-            os.close(fd)
     return path
 
 
@@ -396,11 +382,13 @@ def atomic_stream(path: str | os.PathLike, *, within: str | os.PathLike | None =
             except OSError as exc:
                 raise UserError(one_line(f"{path}: cannot write: {os_problem(exc)}")) from None
         try:
+            # A rename replaces the name itself: a link that appeared there since is
+            # replaced, never followed.
             os.replace(temporary, path.name, src_dir_fd=fd, dst_dir_fd=fd)
+            temporary = None
+            _sync(fd)
         except OSError as exc:
             raise UserError(one_line(f"{path}: cannot write: {os_problem(exc)}")) from None
-        temporary = None
-        _sync(fd)
     finally:
         if fd is not None:
             if temporary is not None:
