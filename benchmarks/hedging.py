@@ -26,19 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import re
 import sys
 import time
 from pathlib import Path
 
 import torch
+from ablation import machine
 
 from dsspn_cli.data.dataset import SegmentationDataset
 from dsspn_cli.data.sample import DATASETS, FOLDERS, write_sample_data
 from dsspn_cli.engine.checkpoint import load_model
 from dsspn_cli.engine.config import TrainConfig
 from dsspn_cli.engine.evaluate import evaluate
-from dsspn_cli.engine.hedging import curves_png, operating_index
+from dsspn_cli.engine.hedging import curves_png, point, pooled_curve
 from dsspn_cli.engine.train import train
 from dsspn_cli.files import atomic_write_bytes, atomic_write_text
 
@@ -64,24 +65,6 @@ def train_one(head: str, seed: int, args, data: dict, work: Path) -> Path:
     return last
 
 
-def pooled(curves: dict[str, dict]) -> dict:
-    """The datasets' curves as one, their pixels summed (the specificity of each pixel
-    is its own dataset's)."""
-    total = sum(c["pixels"] for c in curves.values())
-    first = next(iter(curves.values()))
-    doc = {"thresholds": first["thresholds"], "pixels": total}
-    for key in ("accuracy", "specificity", "mean_depth"):
-        doc[key] = [round(sum(c[key][j] * c["pixels"] for c in curves.values()) / total, 6)
-                    for j in range(len(first["thresholds"]))]
-    return doc
-
-
-def at_target(curve: dict, target: float) -> dict:
-    j = operating_index(curve["accuracy"], target)
-    return {"threshold": curve["thresholds"][j], "accuracy": curve["accuracy"][j],
-            "specificity": curve["specificity"][j], "mean_depth": curve["mean_depth"][j]}
-
-
 def accuracy_at(curve: dict, threshold: float) -> float:
     return curve["accuracy"][curve["thresholds"].index(threshold)]
 
@@ -96,10 +79,10 @@ def score(checkpoint: Path, data: dict, fresh: dict) -> dict:
         curves[name] = evaluate(model, val, hedge=True)["hedging"]
         other = SegmentationDataset(fresh[name], name, "train", table)
         held_out[name] = evaluate(model, other, hedge=True)["hedging"]
-    curves[POOLED], held_out[POOLED] = pooled(curves), pooled(held_out)
+    curves[POOLED], held_out[POOLED] = pooled_curve(curves), pooled_curve(held_out)
     found = {}
     for name, curve in curves.items():
-        points = {str(t): at_target(curve, t) for t in TARGETS}
+        points = {str(t): point(curve, t) for t in TARGETS}
         for t in TARGETS:       # the validation threshold, on images it never saw
             points[str(t)]["held_out_accuracy"] = accuracy_at(
                 held_out[name], points[str(t)]["threshold"])
@@ -110,6 +93,13 @@ def score(checkpoint: Path, data: dict, fresh: dict) -> dict:
         curve.pop("right", None)
         curve.pop("operating_points", None)
     return {"scores": found, "curves": curves, "held_out_curves": held_out}
+
+
+def readable_json(payload: dict) -> str:
+    """Indented JSON with each list of numbers (a curve: 201 thresholds) on one line."""
+    text = json.dumps(payload, indent=1)
+    return re.sub(r"\[\s*(-?[\d.e+-]+(?:,\s*-?[\d.e+-]+)*)\s*\]",
+                  lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
 
 
 def _mean(values) -> float:
@@ -197,14 +187,13 @@ def main(argv=None) -> int:
         atomic_write_bytes(args.plot, curves_png(
             [(f"{r['head']} seed {r['seed']}", r["curves"]) for r in runs]))
     if args.json:
-        payload = {"machine": f"{platform.processor() or platform.machine()}, "
-                              f"{os.cpu_count()} cores", "torch": torch.__version__,
+        payload = {**machine(),
                    "settings": {k: v for k, v in vars(args).items()
                                 if k not in ("json", "plot", "train_only")},
                    "recipe": "make demo: resnet18, output stride 16, crop 112, batch 8, "
                              "lr 0.01, the four sample datasets jointly",
                    "runs": runs, "table": text}
-        atomic_write_text(args.json, json.dumps(payload, indent=1) + "\n")
+        atomic_write_text(args.json, readable_json(payload))
     return 0
 
 

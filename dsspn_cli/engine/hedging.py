@@ -104,18 +104,21 @@ class HedgeCurve:
         # level 0 plus, for each level kept, the step from the level above to it.
         width = self.concepts + 1
         rows = len(self.thresholds) + 1
-        changes = torch.zeros(rows * width, dtype=torch.float64, device=g.device)
+        # Counted in int64 with index_add_ (exact, and no read of the device's values,
+        # which bincount makes on CUDA to size its output).
+        changes = torch.zeros(rows * width, dtype=torch.int64, device=g.device)
         for d in range(1, g.shape[0]):
             reach = torch.searchsorted(self._t, c[d].contiguous(), right=False) * width
             steps = torch.cat([reach + g[d], reach + g[d - 1], reach + self.concepts])
             weights = torch.cat([torch.ones_like(g[d]), -torch.ones_like(g[d]),
-                                 right[d] - right[d - 1]]).double()
-            changes += torch.bincount(steps, weights, minlength=rows * width)
+                                 right[d] - right[d - 1]])
+            changes.index_add_(0, steps, weights)
         # Row j sums the changes of the levels that threshold j keeps (the rows below it).
         kept = changes.view(rows, width).flip(0).cumsum(0).flip(0)[1:]
-        base = torch.bincount(g[0], minlength=width).double()
+        base = torch.zeros(width, dtype=torch.int64, device=g.device)
+        base.index_add_(0, g[0], torch.ones_like(g[0]))
         base[self.concepts] = right[0].sum()
-        self.matrix += (kept + base).round().long()
+        self.matrix += kept + base
 
     def pixels(self) -> int:
         return int(self.matrix[0, :self.concepts].sum())
@@ -175,13 +178,27 @@ def point(curve: dict, target: float, per_depth=None) -> dict | None:
 # ------------------------------------------------------------------------------ calibration
 
 
+def pooled_curve(curves: dict[str, dict]) -> dict:
+    """Several datasets' curves (``HedgeCurve.to_json``) as one, their pixels summed: the
+    accuracy from the pixels right, specificity and mean depth weighted by pixels (each
+    pixel's specificity is its own dataset's)."""
+    thresholds = next(iter(curves.values()))["thresholds"]
+    pixels = sum(curve["pixels"] for curve in curves.values())
+    right = [sum(curve["right"][j] for curve in curves.values())
+             for j in range(len(thresholds))]
+    doc = {"thresholds": thresholds, "pixels": pixels, "right": right,
+           "accuracy": [round(r / max(pixels, 1), 6) for r in right]}
+    for key in ("specificity", "mean_depth"):
+        doc[key] = [round(sum(curve[key][j] * curve["pixels"] for curve in curves.values())
+                          / max(pixels, 1), 6) for j in range(len(thresholds))]
+    return doc
+
+
 def calibration(checkpoint, curves: dict[str, dict], splits: dict[str, str]) -> dict:
     """The calibration file's content: each dataset's accuracy per threshold, and the
     pooled accuracy of all of them (pixels summed), bound to the checkpoint's bytes."""
-    thresholds = next(iter(curves.values()))["thresholds"]
-    right = [sum(curve["right"][j] for curve in curves.values())
-             for j in range(len(thresholds))]
-    pixels = sum(curve["pixels"] for curve in curves.values())
+    pooled = pooled_curve(curves)
+    thresholds = pooled["thresholds"]
     return {
         "kind": KIND, "version": VERSION,
         "checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint),
@@ -191,9 +208,9 @@ def calibration(checkpoint, curves: dict[str, dict], splits: dict[str, str]) -> 
         "splits": dict(splits),
         "thresholds": thresholds,
         "pixels": {**{name: curve["pixels"] for name, curve in curves.items()},
-                   "all": pixels},
+                   "all": pooled["pixels"]},
         "accuracy": {**{name: curve["accuracy"] for name, curve in curves.items()},
-                     "all": [round(r / max(pixels, 1), 6) for r in right]},
+                     "all": pooled["accuracy"]},
     }
 
 
@@ -339,4 +356,4 @@ def curves_png(series: list[tuple[str, dict[str, dict]]], marks=(0.9, 0.95)) -> 
 
 __all__ = ["HedgeCurve", "THRESHOLDS", "TARGETS", "calibration", "calibration_path",
            "calibrated_threshold", "curve_label", "curve_rows", "CURVE_COLUMNS", "curves_png",
-           "operating_index", "point", "read_curves", "specificity", "file_sha256"]
+           "operating_index", "point", "pooled_curve", "read_curves", "specificity", "file_sha256"]
