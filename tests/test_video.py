@@ -221,6 +221,40 @@ def test_bad_videos_and_options_are_one_line_before_any_work(checkpoint, clip, t
     assert not (tmp_path / "o").exists() and not (tmp_path / "f").exists()
 
 
+def test_frames_check_covers_this_videos_maps_only_a_stem_of_zeros_too(tmp_path):
+    from dsspn_cli.engine.video import prepare_videos
+
+    clip = write_clip(tmp_path / "cam_000000.mp4", count=1)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    # Another video's map (stem cam_1) is no output of this one, even where this stem
+    # holds the six zeros a frame's number has.
+    os.symlink(tmp_path / "elsewhere.png", frames / "cam_1_000002_labels.png")
+    jobs = prepare_videos([clip], tmp_path / "out", frames=frames)
+    assert [job.stem for job in jobs] == ["cam_000000"]
+    os.symlink(tmp_path / "elsewhere.png", frames / "cam_000000_000003_labels.png")
+    with pytest.raises(UserError, match="cam_000000_000003_labels.png: is a symbolic link"):
+        prepare_videos([clip], tmp_path / "out", frames=frames)
+
+
+def test_no_video_encoder_is_one_line_before_any_work(checkpoint, clip, tmp_path,
+                                                      monkeypatch):
+    from dsspn_cli.engine import video
+
+    assert [job.codec for job in video.prepare_videos([clip], tmp_path / "o")] == ["libx264"]
+    monkeypatch.setattr(video, "ENCODERS", ("no-such-encoder",))
+    image = tmp_path / "photo.png"
+    Image.fromarray(_frame(0)).save(image)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the encoder was checked")
+
+    monkeypatch.setattr("dsspn_cli.engine.checkpoint.load_model", no_model)
+    with pytest.raises(UserError, match="has none of the video encoders no-such-encoder"):
+        predict(checkpoint, [image, clip], out=tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out" / "photo_labels.png").exists()
+
+
 def test_an_error_mid_video_stops_both_stages_and_leaves_no_video(checkpoint, clip, tmp_path,
                                                                   monkeypatch):
     from dsspn_cli.engine.predict import Predictor
@@ -228,11 +262,11 @@ def test_an_error_mid_video_stops_both_stages_and_leaves_no_video(checkpoint, cl
     ran = Predictor.run
     calls = []
 
-    def failing(self, image):
+    def failing(self, image, **options):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return ran(self, image)
+        return ran(self, image, **options)
 
     monkeypatch.setattr(Predictor, "run", failing)
     out = tmp_path / "out"
@@ -250,9 +284,9 @@ SLOW = """
 import sys, time
 from dsspn_cli.engine.predict import Predictor
 ran = Predictor.run
-def slow(self, image):
+def slow(self, image, **options):
     time.sleep(0.3)
-    return ran(self, image)
+    return ran(self, image, **options)
 Predictor.run = slow
 from dsspn_cli.cli.main import main
 main(sys.argv[1:])

@@ -306,6 +306,8 @@ def test_labelset_reads_any_layout_and_the_report_names_what_it_cannot(checkpoin
     (["--labelset", "x.yaml", "--data", "camvid=/a", "--data", "voc=/b"],
      "with several --data, say whose label set it is: --labelset FORMAT=FILE"),
     (["--labelset", "voc=x.yaml", "--data", "camvid=/a"], "no --data voc=ROOT"),
+    (["--labelset", "x.yaml"], "--labelset x.yaml: reads the label maps of a --data; give "
+     "the dataset it labels: --data FORMAT=ROOT"),
     (["--labelset", "x.yaml", "--labelset", "y.yaml", "--data", "camvid=/a"],
      "camvid has a label set already"),
 ])

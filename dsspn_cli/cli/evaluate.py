@@ -31,6 +31,9 @@ def parse_labelsets(values: list[str] | None, data: dict[str, str]) -> dict[str,
                             f"{', '.join(data) or 'the --data given'}")
         elif len(data) == 1:
             pair = next(iter(data)), value
+        elif not data:
+            raise UserError(f"--labelset {value}: reads the label maps of a --data; give the "
+                            "dataset it labels: --data FORMAT=ROOT")
         else:
             raise UserError(f"--labelset {value}: with several --data, say whose label set "
                             "it is: --labelset FORMAT=FILE, FORMAT one of "

@@ -47,19 +47,19 @@ class StaticPredictor(nn.Module):
         self.model = model.eval()
         self.dataset, self.level, self.hedge = dataset, level, hedge
         self.classes = choice.sets if choice is not None else None
+        # The tables ``Predictor.labels`` reads: ``ClassChoice.value_ids`` and
+        # ``predict.dataset_labels``.
         if choice is not None:
             # Class index k -> its id; the last entry, for index -1, is 'other'. Hedged, a
             # pixel above some classes is 'other' in the labels (its concept is an output).
-            ids = list(choice.ids) + [choice.other]
-            if hedge is not None:
-                ids += [choice.other] * len(model.masking.table.concepts)
+            ids = choice.value_ids(len(model.masking.table.concepts) if hedge is not None
+                                   else 0)
             self.register_buffer("to_label", torch.tensor(ids, dtype=torch.long), False)
         elif dataset is not None:
-            masking = model.masking
-            lut = model.concepts_to_labels(torch.arange(len(masking.table.concepts),
-                                                        device=masking.concept_label.device),
-                                           dataset)
-            self.register_buffer("to_label", lut, False)
+            from dsspn_cli.engine.predict import dataset_labels
+
+            lut = torch.from_numpy(dataset_labels(model, dataset))
+            self.register_buffer("to_label", lut.to(model.masking.concept_label.device), False)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor):

@@ -43,6 +43,7 @@ from dsspn_cli.engine.options import check_options
 from dsspn_cli.engine.video import predict_video, prepare_videos, split_videos
 from dsspn_cli.errors import UserError
 from dsspn_cli.files import atomic_write_bytes, check_output, kind_of, stat_path
+from dsspn_cli.pages.predictions import shared_path
 
 SUFFIXES = ("_labels.png", "_color.png", "_overlay.png", "_legend.png")
 LEGEND_ROWS = 40          # classes listed in a legend; the rest are summed on one line
@@ -188,6 +189,12 @@ class ClassChoice:
         class's one concept where only ``concepts`` was given)."""
         return self.concept_sets or tuple(frozenset((c,)) for c in self.concepts)
 
+    def value_ids(self, hedged_concepts: int = 0) -> list[int]:
+        """The id written for each value of a class map: class k's id, then 'other' (the
+        last class value); hedged, ``hedged_concepts`` more values, a pixel stopped at a
+        concept above some classes, written as 'other' too."""
+        return list(self.ids) + [self.other] * (1 + hedged_concepts)
+
 
 def choose_classes(tree, names: str | None = None, labelset: str | Path | None = None,
                    wn=None, unions: bool = False) -> ClassChoice | None:
@@ -245,6 +252,16 @@ def choose_classes(tree, names: str | None = None, labelset: str | Path | None =
                        vocabulary.classes)
 
 
+def dataset_labels(model, dataset: str) -> np.ndarray:
+    """Concept id -> the dataset's label id written for it (``concepts_to_labels``: its own
+    label, else its nearest labelled ancestor's, else the dataset's ignore index), int64."""
+    import torch
+
+    masking = model.masking
+    concepts = torch.arange(len(masking.table.concepts), device=masking.concept_label.device)
+    return model.concepts_to_labels(concepts, dataset).cpu().numpy().astype(np.int64)
+
+
 @dataclass
 class Predictor:
     """A loaded model and everything fixed across images: the dataset or classes, the
@@ -262,7 +279,8 @@ class Predictor:
     hedge_source: dict = field(default_factory=dict)   # its target and calibration, if any
     inference: Inference = field(init=False)
     colours: np.ndarray = field(init=False)            # value -> colour
-    value_label: np.ndarray = field(init=False)        # value -> id written, -1 none
+    value_label: np.ndarray = field(init=False)        # value -> its label id, -1 none
+    label_lookup: np.ndarray = field(init=False)       # value -> id in NAME_labels.png
     value_names: list = field(init=False)              # value -> name
     value_concepts: list = field(init=False)           # value -> its concepts' names
     value_paths: list = field(init=False)              # value -> path in the tree
@@ -285,9 +303,9 @@ class Predictor:
             # Value k is class k; value n (the last) is 'other'.
             self.value_names = list(choice.names) + ["other"]
             self.value_concepts = [[names[c] for c in sorted(s)] for s in sets] + [[]]
-            self.value_paths = [_shared_path([self.value_paths[c] for c in sorted(s)])
+            self.value_paths = [shared_path([self.value_paths[c] for c in sorted(s)])
                                 for s in sets] + [[]]
-            self.value_label = np.array(list(choice.ids) + [choice.other], dtype=np.int64)
+            self.value_label = np.array(choice.value_ids(), dtype=np.int64)
             # A union takes the colour of its first concept (a label set's own where given).
             self.colours = np.array([choice.colours.get(i, palette[min(s)]) for i, s in
                                      zip(choice.ids, sets)] + [(0, 0, 0)], dtype=np.uint8)
@@ -301,20 +319,22 @@ class Predictor:
                 self.value_names += list(names)
                 self.value_concepts += [[n] for n in names]
                 self.value_paths += [self.tree.ancestors(n) + [n] for n in names]
-                self.value_label = np.concatenate(
-                    [self.value_label, np.full(len(names), choice.other, dtype=np.int64)])
+                self.value_label = np.array(choice.value_ids(len(names)), dtype=np.int64)
                 self.colours = np.concatenate([self.colours, palette])
                 self.value_depth = np.concatenate([self.value_depth, depth])
+            self.label_lookup = self.value_label
             self.sixteen_bit = int(self.value_label.max()) > 255
             return
         if self.dataset is None:
             self.value_label = np.full(len(names), -1, dtype=np.int64)
+            self.label_lookup = np.arange(len(names), dtype=np.int64)     # the concept ids
             self.sixteen_bit = len(names) - 1 > 255
             self.colours = palette
             return
         masking = self.model.masking
         d = masking.dataset_index(self.dataset)
         self.value_label = masking.concept_label_up[d].cpu().numpy().astype(np.int64)
+        self.label_lookup = dataset_labels(self.model, self.dataset)
         table = masking.table.datasets[self.dataset]
         defined = [i for i, c in enumerate(table.label_to_concept) if c >= 0]
         self.sixteen_bit = max(defined + [table.ignore_index]) > 255
@@ -328,29 +348,22 @@ class Predictor:
             if label >= 0 and int(label) in by_label:
                 self.colours[concept] = by_label[int(label)]
 
-    def run(self, image: np.ndarray):
+    def run(self, image: np.ndarray, confidence: bool = True):
         """The predicted map (concept ids, or class values) and confidence of an H x W x 3
-        uint8 image, as numpy arrays."""
+        uint8 image, as numpy arrays; ``confidence=False``: None in its place, the
+        confidence map left on the device (a video frame needs only the values)."""
         import torch
 
-        values, confidence = self.inference(torch.from_numpy(image))
+        values, scores = self.inference(torch.from_numpy(image))
         values = values.cpu().numpy()
         if self.classes is not None:
             values = np.where(values < 0, len(self.classes.sets), values)
-        return values, confidence.cpu().numpy()
+        return values, scores.cpu().numpy() if confidence else None
 
     def labels(self, values: np.ndarray) -> np.ndarray:
         """The map written as ``NAME_labels.png``: concept ids, or the dataset's or the
-        classes' ids."""
-        if self.dataset is None and self.classes is None:
-            return values
-        if self.classes is not None:
-            return self.value_label[values]
-        import torch
-
-        return self.model.concepts_to_labels(
-            torch.from_numpy(values).to(self.model.masking.concept_label_up.device),
-            self.dataset).cpu().numpy()
+        classes' ids (``label_lookup``, on the host: no trip to the model's device)."""
+        return self.label_lookup[values]
 
     def depths(self, values: np.ndarray) -> dict[str, int]:
         """How many pixels stopped at each depth of the tree (0 = the root; a class at its
@@ -453,17 +466,6 @@ class Predictor:
 def blend(image: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """The overlay: photo and colour map 50/50."""
     return ((image.astype(np.uint16) + colour) // 2).astype(np.uint8)
-
-
-def _shared_path(paths: list[list[str]]) -> list[str]:
-    """The part of tree paths that all share: a concept's own path, or a union's down to
-    where its concepts' paths part."""
-    shared = []
-    for step in zip(*paths):
-        if len(set(step)) > 1:
-            break
-        shared.append(step[0])
-    return shared
 
 
 def _png(image) -> bytes:

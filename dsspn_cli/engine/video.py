@@ -36,7 +36,7 @@ import queue
 import stat
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -54,6 +54,7 @@ IN_FLIGHT = 4           # frames waiting between two stages
 POLL = 0.1              # seconds a blocked stage waits before it looks whether to stop
 OUTPUT = "{stem}_overlay.mp4"
 FRAME_LABELS = "{stem}_{index:06d}_labels.png"
+FRAME_GLOB = FRAME_LABELS.replace("{index:06d}", "*")      # any frame's label map
 
 
 def require_av():
@@ -76,6 +77,7 @@ class VideoJob:
     frames: int              # its frame count, 0 when the container does not say
     width: int               # a frame as predicted: turned upright
     height: int
+    codec: str | None = None     # the encoder (``pick_encoder``, run by ``prepare_videos``)
 
     @property
     def output(self) -> str:
@@ -102,9 +104,10 @@ def split_videos(inputs: Sequence) -> tuple[list[Path], list]:
 
 def prepare_videos(videos: Sequence[Path], out: Path, *, every: int = 1,
                    frames: str | Path | None = None, reads: Sequence = ()) -> list[VideoJob]:
-    """Before any work: PyAV is there, every video opens and decodes its first frame, no two
-    write the same outputs, and the outputs (``OUT/<stem>_overlay.mp4``, ``--frames DIR``'s
-    label maps) pass ``check_output`` against everything the command reads."""
+    """Before any work: PyAV is there with a video encoder (``pick_encoder``, carried in each
+    job), every video opens and decodes its first frame, no two write the same outputs, and
+    the outputs (``OUT/<stem>_overlay.mp4``, ``--frames DIR``'s label maps) pass
+    ``check_output`` against everything the command reads."""
     if every < 1:
         raise UserError(f"--every {every}: give 1 (every frame) or more")
     if not videos:
@@ -114,7 +117,8 @@ def prepare_videos(videos: Sequence[Path], out: Path, *, every: int = 1,
                             "inputs) and none was given")
         return []
     av = require_av()
-    jobs = [probe(av, video) for video in videos]
+    codec = pick_encoder(av)
+    jobs = [replace(probe(av, video), codec=codec) for video in videos]
     owners: dict[str, Path] = {}
     for job in jobs:
         if job.stem in owners:
@@ -126,8 +130,7 @@ def prepare_videos(videos: Sequence[Path], out: Path, *, every: int = 1,
         # The frames' numbers are known once decoded: the check covers the files of that
         # pattern already there; new ones are created without following a link.
         check_output(frames, folder=True, inputs=reads, writes=[
-            FRAME_LABELS.format(stem=glob.escape(job.stem), index=0).replace("000000", "*")
-            for job in jobs])
+            FRAME_GLOB.format(stem=glob.escape(job.stem)) for job in jobs])
     return jobs
 
 
@@ -366,7 +369,7 @@ class _Encoder(_Stage):
         self.av, self.job, self.predictor, self.every = av, job, predictor, every
         self.stream, self.frames_dir, self.predicted = stream, frames_dir, predicted
         self.written = self.label_maps = 0
-        self.codec = pick_encoder(av)
+        self.codec = job.codec or pick_encoder(av)
 
     def work(self) -> None:
         from dsspn_cli.engine.predict import blend
@@ -465,7 +468,7 @@ def predict_video(predictor, job: VideoJob, out: Path, *, every: int = 1,
                 items = track(items, job.predicted(every), f"predicting {job.video.name}",
                               unit="frames")
             for index, image in items:
-                values, _confidence = predictor.run(image)
+                values, _ = predictor.run(image, confidence=False)
                 _handing_on(predicted, (index, image, values), encoder, job)
             _handing_on(predicted, END, encoder, job)
             while encoder.is_alive():           # the last frames encoded, the file closed

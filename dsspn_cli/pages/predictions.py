@@ -54,15 +54,22 @@ def _hex(rgb) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
 
 
-def shared_parent(tree, concepts) -> int:
-    """The deepest concept above or at all of ``concepts`` (ids): where their paths part."""
-    paths = [tree.ancestors(tree.names[c]) + [tree.names[c]] for c in sorted(concepts)]
-    shared = tree.root
+def shared_path(paths: list[list[str]]) -> list[str]:
+    """The part of tree paths (root first) that all share: a concept's own path, or a
+    union's down to where its concepts' paths part (``Predictor.value_paths`` too)."""
+    shared = []
     for step in zip(*paths):
         if len(set(step)) > 1:
             break
-        shared = step[0]
-    return tree.id(shared)
+        shared.append(step[0])
+    return shared
+
+
+def shared_parent(tree, concepts) -> int:
+    """The deepest concept above or at all of ``concepts`` (ids): where their paths part."""
+    paths = [tree.ancestors(tree.names[c]) + [tree.names[c]] for c in sorted(concepts)]
+    shared = shared_path(paths)
+    return tree.id(shared[-1] if shared else tree.root)
 
 
 def page_nodes(tree, palette, colours, value_names, value_label, classes=None,
@@ -204,4 +211,4 @@ class PredictionPages:
 
 
 __all__ = ["PredictionPages", "page_nodes", "pixel_maps", "block_percent", "shared_parent",
-           "PAGE", "SUFFIXES", "CONFIDENCE_BLOCK"]
+           "shared_path", "PAGE", "SUFFIXES", "CONFIDENCE_BLOCK"]
