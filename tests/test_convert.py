@@ -301,6 +301,21 @@ def test_the_sources_everything_else_class_is_ignored_and_the_targets_takes_the_
     assert (to_voc[25].why, to_voc[25].to) == (COVERED, 15)               # rider: person
 
 
+def test_the_targets_everything_else_class_never_competes_for_a_concept(tree, tmp_path):
+    """A catch-all class with a synset on the tree is still not a concept (as zero-shot
+    scoring, predict and 'hierarchy map' read it): it does not tie with the class naming
+    that concept (Mapillary's car would be ignored), and takes only what no class takes."""
+    odd = write_set(tmp_path / "odd.yaml", [
+        {"id": 0, "name": "background", "other": True, "synset": "car.n.01"},
+        {"id": 1, "name": "car", "synset": "car.n.01"},
+        {"id": 2, "name": "person", "synset": "person.n.01"}])
+    found = routes(tree, "mapillary", odd)
+    assert (found[55].why, found[55].to) == (COVERED, 1)                  # car, not a tie
+    assert (found[19].why, found[19].to) == (COVERED, 2)                  # person
+    assert (found[54].why, found[54].to) == (OTHER, 0)                    # bus: the rest
+    assert (found[27].why, found[27].to) == (OTHER, 0)                    # sky: the rest
+
+
 # --------------------------------------------------------------------------- refusals
 
 

@@ -190,7 +190,7 @@ def convert(
     reasons = {}
     for route in report.routes:
         if route.to is None and route.pixels:
-            key = route.text().split(" (")[0].removeprefix("ignore: ")
+            key = route.reason()
             reasons[key] = reasons.get(key, 0) + route.pixels
     shown.print(f"{report.pixels:,} pixels: {share(report.pixels - ignored)} written as "
                 f"{report.target} classes, {share(ignored)} as its ignore value "

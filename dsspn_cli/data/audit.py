@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from dsspn_cli.data.common import BadFile, MissingSplit, Sample, read_image, siz
 from dsspn_cli.data.formats import check_root, get_format, labelset_for
 from dsspn_cli.data.loading import thread_pool
 from dsspn_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from dsspn_cli.data.targets import LabelIds
 
 
 @dataclass
@@ -62,7 +66,7 @@ def splits_present(fmt, root: Path, splits=None) -> tuple[dict[str, list[Sample]
     return found, problems
 
 
-def _check_one(fmt, labelset_ids: np.ndarray, sample: Sample) -> list[Problem]:
+def _check_one(fmt, ids: LabelIds, sample: Sample) -> list[Problem]:
     if sample.extra.get("missing") == "image":
         return [Problem(str(sample.label), "label map without an image (expected "
                         f"{sample.image.name})")]
@@ -80,10 +84,7 @@ def _check_one(fmt, labelset_ids: np.ndarray, sample: Sample) -> list[Problem]:
     if values.shape != image.shape[:2]:
         problems.append(Problem(str(sample.label), size_mismatch(sample.label, values.shape,
                                                                  sample.image, image.shape)))
-    present = np.unique(values)
-    inside = present[(present >= 0) & (present < len(labelset_ids))]
-    bad = sorted(present[(present < 0) | (present >= len(labelset_ids))].tolist()
-                 + inside[~labelset_ids[inside]].tolist())
+    bad = ids.undefined_values(values)
     if bad:
         problems.append(Problem(str(sample.label), "label values "
                                 + ", ".join(map(str, bad[:8])) + " are not in the label set"))
@@ -92,14 +93,12 @@ def _check_one(fmt, labelset_ids: np.ndarray, sample: Sample) -> list[Problem]:
 
 def check_dataset(root, format_name: str, splits=None, workers: int = 4,
                   track=lambda items, total, what: items) -> CheckReport:
+    from dsspn_cli.data.targets import LabelIds  # here: it brings in the tree (networkx)
+
     root = check_root(root)
     fmt = get_format(format_name)
     labelset = labelset_for(fmt, root)
-    defined = np.zeros(max(labelset.max_id + 1, 256), dtype=bool)
-    for label in labelset.labels:
-        if label.id >= 0:
-            defined[label.id] = True
-    defined[labelset.ignore_index] = True
+    ids = LabelIds(labelset)
     report = CheckReport(str(root), fmt.name)
     by_split, split_problems = splits_present(fmt, root, splits)
     report.problems.extend(split_problems)
@@ -108,7 +107,7 @@ def check_dataset(root, format_name: str, splits=None, workers: int = 4,
         report.counts[split] = sum(1 for s in items if s.extra.get("missing") != "image")
         samples.extend(items)
     with thread_pool(workers) as pool:
-        results = pool.map(lambda s: _check_one(fmt, defined, s), samples)
+        results = pool.map(lambda s: _check_one(fmt, ids, s), samples)
         for problems in track(results, len(samples), "checking"):
             report.problems.extend(problems)
     if not samples and not report.problems:

@@ -42,9 +42,11 @@ from dsspn_cli.data.common import BadFile, Sample, image_size, size_mismatch
 from dsspn_cli.data.folder import Folder
 from dsspn_cli.data.formats import check_root, get_format, labelset_for
 from dsspn_cli.data.loading import thread_pool
+from dsspn_cli.data.targets import LabelIds
 from dsspn_cli.errors import UserError, one_line, os_problem
 from dsspn_cli.files import atomic_write_bytes, check_output, read_text_file
 from dsspn_cli.hierarchy.labelset import LabelSet
+from dsspn_cli.hierarchy.vocabulary import everything_else, map_labelset
 
 LABELSET_FILE = "labels.yaml"
 
@@ -72,18 +74,24 @@ class Route:
     classes: tuple[str, ...] = ()  # the target classes meant (to, or those that stand in it)
     pixels: int = 0
 
+    def reason(self) -> str | None:
+        """Why its pixels are ignored, in words: 'coarser than the target'; None where they
+        go to a target class."""
+        if self.why in (COVERED, OTHER):
+            return None
+        return {COARSER: "coarser than the target", SEVERAL: "several target classes",
+                VOID: "void in the source"}.get(self.why, self.why)
+
     def text(self) -> str:
         """Where it went, in words: 'rider (25)', 'ignore: coarser than the target (...)'."""
-        listed = ", ".join(self.classes[:4]) + (", ..." if len(self.classes) > 4 else "")
         if self.why == COVERED:
             return f"{self.classes[0]} ({self.to})"
         if self.why == OTHER:
             return f"{self.classes[0]} ({self.to}): everything else"
-        if self.why == COARSER:
-            return f"ignore: coarser than the target ({listed})"
-        if self.why == SEVERAL:
-            return f"ignore: several target classes ({listed})"
-        return f"ignore: {'void in the source' if self.why == VOID else self.why}"
+        if self.why in (COARSER, SEVERAL):
+            listed = ", ".join(self.classes[:4]) + (", ..." if len(self.classes) > 4 else "")
+            return f"ignore: {self.reason()} ({listed})"
+        return f"ignore: {self.reason()}"
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "concepts": list(self.concepts),
@@ -131,16 +139,18 @@ def tree_dataset(tree, labelset: LabelSet) -> str | None:
     return labelset.name if labels(own) == labels(labelset) else None
 
 
-def _concepts(tree, labelset: LabelSet, wn) -> dict[int, tuple[frozenset[str], bool]]:
+def _concepts(tree, labelset: LabelSet, wn, without_other: bool = False
+              ) -> dict[int, tuple[frozenset[str], bool]]:
     """Per mapped label id: its concepts, and whether it maps only as coarser (finer than
-    every concept of the tree)."""
+    every concept of the tree). ``without_other``: all but the everything-else class, which
+    is not a concept but the pixels of no other class (as zero-shot scoring maps it)."""
     dataset = tree_dataset(tree, labelset)
     if dataset is not None:
+        other = everything_else(labelset) if without_other else None
         return {label_id: (frozenset({concept}), False)
-                for label_id, concept in tree.label_map(dataset).items()}
-    from dsspn_cli.hierarchy.vocabulary import map_labelset
-
-    vocabulary = map_labelset(tree, labelset, wn, strict=False)
+                for label_id, concept in tree.label_map(dataset).items()
+                if other is None or label_id != other.id}
+    vocabulary = map_labelset(tree, labelset, wn, strict=False, without_other=without_other)
     return {c.label_id: (c.concepts, c.how == "coarser") for c in vocabulary.classes}
 
 
@@ -150,10 +160,11 @@ def plan(tree, source: LabelSet, target: LabelSet, wn=None) -> Relabelling:
     depth = {name: len(ancestors[name]) for name in tree.names}
     names = {label.id: label.name for label in target.labels}
     targets = [_TargetClass(i, names[i], concepts, finer)
-               for i, (concepts, finer) in sorted(_concepts(tree, target, wn).items())
+               for i, (concepts, finer)
+               in sorted(_concepts(tree, target, wn, without_other=True).items())
                if concepts and i >= 0]
-    other = next((label for label in target.labels
-                  if label.mapped and label.extra.get("other") is True), None)
+    other = everything_else(target)
+    source_other = everything_else(source)
     by_source = _concepts(tree, source, wn)
     source_concepts = frozenset().union(*(c for c, _ in by_source.values()))
 
@@ -188,7 +199,7 @@ def plan(tree, source: LabelSet, target: LabelSet, wn=None) -> Relabelling:
         ordered = tuple(sorted(concepts, key=tree.id))
         if not label.mapped:
             routes.append(Route(label.id, label.name, (), None, VOID))
-        elif label.extra.get("other") is True:
+        elif label is source_other:
             routes.append(Route(label.id, label.name, ordered, None, EVERYTHING_ELSE))
         elif not concepts:
             routes.append(Route(label.id, label.name, (), None, UNNAMED))
@@ -424,17 +435,14 @@ def convert_dataset(root, format_name: str, to: str, out, tree_file=None, splits
                                      "write the report elsewhere"))
     _refuse_leftovers(out, jobs, by_split, text)
 
-    lut, dtype, defined = relabelling.lut, relabelling.dtype, _defined(source, len(relabelling.lut))
+    lut, dtype, ids = relabelling.lut, relabelling.dtype, LabelIds(source)
     hint = f"run 'dsspn data check {root} --format {fmt.name}' for every problem"
 
     def one(job: _Job) -> np.ndarray:
         sample = job.sample
         try:
             values = fmt.read_label(sample)
-            bad = _undefined(values, defined)
-            if bad:
-                raise BadFile(sample.label, "label values " + ", ".join(map(str, bad[:8]))
-                              + f" are not in the {source.name} label set")
+            ids.check(values, sample.label)
             shape = image_size(sample.image)
             if values.shape != shape:
                 raise BadFile(sample.label, size_mismatch(sample.label, values.shape,
@@ -468,20 +476,3 @@ def convert_dataset(root, format_name: str, to: str, out, tree_file=None, splits
         atomic_write_bytes(json_out, (json.dumps(report.to_dict(), indent=1) + "\n")
                            .encode("utf-8"))
     return report
-
-
-def _defined(labelset: LabelSet, size: int) -> np.ndarray:
-    """Which label-map values the label set defines (its labels and its ignore value)."""
-    defined = np.zeros(size, dtype=bool)
-    for label in labelset.labels:
-        if label.id >= 0:
-            defined[label.id] = True
-    defined[labelset.ignore_index] = True
-    return defined
-
-
-def _undefined(values: np.ndarray, defined: np.ndarray) -> list[int]:
-    present = np.unique(values)
-    outside = present[(present < 0) | (present >= len(defined))]
-    inside = present[(present >= 0) & (present < len(defined))]
-    return sorted(outside.tolist() + inside[~defined[inside]].tolist())

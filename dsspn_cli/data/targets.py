@@ -43,12 +43,17 @@ class LabelMapper:
         inside = present[(present >= 0) & (present < len(self.defined))]
         return sorted(outside.tolist() + inside[~self.defined[inside]].tolist())
 
-    def __call__(self, values: np.ndarray, path: Path | None = None) -> np.ndarray:
+    def check(self, values: np.ndarray, path: Path | None = None) -> None:
+        """Raise ``BadFile`` naming ``path`` if ``values`` holds a value the label set does
+        not define."""
         bad = self.undefined_values(values)
         if bad:
             shown = ", ".join(map(str, bad[:8])) + (" ..." if len(bad) > 8 else "")
             raise BadFile(path or Path("?"), f"label values {shown} are not in the "
                           f"{self.labelset.name} label set")
+
+    def __call__(self, values: np.ndarray, path: Path | None = None) -> np.ndarray:
+        self.check(values, path)
         return self.lut[values]
 
 

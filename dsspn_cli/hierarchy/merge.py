@@ -307,22 +307,27 @@ class _Builder:
                     rep: DatasetReport, local: dict[str, str]) -> str:
         """Place one label; its placement (and any warning about it) is recorded."""
         by_name = (labelset.name, label.id) in self.by_name
-        leaves_before = {n for n in self.graph if self.graph.out_degree(n) == 0}
-        concept, how, detail, under = self._place(label, labelset, resolve_parent, where,
-                                                  rep, local)
+        concept, how, detail, under, was_leaf = self._place(label, labelset, resolve_parent,
+                                                            where, rep, local)
         placement = Placement(labelset.name, label.name, label.id, label.synset, by_name,
                               concept, how, detail, under=under)
         self.placements.append(placement)
-        warning = self.warning(placement, labelset, leaves_before)
+        warning = self.warning(placement, labelset, was_leaf)
         if warning:
             self.warnings.append(warning)
         return concept
 
-    def warning(self, placed: Placement, labelset: LabelSet, leaves_before: set[str]) -> str:
+    def warning(self, placed: Placement, labelset: LabelSet, was_leaf: bool) -> str:
         """One line where WordNet put a label where a person should look: at the top of
         the tree, or, for a sense guessed from the label's name, below a label of another
-        dataset that had nothing below it (that label is split in two by a guess)."""
+        dataset that had nothing below it (``was_leaf``: that label is split in two by a
+        guess)."""
         if placed.how != "WordNet" or placed.under is None:
+            return ""
+        at_top = placed.under == self.root
+        owners = [] if at_top else [d for d in self.graph.nodes[placed.under]["labels"]
+                                    if d != labelset.name]
+        if not at_top and not (placed.by_name and owners and was_leaf):
             return ""
         synset = self.wn.synset(placed.synset)
         sense = f"{placed.synset} ({synset.definition()})" + (
@@ -332,28 +337,28 @@ class _Builder:
         fix = (f"give it{yaml} the 'synset:' you mean or a 'parent:' naming the concept it "
                "belongs under")
         who = f"{labelset.name} '{placed.label}' (id {placed.label_id})"
-        if placed.under == self.root:
+        if at_top:
             beside = [c for c in self.graph.successors(self.root) if c != placed.concept]
             return (f"{who} went to the top of the tree, beside "
                     f"{', '.join(beside[:3]) or 'nothing'}: WordNet puts no concept of the "
                     f"tree above {sense}; {fix}")
-        owners = [d for d in self.graph.nodes[placed.under]["labels"] if d != labelset.name]
-        if placed.by_name and owners and placed.under in leaves_before:
-            above = self.parent(placed.under)
-            kind = self.graph.nodes[placed.under].get("synset") or placed.under
-            return (f"{who} went below {owners[0]}'s '{placed.under}', a label with nothing "
-                    f"below it before: {sense}, is a kind of {kind} in WordNet, so "
-                    f"{owners[0]}'s '{placed.under}' is split; if yours is not one, {fix} "
-                    f"(such as '{above}')")
-        return ""
+        above = self.parent(placed.under)
+        kind = self.graph.nodes[placed.under].get("synset") or placed.under
+        return (f"{who} went below {owners[0]}'s '{placed.under}', a label with nothing "
+                f"below it before: {sense}, is a kind of {kind} in WordNet, so "
+                f"{owners[0]}'s '{placed.under}' is split; if yours is not one, {fix} "
+                f"(such as '{above}')")
 
     def _place(self, label: Label, labelset: LabelSet, resolve_parent, where: str,
-               rep: DatasetReport, local: dict[str, str]) -> tuple[str, str, str, str | None]:
-        """(concept, how, the how in words, the concept it went under)."""
+               rep: DatasetReport, local: dict[str, str]
+               ) -> tuple[str, str, str, str | None, bool]:
+        """(concept, how, the how in words, the concept it went under, whether that concept
+        had nothing below it before: False where the label joined a concept)."""
         if label.synset and label.synset in self.by_synset:
             rep.joined += label.used
             concept = self.by_synset[label.synset]
-            return (concept, "joined", f"same synset as '{concept}'", self.parent(concept))
+            return (concept, "joined", f"same synset as '{concept}'", self.parent(concept),
+                    False)
         adopt: list[str] = []
         if label.parent:
             parent = resolve_parent(label.parent, where, label.synset)
@@ -386,7 +391,7 @@ class _Builder:
             for child in self.graph.successors(parent):
                 if child == label.concept_name and not self.graph.nodes[child].get("synset"):
                     rep.joined += label.used
-                    return child, "joined", f"same name under '{parent}'", parent
+                    return child, "joined", f"same name under '{parent}'", parent, False
         fitted = self.within_depth(parent)
         if fitted != parent:
             self.notes.append(f"{labelset.name} '{label.name}' placed under '{fitted}' instead "
@@ -395,7 +400,8 @@ class _Builder:
             parent, adopt = fitted, []
         rep.new_concepts += label.used
         name = self.unique_name(label.concept_name, label.synset, labelset.name)
-        return self.add(name, label.synset, parent, adopt), how, detail, parent
+        was_leaf = self.graph.out_degree(parent) == 0
+        return self.add(name, label.synset, parent, adopt), how, detail, parent, was_leaf
 
     # -------------------------------------------------------------------------- WordTree
 

@@ -132,10 +132,10 @@ class ConceptTree:
         raise UserError(f"--dataset {name}: not in this concept tree (it has "
                         f"{', '.join(self.datasets)})")
 
-    def label_names(self, with_dataset: bool = False) -> dict:
+    def label_names(self) -> dict[str, tuple[str, str]]:
         """Every dataset's label names (lower case; readable names too, such as Mapillary's
-        'Road') -> their concepts, or (concept, dataset) ``with_dataset``; from the label
-        sets the tree names (a label set that cannot be read gives none)."""
+        'Road') -> (their concept, the dataset); from the label sets the tree names (a label
+        set that cannot be read gives none)."""
         found: dict = {}
         for dataset, info in self.datasets.items():
             try:
@@ -145,7 +145,7 @@ class ConceptTree:
             concepts = self.label_map(dataset)
             for label in labelset.labels:
                 if label.id in concepts:
-                    value = (concepts[label.id], dataset) if with_dataset else concepts[label.id]
+                    value = (concepts[label.id], dataset)
                     for name in (label.name, label.extra.get("readable")):
                         if isinstance(name, str) and name.strip():
                             found.setdefault(" ".join(name.split()).lower(), value)

@@ -127,9 +127,6 @@ class Vocabulary:
         """Per class, its concepts' ids: what a restricted prediction takes."""
         return tuple(c.concept_ids(tree) for c in self.classes)
 
-    def unnamed(self) -> list[ClassMapping]:
-        return [c for c in self.classes if not c.concepts]
-
     def to_json(self, tree) -> dict:
         return {"tree": tree.source or None,
                 "classes": [c.to_json(tree) for c in self.classes],
@@ -165,7 +162,7 @@ class _Index:
         """Label names of the tree's datasets, lower case -> (concept, dataset)."""
         if self._labels is None:
             self._labels = {}
-            for name, value in self.tree.label_names(with_dataset=True).items():
+            for name, value in self.tree.label_names().items():
                 self._labels.setdefault(_normal(name), value)
         return self._labels
 
