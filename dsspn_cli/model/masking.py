@@ -80,8 +80,9 @@ class MaskingTensors(torch.nn.Module):
         self._buffer("concept_at_level", table.levels())      # C x (depth + 1)
         self._exclusive = {name: frozenset(table.datasets[name].exclusive) for name in self.names}
         self._plans: dict[tuple, list[DescentStep]] = {}
-        self._vocabularies: dict[tuple, torch.Tensor] = {}
-        self._hedged: dict[tuple, torch.Tensor] = {}      # class_concepts, hedged_vocabulary
+        # The tables read in a vocabulary, built once per (kind, classes): 'concepts' a host
+        # list (class_concepts), 'rows' and 'hedged' tensors (vocabulary, hedged_vocabulary).
+        self._tables: dict[tuple, list[int] | torch.Tensor] = {}
 
     def _buffer(self, name: str, rows) -> None:
         self.register_buffer(name, torch.tensor(rows), False)
@@ -157,20 +158,21 @@ class MaskingTensors(torch.nn.Module):
         ('other'): how a prediction is read in ``classes`` (built once per ``classes``, as
         the plans are)."""
         classes = class_sets(classes)
-        if classes not in self._vocabularies:
-            self._vocabularies[classes] = self._vocabulary(classes)
-        return self._vocabularies[classes].to(self.neuron_concept.device)
+        key = ("rows", classes)
+        if key not in self._tables:
+            self._tables[key] = torch.tensor(self._rows(classes), dtype=torch.long)
+        return self._tables[key].to(self.neuron_concept.device)
 
     def class_concepts(self, classes) -> list[int]:
         """Concept -> the deepest concept of ``classes`` at or above it, itself where none
         is (a host list: the flat head builds constant tables from it, also under
         export's trace): a concept map cut to what the classes tell apart."""
         key = ("concepts", class_sets(classes))
-        if key not in self._hedged:
+        if key not in self._tables:
             members = {c for concepts in key[1] for c in concepts}
-            self._hedged[key] = [self._deepest(concept, members) for concept
+            self._tables[key] = [self._deepest(concept, members) for concept
                                  in range(len(self.table.concepts))]
-        return self._hedged[key]
+        return self._tables[key]
 
     def hedged_vocabulary(self, classes) -> torch.Tensor:
         """``vocabulary``, for hedged predictions: a concept above some class's concepts
@@ -178,14 +180,18 @@ class MaskingTensors(torch.nn.Module):
         told apart from 'other' (-1) and from the classes (0, 1, ...)."""
         classes = class_sets(classes)
         key = ("hedged", classes)
-        if key not in self._hedged:
-            above = {a for concepts in classes for c in concepts
-                     for a in self.table.ancestors(c)}
-            rows = self._vocabulary_rows(classes)
-            self._hedged[key] = torch.tensor(
+        if key not in self._tables:
+            above = above_classes(self.table, classes)
+            rows = self._rows(classes)
+            self._tables[key] = torch.tensor(
                 [len(classes) + 1 + c if row < 0 and c in above else row
                  for c, row in enumerate(rows)], dtype=torch.long)
-        return self._hedged[key].to(self.neuron_concept.device)
+        return self._tables[key].to(self.neuron_concept.device)
+
+    def _rows(self, classes: tuple[frozenset[int], ...]) -> list[int]:
+        """``vocabulary``'s table as a host list."""
+        position = {c: i for i, concepts in enumerate(classes) for c in concepts}
+        return [position.get(d, IGNORE) for d in self.class_concepts(classes)]
 
     def _deepest(self, concept: int, members) -> int:
         for above in reversed(self.table.ancestors(concept) + [concept]):
@@ -193,16 +199,11 @@ class MaskingTensors(torch.nn.Module):
                 return above
         return concept
 
-    def _vocabulary_rows(self, classes: tuple[frozenset[int], ...]) -> list[int]:
-        position = {c: i for i, concepts in enumerate(classes) for c in concepts}
-        rows = []
-        for concept in range(len(self.table.concepts)):
-            found = self._deepest(concept, position)
-            rows.append(position.get(found, IGNORE))
-        return rows
 
-    def _vocabulary(self, classes: tuple[frozenset[int], ...]) -> torch.Tensor:
-        return torch.tensor(self._vocabulary_rows(classes), dtype=torch.long)
+def above_classes(table: MaskingTable, classes: tuple[frozenset[int], ...]) -> set[int]:
+    """The concepts above some class's concepts: where a restricted descent has a decision
+    to make, and where a hedged pixel stops unsure between classes."""
+    return {a for concepts in classes for c in concepts for a in table.ancestors(c)}
 
 
 def class_sets(classes) -> tuple[frozenset[int], ...]:
@@ -219,17 +220,14 @@ def _descent(table: MaskingTable, dataset: str | None, level: int | None,
     labelled = set()
     for t in table.datasets.values():
         labelled.update(t.concept_label)
-    above_classes = None
-    if classes is not None:
-        above_classes = {a for concepts in classes for c in concepts
-                         for a in table.ancestors(c)}
+    above = None if classes is None else above_classes(table, classes)
     steps = []
     for k, concept in enumerate(table.neuron_concept):
         if level is not None and table.depth[concept] >= level:
             continue
         if data is not None and not any(data.child_mask[k]):
             continue
-        if above_classes is not None and concept not in above_classes:
+        if above is not None and concept not in above:
             continue
         # BCE scores each child on its own, so 'none of them' can be read off; a softmax
         # always picks one.
