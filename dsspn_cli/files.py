@@ -533,15 +533,15 @@ def read_json(path: str | os.PathLike, what: str):
 def read_yaml(path: str | os.PathLike, what: str):
     """``yaml.safe_load`` of a file, with one-line errors that name the file and the line
     (through ``yamltext.load``, the reader ``--set`` values go through too)."""
-    from dsspn_cli.yamltext import YamlProblem, load
+    from dsspn_cli.yamltext import TooDeep, YamlProblem, load
 
     path = Path(path)
     text = read_text_file(path, what, "YAML")
     try:
         return load(text)
+    except TooDeep as exc:
+        raise UserError(f"{path}: {exc.problem}; fix the {what} file") from None
     except YamlProblem as exc:
         where = f" line {exc.line}" if exc.line is not None else ""
-        if exc.problem == "nested too deeply to read":
-            raise UserError(f"{path}: nested too deeply to read; fix the {what} file") from None
         raise UserError(one_line(f"{path}:{where} malformed YAML ({exc.problem}); fix the "
                                  f"{what} file")) from None

@@ -16,6 +16,13 @@ class YamlProblem(Exception):
         self.line = line
 
 
+class TooDeep(YamlProblem):
+    """Text nested deeper than the parser can follow (it recursed to Python's limit)."""
+
+    def __init__(self):
+        super().__init__("nested too deeply to read")
+
+
 def load(text: str):
     """``yaml.safe_load(text)``, every failure a ``YamlProblem``."""
     import yaml
@@ -23,7 +30,7 @@ def load(text: str):
     try:
         return yaml.safe_load(text)
     except RecursionError:
-        raise YamlProblem("nested too deeply to read") from None
+        raise TooDeep() from None
     except (ValueError, TypeError, AttributeError, LookupError, OverflowError) as exc:
         # PyYAML fails to convert some values with a plain exception, not a YAMLError:
         # '2001-13-45', '!!int abc', '!!int' alone, '!!bool maybe', a 5000-digit number.
@@ -36,4 +43,4 @@ def load(text: str):
         raise YamlProblem(problem, mark.line + 1 if mark is not None else None) from None
 
 
-__all__ = ["load", "YamlProblem"]
+__all__ = ["load", "YamlProblem", "TooDeep"]

@@ -1,11 +1,21 @@
 """The training config: one schema for the options, YAML files, --set and config.yaml."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 
 from dsspn_cli.cli.options import setting_options
 from dsspn_cli.engine.config import SAMPLE_DATA_DEFAULTS, TrainConfig, resolve_config
 from dsspn_cli.errors import UserError
-from dsspn_cli.model.config import DSSPNSettings
+from dsspn_cli.model.config import (
+    HEAD_SETTINGS,
+    HEADS,
+    DSSPNSettings,
+    head_class,
+    head_settings_class,
+)
 
 
 def test_every_single_value_setting_is_an_option():
@@ -116,3 +126,31 @@ def test_configs_and_checkpoints_from_before_precision_still_load():
     assert TrainConfig.model_validate({"amp": False}).precision == "fp32"
     assert TrainConfig.model_validate({"amp": False, "precision": "bf16"}).precision == "bf16"
     assert "amp" not in TrainConfig.model_validate({"amp": True}).to_dict()
+
+
+def test_reading_the_head_settings_imports_no_head_and_no_torch():
+    """The settings of the heads are read from their table, not from the heads' classes."""
+    code = (
+        "import sys\n"
+        "from dsspn_cli.engine.config import resolve_config\n"
+        "config, _ = resolve_config(None, {'data': {'ade': '/d'}},\n"
+        "                           ['head.type=flat', 'head.flat_rates=[6, 12]'])\n"
+        "assert type(config.head).__name__ == 'FlatSettings', config.head\n"
+        "try:\n"
+        "    resolve_config(None, {'data': {'ade': '/d'}}, ['head.flat_rates=[6]'])\n"
+        "except Exception as exc:\n"
+        "    assert 'a setting of the flat head' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('a flat setting given to the dsspn head was taken')\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "print('no torch')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "no torch"
+
+
+def test_the_settings_table_names_each_heads_own_settings():
+    for name in HEADS:
+        assert head_settings_class(name) is head_class(name).Settings, name
+    assert set(HEAD_SETTINGS) <= set(HEADS)

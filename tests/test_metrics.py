@@ -42,6 +42,16 @@ def test_absent_classes_are_left_out_of_the_mean():
     assert scores["mIoU"] == 100.0 and scores["per_class"]["c"]["iou"] is None
 
 
+def test_nothing_evaluated_scores_none():
+    """No evaluated pixel (or no class at all): every mean is None (JSON null), not NaN."""
+    for n in (0, 3):
+        matrix = ConfusionMatrix(n)
+        matrix.update(torch.tensor([0, 1, 5]), torch.tensor([-1, n, 7]))
+        scores = matrix.scores()
+        assert scores["mIoU"] is scores["pixel_acc"] is scores["mean_acc"] is None
+        assert all(c["iou"] is c["acc"] is None for c in scores["per_class"].values())
+
+
 def test_concept_levels_cut_the_tree():
     tree = small_tree()      # entity > animal > cat, dog; entity > vehicle > car, bus
     levels = torch.tensor(MaskingTable.from_tree(tree).levels())

@@ -94,6 +94,20 @@ def test_set_values_that_are_not_yaml_are_one_line(value, fragment):
     assert fragment in message and "\n" not in message and "\0" not in message
 
 
+def test_a_yaml_file_nested_too_deeply_is_one_line_naming_it(tmp_path):
+    from dsspn_cli.files import read_yaml
+    from dsspn_cli.yamltext import TooDeep, YamlProblem, load
+
+    with pytest.raises(TooDeep) as caught:
+        load("[" * 5000)
+    assert isinstance(caught.value, YamlProblem) and caught.value.line is None
+    path = tmp_path / "c.yaml"
+    path.write_text("[" * 5000)
+    with pytest.raises(UserError) as caught:
+        read_yaml(path, "config")
+    assert str(caught.value) == f"{path}: nested too deeply to read; fix the config file"
+
+
 @pytest.mark.parametrize("assignment,shown", [
     ("a\x1b[2Jb=1", "unknown setting 'a\\x1b[2Jb'"),
     ("head.x\ny=2", "unknown setting 'head.x\\ny'"),

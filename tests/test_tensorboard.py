@@ -96,3 +96,27 @@ def test_a_resumed_run_logs_each_step_once(data, tmp_path):
     reader = events(run)
     assert [e.step for e in reader.Scalars("loss")] == [1, 2, 3, 4]
     assert [e.step for e in reader.Scalars("val_mIoU")] == [4]
+
+
+def test_a_record_with_nothing_to_plot_opens_no_board(tmp_path):
+    """A record logged after the board was closed (a distributed run's ranks_in_sync, after
+    the loop) goes to metrics.jsonl only: no writer is opened, no empty events file left."""
+    from dsspn_cli.engine.run import RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    folder.log({"step": 1, "loss": 0.5})
+    folder.close_board()
+    files = sorted((tmp_path / "run" / "tensorboard").iterdir())
+    assert len(files) == 1
+    folder.log({"step": 1, "ranks_in_sync": True})
+    assert folder._board is None
+    assert sorted((tmp_path / "run" / "tensorboard").iterdir()) == files
+    assert [r["step"] for r in folder.records()] == [1, 1]
+    assert folder.records()[-1]["ranks_in_sync"] is True
+    # A record with scalars opens a board again, as before.
+    folder.log({"step": 2, "val": {"ade": {"mIoU": 50.0, "iou_per_level": {"1": 60.0}}}})
+    assert folder._board is not None
+    folder.close_board()
+    reader = events(tmp_path / "run")
+    assert [e.value for e in reader.Scalars("val/ade/mIoU")] == [50.0]
+    assert [e.value for e in reader.Scalars("iou_per_level/ade/level_1")] == [60.0]

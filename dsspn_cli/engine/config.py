@@ -13,12 +13,11 @@ training uses the built-in sample data with ``SAMPLE_DATA_DEFAULTS`` (a CPU demo
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dsspn_cli.errors import UserError, shown
 from dsspn_cli.model.config import (
@@ -49,24 +48,12 @@ SAMPLE_DATA_DEFAULTS = {"backbone": "resnet18", "output_stride": 16, "crop": 112
                         "val_every": 200, "val_images": 8}
 
 
-def _finite(value):
-    """Infinity and NaN (YAML's .inf, .nan, or '1e400'), said as such before the range."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):      # not a number: the type check says so
-        return value
-    if not math.isfinite(number):
-        raise ValueError("must be a finite number")
-    return value
-
-
 def _within(low=None, high=None, *, above=None, below=None):
-    """A finite number setting within its range: infinity, NaN or 1e300 would pass a plain
-    float and fail later, deep in a transform, the optimiser or a collective. The limits are
+    """A finite number setting (``Float``) within its range: 1e300 would pass a plain float
+    and fail later, deep in a transform, the optimiser or a collective. The limits are
     wide enough for any value a run could train with, because checkpoints carry their config
     and are checked by this schema when they are loaded."""
-    return Annotated[Float, BeforeValidator(_finite),
-                     Field(allow_inf_nan=False, ge=low, le=high, gt=above, lt=below)]
+    return Annotated[Float, Field(ge=low, le=high, gt=above, lt=below)]
 
 
 def _whole(low: int, high: int):
@@ -216,13 +203,11 @@ class TrainConfig(ModelConfig):
 
     @model_validator(mode="after")
     def _per_dataset_settings_name_the_datasets(self):
-        for key, what in (("weights", "weight"), ("batch_size", "batch size")):
-            value = getattr(self, key)
-            if isinstance(value, dict) and self.data:
-                missing = [fmt for fmt in self.data if fmt not in value]
-                if missing:
-                    raise ValueError(f"{key}: no {what} for dataset '{missing[0]}'; give one "
-                                     "per --data")
+        for key, what, value in _per_dataset(self):
+            missing = [fmt for fmt in self.data if fmt not in value]
+            if missing:
+                raise ValueError(f"{key}: no {what} for dataset '{missing[0]}'; give one "
+                                 "per --data")
         return self
 
     @model_validator(mode="after")
@@ -250,6 +235,16 @@ class TrainConfig(ModelConfig):
     def to_dict(self) -> dict:
         """Plain values (lists, not tuples), as config.yaml and checkpoints hold them."""
         return self.model_dump(mode="json")
+
+
+def _per_dataset(config: TrainConfig) -> list[tuple[str, str, dict]]:
+    """The settings given per dataset (a mapping from dataset to value), as (key, what one
+    value is called, the mapping): weights, then batch_size; none without data."""
+    if not config.data:
+        return []
+    found = [(key, what, getattr(config, key))
+             for key, what in (("weights", "weight"), ("batch_size", "batch size"))]
+    return [(key, what, value) for key, what, value in found if isinstance(value, dict)]
 
 
 def checked(values: dict, where: Any, origins: dict | None = None) -> TrainConfig:
@@ -419,10 +414,8 @@ def _no_stray_datasets(config: TrainConfig, where, origins: dict) -> None:
     typing mistake ('cityscape') or a config reused for fewer datasets. Checked for the
     settings a run starts with, not in the schema: a checkpoint carrying such a config still
     loads."""
-    for key, what in (("weights", "weight"), ("batch_size", "batch size")):
-        value = getattr(config, key)
-        stray = [fmt for fmt in value if fmt not in config.data] if isinstance(
-            value, dict) and config.data else []
+    for key, what, value in _per_dataset(config):
+        stray = [fmt for fmt in value if fmt not in config.data]
         if stray:
             origin = origins.get(f"{key}.{stray[0]}") or origins.get(key) or where
             raise UserError(f"{origin}: {key}: a {what} for '{_visible(stray[0])}', which is "

@@ -54,10 +54,10 @@ class ConfusionMatrix:
         per_class = {name: {"iou": percent(iou[i]), "acc": percent(acc[i]), "pixels": int(gt[i])}
                      for i, name in enumerate(names)}
         total = gt.sum()
-        return {
-            "mIoU": percent(torch.nanmean(iou)) if bool((~iou.isnan()).any()) else None,
+        return {       # the mean of no defined value is NaN, which percent makes None
+            "mIoU": percent(torch.nanmean(iou)),
             "pixel_acc": percent(tp.sum() / total) if total > 0 else None,
-            "mean_acc": percent(torch.nanmean(acc)) if bool((gt > 0).any()) else None,
+            "mean_acc": percent(torch.nanmean(acc)),
             "per_class": per_class,
         }
 

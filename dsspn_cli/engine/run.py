@@ -97,20 +97,14 @@ class RunFolder:
         of a validation (``record["val"]``) each dataset's scores as ``val/<dataset>/mIoU``
         and its IoU per tree level as ``iou_per_level/<dataset>/level_<depth>``."""
         append_text(self.metrics, json.dumps(record) + "\n", within=self.root)
+        scalars = _scalars(record)
+        if not scalars:         # nothing to plot (a record after the board was closed, as
+            return              # the ranks' check): no writer opened, no empty events file
         board = self.board()
         if board is None:
             return
-        step = record["step"]
-        for key in SCALARS:
-            if _number(record.get(key)):
-                board.add_scalar(key, record[key], step)
-        for name, scores in (record.get("val") or {}).items():
-            for key in VAL_SCALARS:
-                if _number(scores.get(key)):
-                    board.add_scalar(f"val/{name}/{key}", scores[key], step)
-            for level, iou in (scores.get("iou_per_level") or {}).items():
-                if _number(iou):
-                    board.add_scalar(f"iou_per_level/{name}/level_{level}", iou, step)
+        for tag, value in scalars:
+            board.add_scalar(tag, value, record["step"])
         board.flush()
 
     def log_images(self, step: int, pictures) -> None:
@@ -211,6 +205,18 @@ class RunFolder:
         left.set_title(f"{self.root.name}: training")
         figure.tight_layout()
         atomic_write_bytes(self.curves, png_bytes(figure, dpi=120), within=self.root)
+
+
+def _scalars(record: dict) -> list[tuple[str, float]]:
+    """The TensorBoard scalars of a metrics record, (tag, value): see ``RunFolder.log``."""
+    scalars = [(key, record[key]) for key in SCALARS if _number(record.get(key))]
+    for name, scores in (record.get("val") or {}).items():
+        scalars += [(f"val/{name}/{key}", scores[key]) for key in VAL_SCALARS
+                    if _number(scores.get(key))]
+        scalars += [(f"iou_per_level/{name}/level_{level}", iou)
+                    for level, iou in (scores.get("iou_per_level") or {}).items()
+                    if _number(iou)]
+    return scalars
 
 
 def _number(value) -> bool:

@@ -55,35 +55,34 @@ def build_datasets(config: TrainConfig, table) -> tuple[list, list]:
     return datasets, validation_sets(config, table)
 
 
-def check_batch_sizes(config: TrainConfig, datasets: list, world: World) -> None:
-    """Each batch size against its dataset's size, before anything is written (the sampler
-    checks again once --skip-bad has left files out)."""
+def batch_sampler(config: TrainConfig, datasets: list, world: World):
+    """The batch sampler over ``datasets``: every batch from one of them, drawn by their
+    ``weights``, shared among the ranks. It checks each batch size against its dataset's
+    size."""
     from dsspn_cli.data.sampler import DatasetBatchSampler
 
     weights = [config.weights[fmt] for fmt in config.data] if config.weights else None
-    DatasetBatchSampler([len(d) for d in datasets], config.batch_sizes(), weights, config.seed,
-                        world.rank, world.size, names=[d.name for d in datasets])
+    return DatasetBatchSampler([len(d) for d in datasets], config.batch_sizes(), weights,
+                               config.seed, world.rank, world.size,
+                               names=[d.name for d in datasets])
 
 
-def build_data(config: TrainConfig, table, world: World, run: RunFolder, console,
-               sets: tuple[list, list] | None = None, stop=None):
-    """Training and validation datasets (``sets`` from ``build_datasets``, or built here;
-    their unusable samples found first, unless a signal to ``stop`` comes first), the batch
-    sampler and the loader."""
+def build_data(config: TrainConfig, world: World, run: RunFolder, console,
+               sets: tuple[list, list], stop=None):
+    """The training and validation datasets (``sets``, from ``build_datasets``) with their
+    unusable samples found first, unless a signal to ``stop`` comes first; the batch sampler
+    and the loader."""
     from dsspn_cli.data.dataset import JointDataset, collate
-    from dsspn_cli.data.sampler import DatasetBatchSampler
     from dsspn_cli.engine.faults import handle_bad_samples, ignore_stop_signals, scan
 
-    datasets, val_sets = sets or build_datasets(config, table)
+    datasets, val_sets = sets
     if config.scan:
         parts = [(d, "train", range(len(d))) for d in datasets] + [
             (d, "val", range(len(d))) for d in val_sets]
         bad = scan(parts, run.root, world, console, workers=max(2, config.workers), stop=stop)
         handle_bad_samples(parts, bad, run.root, world, console, config.skip_bad)
-    weights = [config.weights[fmt] for fmt in config.data] if config.weights else None
     joint = JointDataset(datasets)
-    sampler = DatasetBatchSampler(joint.sizes, config.batch_sizes(), weights, config.seed,
-                                  world.rank, world.size, names=[d.name for d in datasets])
+    sampler = batch_sampler(config, datasets, world)      # again: --skip-bad may drop files
     loader = torch.utils.data.DataLoader(
         joint, batch_sampler=sampler, num_workers=config.workers, collate_fn=collate,
         persistent_workers=config.workers > 0, pin_memory=world.device.type == "cuda",
@@ -215,7 +214,9 @@ class TrainingRun:
         self.dtype = resolve_precision(config.precision, world.device)
         self.table = MaskingTable.from_tree(self.tree)
         self.sets = build_datasets(config, self.table)
-        check_batch_sizes(config, self.sets[0], world)
+        # Each batch size against its dataset's size, before anything is written (the
+        # sampler build_data makes checks again once --skip-bad has left files out).
+        batch_sampler(config, self.sets[0], world)
         self.names = [d.name for d in self.sets[0]]
         torch.manual_seed(config.seed)      # the same initial weights on every rank
         self.model = build_model(self.table, config, self.names).to(world.device)
@@ -231,8 +232,7 @@ class TrainingRun:
 
     def build_data(self) -> None:
         self.datasets, self.val_sets, self.sampler, self.loader = build_data(
-            self.config, self.table, self.world, self.folder, self.console, self.sets,
-            self.stop)
+            self.config, self.world, self.folder, self.console, self.sets, self.stop)
 
     def build_optimisation(self) -> None:
         """The optimiser, the schedule and the loss scaler; the weights of the checkpoint

@@ -9,6 +9,7 @@ Every value the paper text lost is a setting here, with the default these notes 
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal, Optional
 
 from pydantic import (
@@ -27,7 +28,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 BACKBONES = ("resnet18", "resnet50", "resnet101")
 OUTPUT_STRIDES = (8, 16, 32)
 # The heads, one line each: name -> where its class is (``contract.Head`` says what a head
-# owes). Imported only when a model is built or its settings are read: no torch here.
+# owes). Imported only when a model is built: no torch here. The settings of the heads
+# declared in this file are in ``HEAD_SETTINGS`` (below them); another head's are read from
+# its class (``head_settings_class``).
 HEADS = {
     "dsspn": "dsspn_cli.model.head:DSSPNHead",
     "flat": "dsspn_cli.model.flat:FlatHead",
@@ -40,15 +43,24 @@ def _not_a_flag(value):
     return value
 
 
+def _finite(value):
+    """Infinity and NaN (YAML's .inf, .nan, or '1e400'), said as such before the range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):      # not a number: the type check says so
+        return value
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return value
+
+
 # Whole numbers and flags are strict (YAML's `iters: true` is a mistake, not 1); other numbers
-# accept strings, because PyYAML reads `lr: 1e-3` as the string '1e-3'.
-Int = Annotated[int, Strict()]
+# accept strings, because PyYAML reads `lr: 1e-3` as the string '1e-3', and are finite
+# (infinity or NaN would pass a plain float and fail later, deep in the work).
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
 Bool = Annotated[bool, Strict()]
-Float = Annotated[float, BeforeValidator(_not_a_flag)]
-PositiveFloat = Annotated[float, BeforeValidator(_not_a_flag), Field(gt=0)]
-NonNegativeFloat = Annotated[float, BeforeValidator(_not_a_flag), Field(ge=0)]
+Float = Annotated[float, BeforeValidator(_not_a_flag), BeforeValidator(_finite)]
 
 
 class Settings(BaseModel):
@@ -133,12 +145,27 @@ class FlatSettings(HeadSettings):
         description="atrous rates of the flat baseline's ASPP (DeepLabv2's)")
 
 
+# The settings of each head of ``HEADS`` above, so that reading a config imports no head
+# (and so no torch); each head's class names the same (``DSSPNHead.Settings``).
+HEAD_SETTINGS: dict[str, type[HeadSettings]] = {
+    "dsspn": DSSPNSettings,
+    "flat": FlatSettings,
+}
+
+
 def head_class(name: str):
     """The head registered as ``name`` in ``HEADS`` (imported now: it needs torch)."""
     import importlib
 
     module, _, attribute = HEADS[name].partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def head_settings_class(name: str) -> type[HeadSettings]:
+    """The settings of the head ``name``: from ``HEAD_SETTINGS``, without importing the head;
+    a head registered elsewhere (one line in ``HEADS``) from its class."""
+    settings = HEAD_SETTINGS.get(name)
+    return settings if settings is not None else head_class(name).Settings
 
 
 # Before each head had its own settings, one HeadConfig held those of both, and the configs
@@ -159,7 +186,7 @@ def head_settings(values: dict) -> HeadSettings:
     name = values.get("type", HeadSettings.model_fields["type"].default)
     if not isinstance(name, str) or name not in HEADS:
         return HeadSettings.model_validate(values)       # refused, naming the heads there are
-    own = head_class(name).Settings
+    own = head_settings_class(name)
     saved_before = _ONE_FOR_BOTH <= values.keys()
     kept, problems = {}, []
     for key, value in values.items():
@@ -167,11 +194,11 @@ def head_settings(values: dict) -> HeadSettings:
             kept[key] = value
             continue
         other = next((n for n in HEADS if n != name and
-                      key in head_class(n).Settings.model_fields), None)
+                      key in head_settings_class(n).model_fields), None)
         if other is None:
             problems.append(InitErrorDetails(type="extra_forbidden", loc=(key,), input=value,
                                              ctx={"known": sorted(own.model_fields)}))
-        elif not (saved_before or _is_default(head_class(other).Settings, key, value)):
+        elif not (saved_before or _is_default(head_settings_class(other), key, value)):
             problems.append(InitErrorDetails(type=PydanticCustomError(
                 "other_head", "a setting of the {other} head (--head {other}), not of the "
                 "{head} head", {"other": other, "head": name}), loc=(key,), input=value))
@@ -221,5 +248,5 @@ def backbone_norm(pretrained) -> str:
 
 
 __all__ = ["HeadSettings", "DSSPNSettings", "FlatSettings", "ModelConfig", "Settings",
-           "BACKBONES", "OUTPUT_STRIDES", "HEADS", "head_class", "head_settings",
-           "backbone_norm"]
+           "BACKBONES", "OUTPUT_STRIDES", "HEADS", "HEAD_SETTINGS", "head_class",
+           "head_settings_class", "head_settings", "backbone_norm"]
