@@ -78,5 +78,28 @@ const dsspn = (() => {
     return {root, children, depth, order};
   }
 
-  return {readData, el, percent, notice, shape};
+  /** The indices of node i's ancestors, the root first (none for the root itself). */
+  function ancestors(nodes, i) {
+    const path = [];
+    for (let p = nodes[i].parent; p !== null && p !== undefined; p = nodes[p].parent) {
+      path.unshift(p);
+    }
+    return path;
+  }
+
+  /**
+   * From the leaves up: visit(i, parent) for every node but the root, each node after all of
+   * the nodes below it (`order` from shape() walked backwards), so that a sum over a node's
+   * subtree is complete when it is added to its parent.
+   */
+  function upward(nodes, order, visit) {
+    for (let k = order.length - 1; k > 0; k--) visit(order[k], nodes[order[k]].parent);
+  }
+
+  /** Unfold every node above depth `level` and fold the rest: the tree cut at that depth. */
+  function unfoldAbove(expanded, depth, level) {
+    for (let i = 0; i < expanded.length; i++) expanded[i] = depth[i] < level ? 1 : 0;
+  }
+
+  return {readData, el, percent, notice, shape, ancestors, upward, unfoldAbove};
 })();

@@ -10,7 +10,7 @@
 "use strict";
 
 (() => {
-  const {el, readData, notice, percent, shape} = dsspn;
+  const {el, readData, notice, percent, shape, ancestors, upward, unfoldAbove} = dsspn;
   const doc = readData();
   if (!doc) {
     notice("This is dsspn's page template, without predictions: write one with " +
@@ -55,12 +55,6 @@
       return `${node.label}${id}`;
     }
     return `${node.label}${id} (${node.name})`;
-  }
-
-  function ancestors(i) {
-    const path = [];
-    for (let p = nodes[i].parent; p !== null; p = nodes[p].parent) path.unshift(p);
-    return path;
   }
 
   function swatch(i) {
@@ -170,7 +164,7 @@
              "another run?); they are shown as the root.");
     }
     const total = Float64Array.from(own);
-    for (let k = order.length - 1; k > 0; k--) total[nodes[order[k]].parent] += total[order[k]];
+    upward(nodes, order, (i, parent) => { total[parent] += total[i]; });
     return {map, confidence, block, blocksWide, own, total, size, width: data.width,
             height: data.height};
   }
@@ -224,7 +218,7 @@
   }
 
   function cutTo(level) {
-    for (let i = 0; i < count; i++) expanded[i] = depth[i] < level ? 1 : 0;
+    unfoldAbove(expanded, depth, level);
     cut.value = String(level);
     cutValue.textContent = String(level);
     render();
@@ -290,7 +284,7 @@
       : el("span", {class: "toggle"}),
     swatch(i),
     el("span", {class: "name", on: {click: () => choose(i)},
-                title: ancestors(i).concat([i]).map((n) => nodes[n].name).join(" › ")},
+                title: ancestors(nodes, i).concat([i]).map((n) => nodes[n].name).join(" › ")},
        shownName(i)),
     stops && !expanded[i] ? el("span", {class: "stops", title: stopsTitle()}, "stops here") : null,
     el("span", {class: "share"}, percent(current.total[i] / current.size)));
@@ -332,7 +326,7 @@
     const block = current.block;
     const confidence = `${current.confidence[Math.floor(y / block) * current.blocksWide +
                                              Math.floor(x / block)]}%`;
-    const path = ancestors(node).concat([node]);
+    const path = ancestors(nodes, node).concat([node]);
     hover.classList.remove("muted");
     hover.replaceChildren(el("div", {}, path.map((n, k) => [k ? " › " : "",
       el("span", {class: "step" + (n === shownAs[node] ? " shown" : "")}, swatch(n), " ",

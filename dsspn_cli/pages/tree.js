@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const {el, readData, notice, shape} = dsspn;
+  const {el, readData, notice, shape, ancestors, upward, unfoldAbove} = dsspn;
   const doc = readData();
   if (!doc) {
     notice("This is dsspn's page template, without a tree: write one with " +
@@ -20,16 +20,14 @@
   const RESULTS_SHOWN = 100;     // search results listed; all of them are marked in the tree
   const REVEAL_AT_MOST = 300;    // more matches than this are listed, not all unfolded
 
-  // Concepts below each one, and the datasets that label it or a concept below it; children
-  // come after their parents in `order`, so walking it backwards sums from the leaves up.
+  // Concepts below each one, and the datasets that label it or a concept below it, summed
+  // from the leaves up.
   const below = new Int32Array(count);
   const defines = concepts.map((c) => new Set(Object.keys(c.labels)));
-  for (let k = order.length - 1; k > 0; k--) {
-    const i = order[k];
-    const parent = concepts[i].parent;
+  upward(concepts, order, (i, parent) => {
     below[parent] += below[i] + 1;
     for (const name of defines[i]) defines[parent].add(name);
-  }
+  });
   const searchText = concepts.map((c) => [c.name, c.synset || "",
     ...Object.values(c.labels).flat().map((label) => label[1])].join("\n").toLowerCase());
 
@@ -52,12 +50,6 @@
   const results = document.getElementById("results");
 
   const KINDS = {wordnet: "added from WordNet", other: "'-other' sibling"};
-
-  function ancestors(i) {
-    const path = [];
-    for (let p = concepts[i].parent; p !== null; p = concepts[p].parent) path.unshift(p);
-    return path;
-  }
 
   function labelText(labels) {
     return labels.map((label) => `${label[1]} [${label[0]}]`).join(", ");
@@ -128,7 +120,7 @@
   }
 
   function unfoldTo(level) {
-    for (let i = 0; i < count; i++) expanded[i] = depth[i] < level ? 1 : 0;
+    unfoldAbove(expanded, depth, level);
     depthInput.value = String(level);
     depthValue.textContent = String(level);
     draw();
@@ -137,7 +129,7 @@
   /** Unfold the concept's ancestors and draw the tree, so that its row is there. */
   function reveal(i) {
     let changed = false;
-    for (const a of ancestors(i)) {
+    for (const a of ancestors(concepts, i)) {
       if (!expanded[a]) { expanded[a] = 1; changed = true; }
     }
     if (changed || !rows[i]) draw();
@@ -158,7 +150,7 @@
     if (rows[i]) rows[i].classList.add("selected");
     const c = concepts[i];
     const kids = children[i];
-    const path = ancestors(i);
+    const path = ancestors(concepts, i);
     const wordnet = [];
     if (c.synset) {
       wordnet.push(el("div", {class: "synset-name"}, el("code", {}, c.synset)));
@@ -208,7 +200,7 @@
     matched = new Set(matches);
     cursor = -1;
     if (matches.length && matches.length <= REVEAL_AT_MOST) {
-      for (const i of matches) for (const a of ancestors(i)) expanded[a] = 1;
+      for (const i of matches) for (const a of ancestors(concepts, i)) expanded[a] = 1;
     }
     draw();
     matchesText.textContent = !query ? "" : matches.length === 0 ? "no match"
@@ -225,7 +217,7 @@
   /** What matched, when it is not the name: the synset or a dataset's label. */
   function whereFound(i, query) {
     const c = concepts[i];
-    const path = ancestors(i).map((a) => concepts[a].name).join(" › ");
+    const path = ancestors(concepts, i).map((a) => concepts[a].name).join(" › ");
     if (c.name.toLowerCase().includes(query)) return path;
     if ((c.synset || "").toLowerCase().includes(query)) return `${c.synset} · ${path}`;
     for (const [dataset, labels] of Object.entries(c.labels)) {
