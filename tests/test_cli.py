@@ -230,3 +230,19 @@ def test_console_script_and_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "dsspn_cli", "hierarchy", "merge"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_data_and_labelset_formats_resolve_case_and_aliases():
+    from dsspn_cli.cli.evaluate import parse_labelsets
+    from dsspn_cli.cli.options import parse_data
+    from dsspn_cli.errors import UserError
+
+    data = parse_data(["ADE20K=/a", "City=/c"])
+    assert data == {"ade": "/a", "cityscapes": "/c"}
+    with pytest.raises(UserError, match="--data NuScenes=/x: unknown format 'nuscenes'"):
+        parse_data(["NuScenes=/x"])
+    assert parse_labelsets(["Ade20k=l.yaml"], data) == {"ade": "l.yaml"}
+    with pytest.raises(UserError, match="--labelset PC60=l.yaml: no --data pascal-context-60="):
+        parse_labelsets(["PC60=l.yaml"], data)
+    with pytest.raises(UserError, match="with several --data, say whose"):
+        parse_labelsets(["nuscenes=l.yaml"], data)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from dsspn_cli.data.audit import check_dataset
 from dsspn_cli.data.common import BadFile
-from dsspn_cli.data.formats import get_format
+from dsspn_cli.data.formats import FORMATS, canonical, get_format
 from dsspn_cli.errors import UserError
 
 
@@ -124,6 +124,13 @@ def test_colour_label_maps_are_refused(tmp_path):
 def test_unknown_format():
     with pytest.raises(UserError, match="--format nuscenes: unknown dataset format"):
         get_format("nuscenes")
+
+
+def test_canonical_resolves_case_and_aliases_and_refuses_unknown():
+    assert canonical("Cityscapes") == "cityscapes" and canonical("ADE20K") == "ade"
+    assert canonical("pc60") == "pascal-context-60" and canonical("coco-json") == "coco-json"
+    assert all(canonical(name) == name for name in FORMATS)
+    assert canonical("nuscenes") is None and canonical("") is None
 
 
 def test_check_reports_every_problem_at_once(tmp_path):

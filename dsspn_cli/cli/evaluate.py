@@ -17,15 +17,16 @@ from dsspn_cli.errors import UserError
 def parse_labelsets(values: list[str] | None, data: dict[str, str]) -> dict[str, str]:
     """``--labelset FILE`` (with one ``--data``) or ``--labelset FORMAT=FILE`` (the dataset
     of that ``--data``) -> {format: file}."""
-    from dsspn_cli.data.formats import ALIASES, FORMATS
+    from dsspn_cli.data.formats import canonical
 
     found: dict[str, str] = {}
     for value in values or []:
         fmt, _, path = value.partition("=")
-        fmt = ALIASES.get(fmt.lower(), fmt.lower())
+        key = canonical(fmt)
+        fmt = key or fmt.lower()
         if path and fmt in data:
             pair = fmt, path
-        elif path and fmt in FORMATS:
+        elif path and key is not None:
             raise UserError(f"--labelset {value}: no --data {fmt}=ROOT to read with it; give "
                             f"the dataset, or the label set of one of "
                             f"{', '.join(data) or 'the --data given'}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.util
 import signal
@@ -35,25 +36,46 @@ SETTINGS = dict(no_args_is_help=True, add_completion=False, pretty_exceptions_en
                 rich_markup_mode="rich")
 
 
-def _docstring(module: str, function: str) -> str:
-    """A function's docstring read from its module's source, without importing the module."""
+@functools.cache
+def _docstrings(module: str) -> dict[str, str]:
+    """The docstrings of a module's top-level functions, read from its source without
+    importing it; each source file is parsed once (train and export share one)."""
     origin = importlib.util.find_spec(module).origin
     with open(origin, encoding="utf-8") as handle:
-        for node in ast.parse(handle.read()).body:
-            if isinstance(node, ast.FunctionDef) and node.name == function:
-                return ast.get_docstring(node) or ""
-    return ""
+        tree = ast.parse(handle.read())
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            found.setdefault(node.name, ast.get_docstring(node) or "")
+    return found
+
+
+def _docstring(module: str, function: str) -> str:
+    """A function's docstring read from its module's source, without importing the module."""
+    return _docstrings(module).get(function, "")
 
 
 class LazyCommand(TyperCommand):
-    """Stands in for a model command in listings (its help is read from the source); parsing
-    its arguments, its help page and running it go to the real command, built on first
-    use."""
+    """Stands in for a model command in listings (its help is read from the source, only
+    when something asks for it); parsing its arguments, its help page and running it go to
+    the real command, built on first use."""
+
+    _help: str | None = None
 
     def __init__(self, name: str):
-        module, attribute, documented = LAZY[name]
-        super().__init__(name, help=_docstring(module, documented))
+        super().__init__(name)
         self._real: TyperCommand | None = None
+
+    @property
+    def help(self) -> str:
+        if self._help is None:
+            module, _, documented = LAZY[self.name]
+            self._help = _docstring(module, documented)
+        return self._help
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        self._help = value
 
     def real(self) -> TyperCommand:
         if self._real is None:

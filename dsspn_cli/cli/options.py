@@ -127,12 +127,13 @@ def parse_data(values: list[str] | None) -> dict:
         if "=" not in value:
             raise UserError(f"--data {value}: write FORMAT=ROOT, like cityscapes=/data/cityscapes")
         fmt, root = value.split("=", 1)
-        from dsspn_cli.data.formats import ALIASES, FORMATS
+        from dsspn_cli.data.formats import FORMATS, canonical
 
-        fmt = ALIASES.get(fmt.lower(), fmt.lower())
-        if fmt not in FORMATS:
-            raise UserError(f"--data {value}: unknown format '{fmt}'; use one of "
+        key = canonical(fmt)
+        if key is None:
+            raise UserError(f"--data {value}: unknown format '{fmt.lower()}'; use one of "
                             f"{', '.join(FORMATS)}")
+        fmt = key
         if fmt in data:
             raise UserError(f"--data {value}: {fmt} is given twice")
         data[fmt] = root

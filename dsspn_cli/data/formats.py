@@ -43,9 +43,16 @@ ALIASES = {"ade20k": "ade", "coco-stuff": "coco", "cocostuff": "coco", "vistas":
            "wilddash-v1": "wilddash", "scannet-20": "scannet", "scannet20": "scannet"}
 
 
-def get_format(name: str) -> DatasetFormat:
+def canonical(name: str) -> str | None:
+    """A dataset format's name (any case, or an alias) -> its key in ``FORMATS``; None for an
+    unknown one (each caller words its own error)."""
     key = ALIASES.get(name.lower(), name.lower())
-    if key not in FORMATS:
+    return key if key in FORMATS else None
+
+
+def get_format(name: str) -> DatasetFormat:
+    key = canonical(name)
+    if key is None:
         raise UserError(f"--format {name}: unknown dataset format; use one of "
                         f"{', '.join(FORMATS)}")
     return FORMATS[key]()

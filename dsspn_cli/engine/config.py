@@ -165,10 +165,10 @@ class TrainConfig(ModelConfig):
     @classmethod
     def _known_formats(cls, value: dict) -> dict:
         # The message names this field: a config file's 'data:' has no --format option.
-        from dsspn_cli.data.formats import ALIASES, FORMATS
+        from dsspn_cli.data.formats import FORMATS, canonical
 
         for fmt, root in value.items():
-            if ALIASES.get(fmt.lower(), fmt.lower()) not in FORMATS:
+            if canonical(fmt) is None:
                 raise ValueError(f"unknown dataset format '{_visible(fmt)}'; use one of "
                                  f"{', '.join(FORMATS)} as the key, the root folder as the "
                                  "value")

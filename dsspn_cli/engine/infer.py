@@ -176,12 +176,10 @@ class Inference:
 
 def predict_array(model, image: np.ndarray, dataset: str | None = None,
                   level: int | None = None, tile: int = TILE, device=None,
-                  precision: str = "fp32", hedge: float | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Concept map (H x W int64) and confidence (H x W float32) of an RGB uint8 array;
-    ``hedge``: a hedging threshold (``Inference``)."""
-    concepts, confidence = Inference(model, dataset, level, tile, precision, device,
-                                     hedge=hedge)(_tensor(image))
+                  precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+    """Concept map (H x W int64) and confidence (H x W float32) of an RGB uint8 array."""
+    concepts, confidence = Inference(model, dataset, level, tile, precision,
+                                     device)(_tensor(image))
     return concepts.cpu().numpy(), confidence.cpu().numpy()
 
 
