@@ -91,7 +91,7 @@ def test_onnx_in_a_vocabulary_with_unions(checkpoint, tmp_path, run, wn):
     assert result.exit_code == 0, result.stderr
     session = _session(out)
     model, _, tree, _ = load_model(checkpoint)
-    choice = choose_classes(tree, "motor vehicle,sky", wn=wn, unions=True)
+    choice = choose_classes(tree, "motor vehicle,sky", wn=wn)
     static = StaticPredictor(model, choice=choice)
     for shape in SHAPES:
         image = _images(shape, 1)
@@ -125,8 +125,7 @@ def test_flat_onnx_in_a_vocabulary(tmp_path, run):
     assert result.exit_code == 0, result.stderr
     session = _session(out)
     model, *_ = load_model(path)
-    static = StaticPredictor(model, choice=choose_classes(tree, "person,car,sky",
-                                                          unions=True))
+    static = StaticPredictor(model, choice=choose_classes(tree, "person,car,sky"))
     for shape in SHAPES:
         image = _images(shape, 2)
         labels, confidence = session.run(None, {"image": image})
@@ -148,7 +147,7 @@ def test_torchscript_export_loads_and_matches(checkpoint, tmp_path, run):
     extra = {METADATA_FILE: ""}
     loaded = torch.jit.load(str(out), _extra_files=extra)
     model, _, tree, _ = load_model(checkpoint)
-    static = StaticPredictor(model, choice=choose_classes(tree, labelset=chosen, unions=True))
+    static = StaticPredictor(model, choice=choose_classes(tree, labelset=chosen))
     for shape in SHAPES:
         image = torch.from_numpy(_images(shape, 3))
         labels = loaded(image)[0]

@@ -351,7 +351,7 @@ def test_hedge_threshold_end_points_and_composition(checkpoints, tmp_path, run, 
     # --classes: a class, 'other', or a concept above the classes (written as 'other').
     doc, labels = predicted("classes", "--classes", "car,person,sky",
                             "--hedge-threshold", "0.5")
-    choice = choose_classes(tree, "car,person,sky", wn=wn, unions=True)
+    choice = choose_classes(tree, "car,person,sky", wn=wn)
     above = {tree.names[a] for s in choice.sets for c in s for a in table.ancestors(c)}
     for row in doc["concepts"]:
         assert row["name"] in (*choice.names, "other") or row["name"] in above
@@ -423,8 +423,7 @@ def test_onnx_hedged_in_a_vocabulary_matches(checkpoints, tmp_path, run, wn):
     assert result.exit_code == 0, result.stderr
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     model, _, tree, _ = load_model(checkpoints["flat"])
-    static = StaticPredictor(model, choice=choose_classes(tree, "car,person,sky", wn=wn,
-                                                          unions=True), hedge=0.5)
+    static = StaticPredictor(model, choice=choose_classes(tree, "car,person,sky", wn=wn), hedge=0.5)
     image = np.random.default_rng(1).standard_normal((2, 3, 72, 136)).astype(np.float32)
     found = session.run(None, {"image": image})
     expected = static(torch.from_numpy(image))

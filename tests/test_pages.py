@@ -33,7 +33,7 @@ from dsspn_cli.hierarchy.tree import ConceptTree, load_tree
 from dsspn_cli.model.segmenter import build_model
 from dsspn_cli.pages import build, data_json
 from dsspn_cli.pages.predictions import PredictionPages, block_percent, page_nodes
-from dsspn_cli.pages.tree import tree_page
+from dsspn_cli.pages.tree import tree_data, tree_page
 
 HOSTILE = "</script><b>bold</b>"
 HOSTILE_LABEL = "</script><script>alert(1)</script>"
@@ -201,6 +201,25 @@ def test_names_are_escaped_everywhere(tmp_path, run):
     # JSON for a script, in a page or a JS file: no character that ends or breaks one.
     text = data_json({"x": "</script>\u2028<!--&"})
     assert not set(text) & set("<>&\u2028") and json.loads(text)["x"] == "</script>\u2028<!--&"
+
+
+def test_tree_page_labels_carry_each_ids_readable_name(tmp_path, monkeypatch):
+    (tmp_path / "mine.yaml").write_text(
+        "name: mine\nignore_index: 255\nlabels:\n"
+        "- {id: 0, name: car, synset: car.n.01, readable: Car}\n"
+        "- {id: 1, name: sky, synset: sky.n.01}\n"
+        "- {id: 3, name: cloud, synset: cloud.n.02, readable: Clouds}\n")
+    (tmp_path / "tree.yaml").write_text(
+        "format: dsspn-concept-tree\nversion: 1\nmax_depth: 5\n"
+        "datasets:\n  mine: {labelset: mine.yaml, ignore_index: 255}\n"
+        "tree:\n  name: entity\n  synset: entity.n.01\n  children:\n"
+        "  - {name: car, synset: car.n.01, labels: {mine: [0]}}\n"
+        "  - {name: sky, synset: sky.n.01, labels: {mine: [3, 1, 2]}}\n")
+    monkeypatch.chdir(tmp_path.parent)               # the label set is found beside the tree
+    data = tree_data(load_tree(tmp_path / "tree.yaml"), wordnet_dir=tmp_path)
+    labels = {c["name"]: c["labels"] for c in data["concepts"]}
+    assert labels["car"] == {"mine": [[0, "Car"]]}
+    assert labels["sky"] == {"mine": [[3, "Clouds"], [1, "sky"], [2, "label 2"]]}
 
 
 def test_without_wordnet_the_page_says_so(tmp_path, monkeypatch):

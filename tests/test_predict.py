@@ -248,6 +248,35 @@ def test_palette_is_fixed_and_legend_caps_rows():
         assert image.height < 0.3 * 100 * (LEGEND_ROWS + 4)     # capped, not 60 rows
 
 
+def test_label_names_come_from_a_label_set_file_beside_the_tree_file(tmp_path, monkeypatch):
+    """Predict and export name a dataset's labels from the label-set file the tree names,
+    found beside the tree's file (or checkpoint) wherever dsspn runs, as 'hierarchy show'."""
+    from dsspn_cli.engine.predict import label_colours
+    from dsspn_cli.hierarchy.tree import ConceptTree
+
+    (tmp_path / "mine.yaml").write_text(
+        "name: mine\nignore_index: 255\nlabels:\n"
+        "- {id: 0, name: car, synset: car.n.01, readable: Car, color: [1, 2, 3]}\n"
+        "- {id: 1, name: sky, synset: sky.n.01}\n")
+    (tmp_path / "tree.yaml").write_text(
+        "format: dsspn-concept-tree\nversion: 1\nmax_depth: 5\n"
+        "datasets:\n  mine: {labelset: mine.yaml, ignore_index: 255}\n"
+        "tree:\n  name: entity\n  synset: entity.n.01\n  children:\n"
+        "  - {name: car, synset: car.n.01, labels: {mine: [0]}}\n"
+        "  - {name: sky, synset: sky.n.01, labels: {mine: [1]}}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    tree = load_tree(tmp_path / "tree.yaml")
+    expected = ({0: "Car", 1: "sky"}, {0: (1, 2, 3)})
+    assert label_colours(tree, "mine") == expected
+    # A checkpoint's tree has the checkpoint as its source.
+    beside = ConceptTree(tree.graph, tree.datasets, tree.max_depth, str(tmp_path / "m.pt"))
+    assert label_colours(beside, "mine") == expected
+    assert label_colours(ConceptTree(tree.graph, tree.datasets, tree.max_depth), "mine") == (
+        {}, {})
+
+
 def test_evaluate_and_predict_give_the_same_labels(checkpoint, model, tmp_path, run):
     """One inference path: the labels 'dsspn evaluate --labels-out' scores are the ones
     'dsspn predict' writes, for images larger than the tile (so both tile them)."""

@@ -186,7 +186,7 @@ def test_the_flat_head_answers_unions_in_predict(flat_checkpoint, image_file, tm
             assert row["concepts"] == sorted(UNION, key=load_tree().id)
     # The same answer as the model itself, summed, through the inference path.
     model, _, tree, _ = load_model(flat_checkpoint)
-    choice = choose_classes(tree, "motor vehicle,person", wn=wn, unions=True)
+    choice = choose_classes(tree, "motor vehicle,person", wn=wn)
     image = torch.from_numpy(np.asarray(Image.open(image_file).convert("RGB")).copy())
     values, _ = Inference(model, classes=choice.concept_sets)(image)
     expected = np.where(values.numpy() < 0, 255, values.numpy())

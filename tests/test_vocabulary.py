@@ -262,16 +262,50 @@ def test_predict_classes_are_named_through_the_mapping(tree, wn):
     from dsspn_cli.engine.predict import choose_classes
 
     choice = choose_classes(tree, "automobile, canine,sky", wn=wn)
-    assert choice.concepts == (tree.id("car"), tree.id("dog"), tree.id("sky-other"))
-    assert choice.concept_sets == tuple(frozenset({c}) for c in choice.concepts)
+    assert choice.concept_sets == tuple(frozenset({tree.id(c)})
+                                        for c in ("car", "dog", "sky-other"))
+    assert choice.sets == choice.concept_sets
     assert [m.how for m in choice.mappings] == ["same", "below", "same"]
-    with pytest.raises(UserError, match="--classes motor vehicle: names 3 concepts"):
-        choose_classes(tree, "motor vehicle,sky", wn=wn)
-    union = choose_classes(tree, "motor vehicle,sky", wn=wn, unions=True)
-    assert union.concepts[0] == -1 and union.concept_sets[0] == frozenset(
-        tree.id(c) for c in ("car", "motorcycle", "truck"))
+    union = choose_classes(tree, "motor vehicle,sky", wn=wn)
+    assert union.concept_sets == (frozenset(tree.id(c) for c in ("car", "motorcycle", "truck")),
+                                  frozenset({tree.id("sky-other")}))
     with pytest.raises(UserError, match="'motor vehicle' names 3 concepts"):
         tree.find("motor vehicle")
+
+
+def test_predict_and_map_read_classes_and_label_sets_alike(tree, wn, tmp_path):
+    from dsspn_cli.hierarchy.vocabulary import vocabulary_for
+
+    chosen = vocabulary_for(tree, " automobile, ,sky ", wn=wn)
+    assert (chosen.vocabulary.names, chosen.labelset, chosen.other, chosen.source) == (
+        ("automobile", "sky"), None, None, "--classes")
+    for strict in (True, False):
+        with pytest.raises(UserError, match=r"^--classes ' , ': name one class or more, "
+                                            "like person,sky$"):
+            vocabulary_for(tree, " , ", wn=wn, strict=strict)
+    voc = vocabulary_for(tree, labelset="voc", wn=wn, strict=False)
+    assert voc.other.name == "background" and voc.source == voc.labelset.source
+    assert "background" not in voc.vocabulary.names
+    assert len(voc.vocabulary.classes) == len(voc.labelset.mapped_labels) - 1
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nlabels:\n- {id: 0, name: car, synset: car.n.01}\n"
+                    "- {id: 1, name: zzqx}\n")
+    with pytest.raises(UserError, match="label 'zzqx' \\(id 1\\)"):
+        vocabulary_for(tree, labelset=path, wn=wn)
+    assert [m.how for m in vocabulary_for(tree, labelset=path, wn=wn, strict=False)
+            .vocabulary.classes] == ["same", "none"]
+
+
+def test_label_display_names_are_readable_names_by_label_id(tree):
+    from dsspn_cli.hierarchy.vocabulary import dataset_labelset, label_display_names
+
+    names = label_display_names(tree, "mapillary")
+    road = next(label for label in load_labelset("mapillary").labels
+                if label.name == "construction--flat--road")
+    assert names[road.id] == "Road"
+    assert label_display_names(tree, "cityscapes")[21] == "vegetation"
+    lost = ConceptTree(tree.graph, {"x": {"labelset": "no-such-file.yaml"}})
+    assert dataset_labelset(lost, "x") is None and label_display_names(lost, "x") == {}
 
 
 def test_dataset_labels_stand_beside_their_concepts(tree, run):

@@ -295,7 +295,7 @@ def map_classes(
     """Map a vocabulary onto a tree: per class, how it matched (same concept, the concepts
     WordNet puts below it, the concept above it: coarser, or none) and its concepts; the
     classes it cannot name or tell apart are listed after. Exit 0 either way."""
-    from dsspn_cli.hierarchy.vocabulary import everything_else, map_labelset, map_vocabulary
+    from dsspn_cli.hierarchy.vocabulary import vocabulary_for
     from dsspn_cli.hierarchy.wordnet import wordnet
 
     if (labelset is None) == (classes is None):
@@ -304,24 +304,14 @@ def map_classes(
         raise UserError("--tree and --model: give one of them")
     tree = _tree_to_map(tree_file, model)
     wn = wordnet(wordnet_dir) if wordnet_dir is not None else None
-    if classes is not None:
-        wanted = [c.strip() for c in classes.split(",") if c.strip()]
-        if not wanted:
-            raise UserError(f"--classes {classes!r}: name one class or more, like person,sky")
-        vocabulary, source = map_vocabulary(tree, wanted, wn, strict=False), "--classes"
-        catch_all = None
-    else:
-        from dsspn_cli.hierarchy.labelset import load_labelset
-
-        chosen = load_labelset(labelset)
-        vocabulary = map_labelset(tree, chosen, wn, strict=False, without_other=True)
-        source, catch_all = chosen.source, everything_else(chosen)
+    chosen = vocabulary_for(tree, classes, labelset, wn, strict=False)
+    vocabulary, catch_all = chosen.vocabulary, chosen.other
     other = None if catch_all is None else {"id": catch_all.id, "name": catch_all.name}
     if as_json:
-        doc = {"source": str(source), **vocabulary.to_json(tree), "everything_else": other}
+        doc = {"source": chosen.source, **vocabulary.to_json(tree), "everything_else": other}
         sys.stdout.write(json.dumps(doc, indent=1) + "\n")
         return
-    _print_mapping(tree, vocabulary, str(source), labels=classes is None)
+    _print_mapping(tree, vocabulary, chosen.source, labels=classes is None)
     if other is not None:
         _console().print(f"{other['name']} (id {other['id']}): everything else, the pixels of "
                          "no other class (marked 'other: true')", markup=False, highlight=False)

@@ -162,7 +162,7 @@ def export(checkpoint, output, fmt: str = "onnx", dataset: str | None = None,
     if dataset is not None:
         dataset = tree.dataset_name(dataset)
         tree.check_level(dataset, level)
-    choice = choose_classes(tree, classes, labelset, unions=True)
+    choice = choose_classes(tree, classes, labelset)
     predictor = StaticPredictor(model, dataset, level, choice, hedge).eval()
     info = metadata(model, tree, dataset, level, choice, config.head.type, config.backbone,
                     hedge)

@@ -146,16 +146,16 @@ def concept_palette(count: int) -> np.ndarray:
 
 def label_colours(tree, dataset: str) -> tuple[dict[int, str], dict[int, tuple]]:
     """(label id -> readable name, label id -> (r, g, b)) from the dataset's label set; the
-    colours where it has them (Cityscapes, Mapillary). Both empty when it cannot be loaded."""
-    from dsspn_cli.hierarchy.tree import labelset_of
+    colours where it has them (Cityscapes, Mapillary). The label set is the one the tree
+    names (``hierarchy.vocabulary.dataset_labelset``: a file beside the tree's file first).
+    Both empty when it cannot be loaded."""
+    from dsspn_cli.hierarchy.vocabulary import dataset_labelset, label_display_names
 
-    try:
-        labelset = labelset_of(None, tree.datasets.get(dataset) or {}, dataset)
-    except UserError:
+    labelset = dataset_labelset(tree, dataset)
+    if labelset is None:
         return {}, {}
-    names, colours = {}, {}
+    names, colours = label_display_names(tree, dataset, labelset), {}
     for label in labelset.labels:
-        names[label.id] = str(label.extra.get("readable") or label.name)
         colour = label.extra.get("color")
         if isinstance(colour, (list, tuple)) and len(colour) == 3:
             colours[label.id] = tuple(int(c) for c in colour)
@@ -171,23 +171,20 @@ class ClassChoice:
     concepts, names and the ids written for them, and the id of 'none of them'.
 
     ``concept_sets`` holds every class's concepts (a class may be a union: 'motor vehicle'
-    is car, motorcycle and truck); ``concepts`` the one concept of each class, -1 for a
-    union (only with ``choose_classes(unions=True)``). ``mappings``: how each class was
-    named (``dsspn_cli.hierarchy.vocabulary.ClassMapping``)."""
+    is car, motorcycle and truck). ``mappings``: how each class was named
+    (``dsspn_cli.hierarchy.vocabulary.ClassMapping``)."""
 
-    concepts: tuple[int, ...]
     names: tuple[str, ...]
     ids: tuple[int, ...]
     other: int
+    concept_sets: tuple[frozenset[int], ...]
     colours: dict = field(default_factory=dict, compare=False, hash=False)   # id -> rgb
-    concept_sets: tuple[frozenset[int], ...] = ()
     mappings: tuple = field(default=(), compare=False, hash=False)
 
     @property
     def sets(self) -> tuple[frozenset[int], ...]:
-        """The concepts of each class, what a ``Query`` takes (``concept_sets``, or each
-        class's one concept where only ``concepts`` was given)."""
-        return self.concept_sets or tuple(frozenset((c,)) for c in self.concepts)
+        """The concepts of each class, what a ``Query`` takes (``concept_sets``)."""
+        return self.concept_sets
 
     def value_ids(self, hedged_concepts: int = 0) -> list[int]:
         """The id written for each value of a class map: class k's id, then 'other' (the
@@ -197,38 +194,29 @@ class ClassChoice:
 
 
 def choose_classes(tree, names: str | None = None, labelset: str | Path | None = None,
-                   wn=None, unions: bool = False) -> ClassChoice | None:
+                   wn=None) -> ClassChoice | None:
     """``person,vehicle,sky`` (ids 0, 1, 2..., other 255), or a label-set file (its ids, its
     names, its colours; other: its ignore value), each class named as the vocabulary
-    mapping names it (``hierarchy.vocabulary``: a concept, a synset, any WordNet word; a
-    class below or above the tree's concepts). A class that names nothing, or two on one
-    concept, is one line with the fix. ``unions``: whether a class may be several concepts
-    (the caller runs ``concept_sets``); without, such a class is one line too."""
-    from dsspn_cli.hierarchy.vocabulary import everything_else, map_labelset, map_vocabulary
+    mapping names it (``hierarchy.vocabulary.vocabulary_for``: a concept, a synset, any
+    WordNet word; a class below or above the tree's concepts). A class that names nothing,
+    or two on one concept, is one line with the fix. A class may be several concepts (a
+    union; the caller runs ``concept_sets``)."""
+    from dsspn_cli.hierarchy.vocabulary import vocabulary_for
 
     if names is None and labelset is None:
         return None
     if names is not None and labelset is not None:
         raise UserError("--classes and --labelset: give one of them")
     colours: dict = {}
-    if names is not None:
-        wanted = [n.strip() for n in names.split(",") if n.strip()]
-        if not wanted:
-            raise UserError(f"--classes {names!r}: name one class or more, like person,sky")
-        vocabulary = map_vocabulary(tree, wanted, wn, strict=True)
-        ids, other = list(range(len(wanted))), 255 if len(wanted) < 255 else len(wanted)
-        where = [f"--classes {n}" for n in wanted]
+    vocabulary, chosen, catch_all = vocabulary_for(tree, names, labelset, wn, strict=True)
+    if chosen is None:
+        count = len(vocabulary.classes)
+        ids, other = list(range(count)), 255 if count < 255 else count
     else:
-        from dsspn_cli.hierarchy.labelset import load_labelset
-
-        chosen = load_labelset(str(labelset))
-        # Its everything-else class (VOC's background) is written where no other class is.
-        catch_all = everything_else(chosen)
-        vocabulary = map_labelset(tree, chosen, wn, strict=True, without_other=True)
         labels = [label for label in chosen.mapped_labels if label is not catch_all]
         ids = [label.id for label in labels]
+        # Its everything-else class (VOC's background) is written where no other class is.
         other = catch_all.id if catch_all is not None else chosen.ignore_index
-        where = [f"{labelset}: label '{label.name}' (id {label.id})" for label in labels]
         for label in labels:
             where_ = f"{labelset}: label '{label.name}' (id {label.id})"
             if label.id < 0:        # it would be written as 2**8 or 2**16 minus it: 255 for -1
@@ -239,17 +227,8 @@ def choose_classes(tree, names: str | None = None, labelset: str | Path | None =
             colour = label.extra.get("color")
             if isinstance(colour, (list, tuple)) and len(colour) == 3:
                 colours[label.id] = tuple(int(c) for c in colour)
-    sets = vocabulary.concept_ids(tree)
-    for mapping, place in zip(vocabulary.classes, where):
-        if len(mapping.concepts) > 1 and not unions:
-            raise UserError(f"{place}: names {len(mapping.concepts)} concepts "
-                            f"({', '.join(mapping.ordered(tree)[:5])}"
-                            f"{', ...' if len(mapping.concepts) > 5 else ''}) and this "
-                            "command takes one concept per class; name them as classes of "
-                            "their own, or a concept above them")
-    concepts = tuple(next(iter(s)) if len(s) == 1 else -1 for s in sets)
-    return ClassChoice(concepts, vocabulary.names, tuple(ids), other, colours, sets,
-                       vocabulary.classes)
+    return ClassChoice(vocabulary.names, tuple(ids), other, vocabulary.concept_ids(tree),
+                       colours, vocabulary.classes)
 
 
 def dataset_labels(model, dataset: str) -> np.ndarray:
@@ -589,7 +568,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *,
     if dataset is not None:
         dataset = tree.dataset_name(dataset)
         tree.check_level(dataset, level)
-    choice = choose_classes(tree, classes, labelset, unions=True)
+    choice = choose_classes(tree, classes, labelset)
     source: dict = {}
     if hedge is not None:
         hedge_threshold, source = calibrated_threshold(

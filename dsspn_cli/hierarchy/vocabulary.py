@@ -48,7 +48,7 @@ from __future__ import annotations
 import difflib
 import weakref
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from dsspn_cli.errors import UserError, one_line
 from dsspn_cli.hierarchy.labelset import Label, LabelSet, is_synset_name
@@ -575,6 +575,39 @@ def map_labelset(tree, labelset: LabelSet, wn=None, strict: bool = True,
     return map_vocabulary(tree, labels, wn, strict, source=str(labelset.source))
 
 
+class ChosenVocabulary(NamedTuple):
+    """The classes given by ``--classes`` or by a label set (``vocabulary_for``)."""
+
+    vocabulary: Vocabulary
+    labelset: LabelSet | None           # the label set, None for --classes
+    other: Label | None                 # its everything-else class (``everything_else``)
+
+    @property
+    def source(self) -> str:
+        """Where the classes come from: ``--classes`` or the label set."""
+        return "--classes" if self.labelset is None else str(self.labelset.source)
+
+
+def vocabulary_for(tree, classes: str | None = None, labelset=None, wn=None,
+                   strict: bool = True) -> ChosenVocabulary:
+    """The vocabulary of ``--classes A,B,...`` (comma-separated, each stripped), or of a
+    label set (a built-in name or a file) without its everything-else class, mapped onto
+    ``tree`` (``map_vocabulary``, ``map_labelset``); give one of them. ``strict``: as for
+    ``map_vocabulary``."""
+    if classes is not None:
+        wanted = [c.strip() for c in classes.split(",") if c.strip()]
+        if not wanted:
+            raise UserError(f"--classes {classes!r}: name one class or more, like person,sky")
+        return ChosenVocabulary(map_vocabulary(tree, wanted, wn, strict=strict), None, None)
+    from dsspn_cli.hierarchy.labelset import load_labelset
+
+    chosen = load_labelset(str(labelset))
+    # Its everything-else class (VOC's background) is every pixel of no other class.
+    other = everything_else(chosen)
+    vocabulary = map_labelset(tree, chosen, wn, strict=strict, without_other=True)
+    return ChosenVocabulary(vocabulary, chosen, other)
+
+
 def _where(source: str, item) -> str:
     if isinstance(item, Label):
         return f"{source}: label '{item.name}' (id {item.id})"
@@ -683,17 +716,34 @@ def _finest(index: _Index, claimants: list[ClassMapping]) -> list[int]:
 # ------------------------------------------------------------------------------ datasets
 
 
-def dataset_labels(tree, dataset: str) -> dict[str, list[str]]:
-    """A dataset's own label names per concept ('road' -> ['roadway']), from its label set
-    (readable names where it has them; the label id where it cannot be read)."""
+def dataset_labelset(tree, dataset: str) -> LabelSet | None:
+    """The label set the tree names for a dataset (``labelset_of``: a file beside the tree
+    file first, else from the current folder); None when it cannot be read."""
     from dsspn_cli.hierarchy.tree import labelset_of
 
     try:
-        labelset = labelset_of(tree.source or None, tree.datasets.get(dataset) or {}, dataset)
-        names = {label.id: str(label.extra.get("readable") or label.name)
-                 for label in labelset.labels}
+        return labelset_of(tree.source or None, tree.datasets.get(dataset) or {}, dataset)
     except UserError:
-        names = {}
+        return None
+
+
+def label_display_names(tree, dataset: str, labelset: LabelSet | None = None
+                        ) -> dict[int, str]:
+    """A dataset's label id -> its name to show: the readable one where the label set has it
+    (Mapillary's 'Road'), else the label's name; from ``labelset``, by default the one the
+    tree names (``dataset_labelset``). Empty when it cannot be read."""
+    if labelset is None:
+        labelset = dataset_labelset(tree, dataset)
+    if labelset is None:
+        return {}
+    return {label.id: str(label.extra.get("readable") or label.name)
+            for label in labelset.labels}
+
+
+def dataset_labels(tree, dataset: str) -> dict[str, list[str]]:
+    """A dataset's own label names per concept ('road' -> ['roadway']), in the order of
+    their label ids (``label_display_names``; the label id where it cannot be read)."""
+    names = label_display_names(tree, dataset)
     found: dict[str, list[str]] = {}
     for label_id, concept in sorted(tree.label_map(dataset).items()):
         found.setdefault(concept, []).append(names.get(label_id, f"label {label_id}"))
@@ -710,4 +760,6 @@ def labelled(concept: str, labels: Sequence[str]) -> str:
 
 
 __all__ = ["ClassMapping", "Vocabulary", "VocabularyProblem", "HOWS", "map_class",
-           "map_vocabulary", "map_labelset", "everything_else", "dataset_labels", "labelled"]
+           "map_vocabulary", "map_labelset", "everything_else", "ChosenVocabulary",
+           "vocabulary_for", "dataset_labelset", "label_display_names", "dataset_labels",
+           "labelled"]

@@ -38,17 +38,11 @@ def tree_data(tree, fold: int | None = None, wordnet_dir=None, title: str = "",
     this list), synset, kind, definition, labels per dataset (id and the dataset's own name)
     and neuron number. ``keep``: only these concepts (each with its parent), ids unchanged."""
     from dsspn_cli.hierarchy.render import DATASET_COLOURS
-    from dsspn_cli.hierarchy.vocabulary import dataset_labels
+    from dsspn_cli.hierarchy.vocabulary import label_display_names
 
     texts, missing = definitions(tree, wordnet_dir)
     neurons = {name: i for i, name in enumerate(tree.neurons)}     # the model's neuron order
-    label_names = {}
-    for dataset in tree.datasets:
-        names = dataset_labels(tree, dataset)
-        # dataset_labels lists each concept's names in the order of its label ids.
-        label_names[dataset] = {concept: dict(zip(sorted(tree.labels(concept).get(dataset, [])),
-                                                  given))
-                                for concept, given in names.items()}
+    label_names = {dataset: label_display_names(tree, dataset) for dataset in tree.datasets}
     shown = [name for name in tree.names if keep is None or name in keep]
     place = {name: i for i, name in enumerate(shown)}
     concepts = []
@@ -57,7 +51,7 @@ def tree_data(tree, fold: int | None = None, wordnet_dir=None, title: str = "",
         parent = tree.parent(name)
         labels = {}
         for dataset, ids in tree.labels(name).items():
-            named = label_names.get(dataset, {}).get(name, {})
+            named = label_names.get(dataset, {})
             labels[dataset] = [[int(i), str(named.get(i, f"label {i}"))] for i in ids]
         synset = node.get("synset")
         concepts.append({
